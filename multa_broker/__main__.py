@@ -1,0 +1,3 @@
+from multa_broker.cli import main
+
+raise SystemExit(main())

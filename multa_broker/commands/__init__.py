@@ -1,0 +1,1 @@
+"""One module per ``multa`` subcommand (see multa_broker.cli.COMMANDS)."""

@@ -1,0 +1,32 @@
+"""``multa bench WHAT``: benchmarks that print side-by-side figures (medians, ratios).
+
+Each benchmark lives beside the code it measures and exposes
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "benchmarks: flows, model, bridge, zeek"
+
+BENCHES: dict[str, tuple[str, str]] = {
+    "flows": ("multa_broker.capture.bench", "offline extractor packets/s on a capture corpus"),
+    "model": ("multa_broker.model.bench", "LMMoE vs single-task models: size, flows/s, macro-F1"),
+    "bridge": ("multa_broker.bridge.bench", "end-to-end bridge flows/s and latency over WebSocket"),
+    "zeek": ("multa_broker.zeekbench", "Zeek wall time and memory: plain vs multa vs new_packet"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="bench", metavar="WHAT", required=True)
+    for name, (module, help_text) in BENCHES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_bench_module=module)
+        # Bench modules import heavy libraries inside run(), so this stays cheap.
+        importlib.import_module(module).add_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(args._bench_module).run(args) or 0)

@@ -1,0 +1,68 @@
+"""The wire contract between the Zeek package and the bridge (docs/protocol.md).
+
+Zeek -> bridge: event ``Multa::flows(node: string, flows: vector of Multa::Flow)``
+on ``Multa::flow_topic`` (default ``multa/flows``).
+
+Bridge -> Zeek: event ``Multa::results(results: vector of Multa::Result)`` on
+``Multa::result_topic`` (default ``multa/results``) or the sending node's topic.
+
+Records travel as vectors of their fields in declaration order; the field
+tuples below are that order and must match ``zeek_scripts/main.zeek``.
+Tests on both sides pin it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+FLOWS_EVENT = "Multa::flows"
+RESULTS_EVENT = "Multa::results"
+DEFAULT_FLOW_TOPIC = "multa/flows"
+DEFAULT_RESULT_TOPIC = "multa/results"
+#: Prefix of per-node result topics: results for node X go to ``multa/results/X``
+#: when the bridge is set to answer the sending node.
+NODE_RESULT_TOPIC_PREFIX = "multa/results/"
+
+#: ``Multa::Flow`` fields and their Zeek/Broker types, in declaration order.
+FLOW_FIELDS: tuple[tuple[str, str], ...] = (
+    ("uid", "string"),
+    ("orig_h", "addr"),
+    ("orig_p", "port"),
+    ("resp_h", "addr"),
+    ("resp_p", "port"),
+    ("ts", "time"),
+    ("sizes", "vector of count"),
+    ("dirs", "vector of bool"),
+    ("iats", "vector of count"),
+)
+
+#: ``Multa::Result`` fields and their types, in declaration order.
+RESULT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("uid", "string"),
+    ("model", "string"),
+    ("tasks", "vector of string"),
+    ("labels", "vector of string"),
+    ("scores", "vector of double"),
+)
+
+
+class Port(NamedTuple):
+    """A Zeek ``port``: number plus transport protocol ("tcp", "udp", "icmp", "unknown")."""
+
+    number: int
+    proto: str
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.proto}"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """One ``Multa::Result`` record: a flow's verdicts, one label and score per task."""
+
+    uid: str
+    model: str
+    tasks: tuple[str, ...]
+    labels: tuple[str, ...]
+    scores: tuple[float, ...]
