@@ -1,0 +1,207 @@
+"""The corpus builder behind ``multa dataset build``.
+
+Walks every label source, extracts each capture's flows with the same
+extractor ``multa flows`` and ``multa classify`` use, attaches the source's
+labels, drops flows no source labels, splits by capture and writes one
+:class:`FlowDataset`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from multa_broker.capture import read_flows
+from multa_broker.dataset.format import FlowDataset
+from multa_broker.dataset.jsonl import JsonlLabels
+from multa_broker.dataset.labelmap import LabelSource, Labels, builtin_sources, load_source
+from multa_broker.dataset.ndpi import NdpiLabeller
+from multa_broker.dataset.split import DEFAULT_RATIOS, assign_splits
+from multa_broker.errors import MultaError
+from multa_broker.flow import MAX_N, PROTO_INDEX, Flow, FlowKey
+from multa_broker.taxonomy import MISSING, TASKS
+
+log = logging.getLogger("multa.dataset")
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
+Labeller = Callable[[FlowKey], Labels]
+
+
+@dataclass
+class BuildConfig:
+    data_dir: Path
+    lab_dirs: list[Path] = field(default_factory=list)
+    sources: list[Path] = field(default_factory=list)
+    builtin: bool = True
+    verify_checksums: bool = False
+    seed: int = 1
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS
+
+
+@dataclass(frozen=True)
+class CaptureJob:
+    path: Path
+    name: str  # unique id in the dataset, e.g. "ndpi/pcap/dns.pcap"
+    source: str
+    labeller: Labeller
+
+
+@dataclass
+class BuildReport:
+    captures_read: int = 0
+    flows_seen: int = 0
+    flows_labelled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _is_capture(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(CAPTURE_SUFFIXES)
+
+
+def _rules_jobs(src: LabelSource, data_dir: Path) -> Iterator[CaptureJob]:
+    root = (data_dir / src.root)
+    if not root.is_dir():
+        raise MultaError(f"{src.origin}: capture folder {root} does not exist")
+    for path in sorted(p for p in root.rglob("*") if _is_capture(p)):
+        rel = path.relative_to(root).as_posix()
+        rules = src.rules_for(rel)
+        if rules is None or src.excluded(rel):
+            continue
+        yield CaptureJob(path, f"{src.root}/{rel}", src.name, rules.label)
+
+
+def _ndpi_jobs(src: LabelSource, data_dir: Path) -> Iterator[CaptureJob]:
+    root = data_dir / src.root
+    pcaps, results = root / "pcap", root / "result"
+    if not pcaps.is_dir() or not results.is_dir():
+        raise MultaError(f"{src.origin}: expected {pcaps} and {results}")
+    for path in sorted(p for p in pcaps.iterdir() if _is_capture(p)):
+        out = results / f"{path.name}.out"
+        rel = f"pcap/{path.name}"
+        if not out.is_file() or src.excluded(rel):
+            continue
+        yield CaptureJob(path, f"{src.root}/{rel}", src.name, NdpiLabeller(src, out, rel))
+
+
+def _lab_jobs(lab_dir: Path) -> Iterator[CaptureJob]:
+    labels_file = lab_dir / "labels.jsonl"
+    if not labels_file.is_file():
+        raise MultaError(f"{lab_dir}: no labels.jsonl (is this a `multa lab run` output folder?)")
+    table = JsonlLabels.load(labels_file)
+    for cap in table.captures:
+        path = lab_dir / cap
+        if not path.is_file():
+            raise MultaError(f"{labels_file}: capture {cap} is missing")
+        yield CaptureJob(path, f"lab:{lab_dir.name}/{cap}", "lab", table.labeller(cap))
+
+
+def plan(config: BuildConfig) -> list[CaptureJob]:
+    """Every capture to read, with its labeller; fails early on a bad source."""
+    sources = builtin_sources() if config.builtin else []
+    sources += [load_source(p) for p in config.sources]
+    jobs: list[CaptureJob] = []
+    for src in sources:
+        if src.kind == "jsonl":
+            jobs += _lab_jobs(config.data_dir / src.root)
+        elif src.kind == "ndpi":
+            jobs += _ndpi_jobs(src, config.data_dir)
+        else:
+            jobs += _rules_jobs(src, config.data_dir)
+    for lab in config.lab_dirs:
+        jobs += _lab_jobs(lab)
+    return jobs
+
+
+@dataclass
+class _Rows:
+    flows: list[Flow] = field(default_factory=list)
+    labels: list[list[int]] = field(default_factory=list)
+    capture: list[int] = field(default_factory=list)
+
+
+def _label_row(labels: Labels) -> list[int]:
+    return [TASKS[t].index(labels[t]) if t in labels else MISSING for t in TASKS]
+
+
+def _read_job(job: CaptureJob, verify_checksums: bool, rows: _Rows, cap_index: int,
+              report: BuildReport) -> Counter:
+    classes: Counter = Counter()
+    try:
+        for flow in read_flows(job.path, n=MAX_N, verify_checksums=verify_checksums):
+            report.flows_seen += 1
+            labels = job.labeller(flow.key)
+            if not labels:
+                continue
+            rows.flows.append(flow)
+            rows.labels.append(_label_row(labels))
+            rows.capture.append(cap_index)
+            classes.update(labels.items())
+    except MultaError as e:
+        # Keep what was read before the damage; the error names the file.
+        report.errors.append(str(e))
+        log.warning("%s", e)
+    return classes
+
+
+def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, BuildReport]:
+    jobs = plan(config)
+    if not jobs:
+        raise MultaError(f"no labelled captures found under {config.data_dir}")
+    report = BuildReport()
+    rows = _Rows()
+    capture_classes: dict[str, Counter] = {}
+    iterator = jobs
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(jobs, desc="captures", unit="file", leave=False)
+    for i, job in enumerate(iterator):
+        classes = _read_job(job, config.verify_checksums, rows, i, report)
+        report.captures_read += 1
+        if classes:
+            capture_classes[job.name] = classes
+    report.flows_labelled = len(rows.flows)
+    splits = assign_splits(capture_classes, config.ratios, config.seed)
+    names = [j.name for j in jobs]
+    ds = _to_dataset(rows, names, splits)
+    ds.meta.update({
+        "seed": config.seed,
+        "ratios": list(config.ratios),
+        "verify_checksums": config.verify_checksums,
+        "sources": sorted({j.source for j in jobs}),
+        "captures_with_labels": len(capture_classes),
+        "capture_sha": hashlib.sha256("\n".join(sorted(capture_classes)).encode()).hexdigest()[:16],
+    })
+    return ds, report
+
+
+def _to_dataset(rows: _Rows, names: Sequence[str], splits: dict[str, int]) -> FlowDataset:
+    f = len(rows.flows)
+    sizes = np.zeros((f, MAX_N), np.float32)
+    dirs = np.zeros((f, MAX_N), np.float32)
+    iats = np.zeros((f, MAX_N), np.float32)
+    lengths = np.zeros(f, np.int64)
+    for r, flow in enumerate(rows.flows):
+        k = min(MAX_N, flow.packets)
+        sizes[r, :k] = flow.sizes[:k]
+        dirs[r, :k] = flow.dirs[:k]
+        iats[r, :k] = flow.iats[:k]
+        lengths[r] = k
+    capture = np.asarray(rows.capture, np.int32)
+    return FlowDataset(
+        sizes=sizes, dirs=dirs, iats=iats, lengths=lengths,
+        proto=np.array([PROTO_INDEX[fl.key.proto] for fl in rows.flows], np.int64),
+        orig_p=np.array([fl.key.orig_p for fl in rows.flows], np.int32),
+        resp_p=np.array([fl.key.resp_p for fl in rows.flows], np.int32),
+        labels=np.asarray(rows.labels, np.int16).reshape(f, len(TASKS)),
+        split=np.array([splits[names[c]] for c in rows.capture], np.int8),
+        capture=capture,
+        keys=np.array([str(fl.key) for fl in rows.flows], dtype="U"),
+        tasks={t: list(c) for t, c in TASKS.items()},
+        captures=list(names),
+    )
