@@ -3,8 +3,8 @@
 Flows of one capture share hosts, sessions and timing, so splitting by flow
 would leak. A plain random split by capture, though, can put every capture
 of a rare class into one split. So captures are placed rarest-class first,
-each into the split that most lacks that class relative to the target
-ratios; ties are broken by a seeded shuffle, so the result is reproducible.
+each into the split that most lacks that class relative to its target
+share; ties are broken by a seeded shuffle, so the result is reproducible.
 """
 
 from __future__ import annotations
@@ -51,10 +51,13 @@ def assign_splits(
         if rarest is not None:
             have = placed[rarest]
             n = carriers[rarest]
-            deficit = [ratios[i] * n - have[i] for i in range(3)]
+            # A class seen in >= 3 captures gets at least one in every split,
+            # so validation and test can measure it at all.
+            target = [max(ratios[i] * n, 1.0 if n >= 3 and ratios[i] > 0 else 0.0) for i in range(3)]
+            deficit = [(target[i] - have[i]) / target[i] if target[i] else -1.0 for i in range(3)]
         else:
             n = len(captures)
-            deficit = [ratios[i] * n - totals[i] for i in range(3)]
+            deficit = [(ratios[i] * n - totals[i]) / (ratios[i] * n) if ratios[i] else -1.0 for i in range(3)]
         best = max(range(3), key=lambda i: (deficit[i], ratios[i]))
         out[cap] = best
         totals[best] += 1
