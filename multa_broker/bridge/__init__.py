@@ -1,0 +1,16 @@
+"""The bridge: Zeek's flow sequences in, the model's verdicts out (docs/bridge.md, docs/protocol.md).
+
+Modules, one concept each:
+
+* :mod:`.config` -- the YAML configuration (typed dataclasses, defaults, checks);
+* :mod:`.codec` -- Broker's JSON data model, every type <-> Python;
+* :mod:`.wire` -- parsing WebSocket messages fast (msgspec, or json);
+* :mod:`.events` -- ``Multa::flows`` / ``Multa::results`` <-> Flow / Result;
+* :mod:`.transport`, :mod:`.websocket`, :mod:`.native` -- connections to Zeek;
+* :mod:`.service` -- batching, inference off the event loop, faults, reload, drain;
+* :mod:`.model` -- loading and watching the model; verdicts -> Results;
+* :mod:`.metrics` -- Prometheus metrics; :mod:`.backoff`, :mod:`.ratelog` -- small helpers;
+* :mod:`.fakezeek` -- Zeek's WebSocket side, for tests and :mod:`.bench`.
+
+Nothing heavy is imported here: ``multa --help`` stays instant.
+"""

@@ -1,0 +1,305 @@
+"""The two Multa events in both wire forms: Broker JSON (WebSocket) and Python values.
+
+``Multa::flows(node: string, flows: vector of Multa::Flow)`` comes in;
+``Multa::results(results: vector of Multa::Result)`` goes out. Field order is
+:data:`multa_broker.protocol.FLOW_FIELDS` / ``RESULT_FIELDS``.
+
+These are the bridge's hot path, so they are written against the contract's
+exact shape instead of going through the generic :mod:`codec`: a flow record
+is checked field by field (Broker type first, then :func:`multa_broker.flow.validate`),
+and results are rendered straight to JSON text. A bad flow record raises
+:class:`FlowError` for that record only; a message that is not a well-formed
+``Multa::flows`` call raises :class:`codec.CodecError` for the whole message.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from multa_broker.bridge import codec, wire
+from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey, validate
+from multa_broker.protocol import FLOW_FIELDS, FLOWS_EVENT, RESULT_FIELDS, RESULTS_EVENT, Port, Result
+
+_N_FLOW_FIELDS = len(FLOW_FIELDS)
+_N_RESULT_FIELDS = len(RESULT_FIELDS)
+_UTC = _dt.timezone.utc
+_PROTOS = {"tcp", "udp", "icmp"}
+
+
+@dataclass(slots=True)
+class FlowsMessage:
+    """One ``Multa::flows`` call: the sending node, its valid flows, and why the others failed."""
+
+    node: str
+    flows: list[Flow] = field(default_factory=list)
+    #: One line per rejected flow record (the record's uid when readable).
+    rejected: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------ flows: Broker JSON
+
+# Addresses and ports repeat across flows; remembering the good ones saves
+# most of their parsing. Both caches are cleared when they grow past a bound.
+_ADDR_OK: dict[str, None] = {}
+_PORTS: dict[str, tuple[int, str]] = {}
+_CACHE_MAX = 65536
+
+
+def _field(v: Any, dtype: str, name: str) -> Any:
+    if v.__class__ is not wire.Value or v.t != dtype:
+        got = v.t if v.__class__ is wire.Value else type(v).__name__
+        raise FlowError(f"field {name} must be {dtype}, got {got or 'no type'}")
+    return v.data
+
+
+def _seq(v: Any, dtype: str, pytype: type, name: str, max_n: int) -> list[Any]:
+    items = _field(v, "vector", name)
+    if items.__class__ is not list:
+        raise FlowError(f"field {name} is not a JSON array")
+    if len(items) > max_n:
+        # Checked before touching the elements: an oversized vector costs nothing.
+        raise FlowError(f"field {name} has {len(items)} elements, more than {max_n}")
+    try:
+        values = [e.data for e in items if e.t == dtype]
+    except AttributeError:
+        raise FlowError(f"field {name} holds something that is not a Broker value") from None
+    if len(values) != len(items) or not all(x.__class__ is pytype for x in values):
+        raise FlowError(f"field {name} must be a vector of {dtype}")
+    return values
+
+
+def _port(v: Any, name: str) -> tuple[int, str]:
+    text = _field(v, "port", name)
+    p = _PORTS.get(text) if text.__class__ is str else None
+    if p is None:
+        try:
+            port = codec.parse_port(text)
+        except codec.CodecError as e:
+            raise FlowError(f"field {name}: {e}") from None
+        p = (port.number, port.proto)
+        if len(_PORTS) >= _CACHE_MAX:
+            _PORTS.clear()
+        _PORTS[text] = p
+    return p
+
+
+def _addr(v: Any, name: str) -> str:
+    text = _field(v, "address", name)
+    if text.__class__ is not str or text not in _ADDR_OK:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise FlowError(f"field {name}: bad address {text!r}"[:120]) from None
+        if len(_ADDR_OK) >= _CACHE_MAX:
+            _ADDR_OK.clear()
+        _ADDR_OK[text] = None
+    return text
+
+
+def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
+    """One ``Multa::Flow`` record (a Broker JSON vector, as :class:`wire.Value`) as a validated Flow."""
+    fields = _field(rec, "vector", "flow")
+    if fields.__class__ is not list or len(fields) != _N_FLOW_FIELDS:
+        n = len(fields) if fields.__class__ is list else "no"
+        raise FlowError(f"flow record has {n} fields, expected {_N_FLOW_FIELDS}")
+    uid = _field(fields[0], "string", "uid")
+    if uid.__class__ is not str or not uid:
+        raise FlowError("field uid must be a non-empty string")
+    try:
+        orig_h = _addr(fields[1], "orig_h")
+        orig_p, orig_proto = _port(fields[2], "orig_p")
+        resp_h = _addr(fields[3], "resp_h")
+        resp_p, proto = _port(fields[4], "resp_p")
+        if orig_proto != proto:
+            raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
+        ts_text = _field(fields[5], "timestamp", "ts")
+        try:
+            ts = codec.parse_timestamp(ts_text).timestamp()
+        except codec.CodecError as e:
+            raise FlowError(f"field ts: {e}") from None
+        flow = Flow(
+            FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts),
+            _seq(fields[6], "count", int, "sizes", max_n),
+            _seq(fields[7], "boolean", bool, "dirs", max_n),
+            _seq(fields[8], "count", int, "iats", max_n),
+            uid,
+        )
+        validate(flow, max_n)
+    except FlowError as e:
+        raise FlowError(f"flow {uid}: {e}"[:300]) from None
+    return flow
+
+
+def flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
+    """The arguments of ``Multa::flows`` as Broker JSON Values (``[node, [flow, ...]]``)."""
+    if args.__class__ is not list or len(args) != 2:
+        raise codec.CodecError(f"{FLOWS_EVENT} needs 2 arguments (node, flows)")
+    node, flows = args
+    if node.__class__ is not wire.Value or node.t != "string" or node.data.__class__ is not str:
+        raise codec.CodecError(f"{FLOWS_EVENT}: argument node must be a string")
+    if flows.__class__ is not wire.Value or flows.t != "vector" or flows.data.__class__ is not list:
+        raise codec.CodecError(f"{FLOWS_EVENT}: argument flows must be a vector")
+    msg = FlowsMessage(node.data)
+    for rec in flows.data:
+        try:
+            msg.flows.append(flow_from_json(rec, max_n))
+        except FlowError as e:
+            msg.rejected.append(str(e))
+    return msg
+
+
+# ------------------------------------------------------------ flows: Python values
+
+
+def flow_from_values(rec: Any, max_n: int = MAX_N) -> Flow:
+    """One ``Multa::Flow`` record as :mod:`codec` Python values (a tuple of 9 fields)."""
+    if not isinstance(rec, (tuple, list)) or len(rec) != _N_FLOW_FIELDS:
+        raise FlowError(f"flow record is not a vector of {_N_FLOW_FIELDS} fields")
+    uid, orig_h, orig_p, resp_h, resp_p, ts, sizes, dirs, iats = rec
+    if type(uid) is not str or not uid:
+        raise FlowError("field uid must be a non-empty string")
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise FlowError(f"flow {uid}: field {what}")
+
+    ip_types = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+    need(isinstance(orig_h, ip_types), "orig_h must be an address")
+    need(isinstance(resp_h, ip_types), "resp_h must be an address")
+    need(isinstance(orig_p, Port) and isinstance(resp_p, Port), "orig_p/resp_p must be ports")
+    need(orig_p.proto == resp_p.proto, "orig_p/resp_p disagree on the protocol")
+    need(isinstance(ts, _dt.datetime) and ts.tzinfo is not None, "ts must be a timestamp")
+    for name, seq, t in (("sizes", sizes, codec.Count), ("dirs", dirs, bool), ("iats", iats, codec.Count)):
+        need(isinstance(seq, (tuple, list)), f"{name} must be a vector")
+        need(len(seq) <= max_n, f"{name} has {len(seq)} elements, more than {max_n}")
+        need(all(type(x) is t for x in seq), f"{name} must be a vector of {'bool' if t is bool else 'count'}")
+    flow = Flow(FlowKey(resp_p.proto, str(orig_h), orig_p.number, str(resp_h), resp_p.number, ts.timestamp()),
+                [int(s) for s in sizes], list(dirs), [int(i) for i in iats], uid)
+    try:
+        validate(flow, max_n)
+    except FlowError as e:
+        raise FlowError(f"flow {uid}: {e}") from None
+    return flow
+
+
+def flows_from_values(args: Any, max_n: int = MAX_N) -> FlowsMessage:
+    """The arguments of ``Multa::flows`` as :mod:`codec` Python values."""
+    if not isinstance(args, (list, tuple)) or len(args) != 2:
+        raise codec.CodecError(f"{FLOWS_EVENT} needs 2 arguments (node, flows)")
+    node, flows = args
+    if type(node) is not str or not isinstance(flows, (tuple, list)):
+        raise codec.CodecError(f"{FLOWS_EVENT} arguments must be (string, vector)")
+    msg = FlowsMessage(node)
+    for rec in flows:
+        try:
+            msg.flows.append(flow_from_values(rec, max_n))
+        except FlowError as e:
+            msg.rejected.append(str(e))
+    return msg
+
+
+def flow_values(flow: Flow) -> tuple[Any, ...]:
+    """A Flow as the ``Multa::Flow`` record in :mod:`codec` Python values (what Zeek sends)."""
+    k = flow.key
+    return (
+        flow.uid or "",
+        ipaddress.ip_address(k.orig_h), Port(k.orig_p, k.proto),
+        ipaddress.ip_address(k.resp_h), Port(k.resp_p, k.proto),
+        _dt.datetime.fromtimestamp(k.ts, _UTC),
+        tuple(codec.Count(s) for s in flow.sizes),
+        tuple(bool(d) for d in flow.dirs),
+        tuple(codec.Count(i) for i in flow.iats),
+    )
+
+
+def flow_record_json(flow: Flow) -> dict[str, Any]:
+    """A Flow as Zeek puts it on the wire: a Broker JSON vector of its fields."""
+    return codec.encode(flow_values(flow))
+
+
+# ------------------------------------------------------------ results
+
+
+def check_result(r: Result) -> None:
+    """Raise ValueError unless ``r`` can become a ``Multa::Result`` Zeek accepts."""
+    if not (len(r.tasks) == len(r.labels) == len(r.scores)):
+        raise ValueError(f"result {r.uid}: tasks/labels/scores lengths differ")
+    for s in r.scores:
+        if not math.isfinite(s):
+            raise ValueError(f"result {r.uid}: score {s} is not finite")
+
+
+_STR_CACHE: dict[str, str] = {}
+
+
+def _jstr(s: str) -> str:
+    """``{"@data-type":"string","data":...}`` text; labels/tasks/model repeat, so cache them."""
+    text = _STR_CACHE.get(s)
+    if text is None:
+        text = '{"@data-type":"string","data":' + json.dumps(s) + "}"
+        if len(_STR_CACHE) < 4096:
+            _STR_CACHE[s] = text
+    return text
+
+
+def _real(x: float) -> str:
+    # Six decimals like Zeek/Broker's own "%f"; always has a decimal point, so
+    # Broker reads a real (a bare "1" would be an integer and fail the event).
+    return '{"@data-type":"real","data":' + f"{x:.6f}" + "}"
+
+
+def result_json_text(r: Result) -> str:
+    """One ``Multa::Result`` record as Broker JSON text."""
+    return (
+        '{"@data-type":"vector","data":['
+        + '{"@data-type":"string","data":' + json.dumps(r.uid) + "},"
+        + _jstr(r.model) + ","
+        + '{"@data-type":"vector","data":[' + ",".join(_jstr(t) for t in r.tasks) + "]},"
+        + '{"@data-type":"vector","data":[' + ",".join(_jstr(lb) for lb in r.labels) + "]},"
+        + '{"@data-type":"vector","data":[' + ",".join(_real(s) for s in r.scores) + "]}"
+        + "]}"
+    )
+
+
+def results_message_text(topic: str, results: Iterable[Result]) -> str:
+    """A complete WebSocket data-message carrying ``Multa::results(results)``."""
+    body = ",".join(result_json_text(r) for r in results)
+    return (
+        '{"type":"data-message","topic":' + json.dumps(topic) + ","
+        '"@data-type":"vector","data":['
+        '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
+        '{"@data-type":"vector","data":[' + _jstr(RESULTS_EVENT) + ","
+        '{"@data-type":"vector","data":[{"@data-type":"vector","data":[' + body + "]}]}]}]}"
+    )
+
+
+def result_values(r: Result) -> tuple[Any, ...]:
+    """One ``Multa::Result`` record in :mod:`codec` Python values."""
+    return (r.uid, r.model, tuple(r.tasks), tuple(r.labels), tuple(round(float(s), 6) for s in r.scores))
+
+
+def results_from_values(args: Any) -> list[Result]:
+    """The arguments of ``Multa::results`` (codec values) as Results; CodecError if malformed."""
+    if not isinstance(args, (list, tuple)) or len(args) != 1 or not isinstance(args[0], (list, tuple)):
+        raise codec.CodecError(f"{RESULTS_EVENT} needs 1 argument (a vector of results)")
+    out = []
+    for rec in args[0]:
+        if not isinstance(rec, (list, tuple)) or len(rec) != _N_RESULT_FIELDS:
+            raise codec.CodecError(f"result record is not a vector of {_N_RESULT_FIELDS} fields")
+        uid, model, tasks, labels, scores = rec
+        if not (type(uid) is str and type(model) is str
+                and all(type(t) is str for t in tasks) and all(type(lb) is str for lb in labels)
+                and all(type(s) is float for s in scores)):
+            raise codec.CodecError("result record has a field of the wrong type")
+        out.append(Result(uid, model, tuple(tasks), tuple(labels), tuple(scores)))
+    return out
+
+
+def flows_event_values(node: str, flows: Sequence[Flow]) -> list[Any]:
+    """``Multa::flows`` arguments as codec values (used by tests and the load generator)."""
+    return [node, tuple(flow_values(f) for f in flows)]

@@ -1,0 +1,222 @@
+"""A stand-in for Zeek's WebSocket API, for tests and ``multa bench bridge``.
+
+It speaks Broker's JSON protocol v1 as Zeek 8.0 does (zeek8-facts.md, Broker
+doc/web-socket.rst): a client's first message is a JSON array of topic
+prefixes; the server answers ``{"type":"ack","endpoint":"<uuid>-websocket-0",
+"version":...}``; afterwards both sides send ``data-message``\\ s, and the
+server sends ``error`` for input it cannot parse. Events go to every client
+whose subscriptions prefix-match the topic.
+
+What clients publish is checked like Zeek would: a ``Multa::results`` event
+whose arguments are not exactly ``vector of Multa::Result`` (string, string,
+vector of string, vector of string, vector of real) is not delivered -- it is
+counted in :attr:`FakeZeek.rejected`, as Zeek would log a conversion error --
+so a test catches e.g. a score sent as a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from multa_broker.bridge import codec, events, wire
+from multa_broker.flow import Flow
+from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Result
+
+ZEEK_VERSION = "8.0.10"
+WS_PATH = "/v1/messages/json"
+
+
+@dataclass
+class Received:
+    """One ``Multa::results`` event a client sent."""
+
+    topic: str
+    results: list[Result]
+    t: float = field(default_factory=time.monotonic)
+
+
+def _check_results(t: str, data: Any) -> list[Result]:
+    """The Results of a data-message value, checked for Zeek's exact types; CodecError if not."""
+    name, args = wire.split_event(t, data)
+    if name != RESULTS_EVENT:
+        raise codec.CodecError(f"unknown event {name!r}")
+    if len(args) != 1 or args[0].t != "vector":
+        raise codec.CodecError(f"{RESULTS_EVENT} takes one vector argument")
+    out = []
+    for rec in args[0].data:
+        if rec.t != "vector" or len(rec.data) != 5:
+            raise codec.CodecError("a Result must be a vector of 5 fields")
+        uid, model, tasks, labels, scores = rec.data
+        if uid.t != "string" or model.t != "string":
+            raise codec.CodecError("Result.uid and Result.model must be strings")
+        seqs = []
+        for v, dtype, py in ((tasks, "string", str), (labels, "string", str), (scores, "real", float)):
+            if v.t != "vector" or any(e.t != dtype or type(e.data) is not py for e in v.data):
+                raise codec.CodecError(f"a Result field must be a vector of {dtype}")
+            seqs.append(tuple(e.data for e in v.data))
+        out.append(Result(uid.data, model.data, *seqs))
+    return out
+
+
+class FlowTemplates:
+    """Makes ``Multa::flows`` messages fast: each flow's JSON is built once, uids are fresh.
+
+    The load generator must out-run the bridge on the same two cores, so it only
+    splices a new uid into pre-rendered text per flow.
+    """
+
+    def __init__(self, flows: Sequence[Flow], uid_prefix: str = "C") -> None:
+        self._tails = []
+        for f in flows:
+            rec = json.dumps(events.flow_record_json(f), separators=(",", ":"))
+            # Split off the uid field: '{"@data-type":"vector","data":[{uid},' + tail
+            head = '{"@data-type":"vector","data":[' + json.dumps(codec.encode(f.uid or "x"), separators=(",", ":")) + ","
+            assert rec.startswith(head)
+            self._tails.append(rec[len(head):])
+        self._next = itertools.cycle(range(len(self._tails)))
+        self._counter = itertools.count()
+        self.prefix = uid_prefix
+
+    def message(self, topic: str, node: str, count: int) -> tuple[str, list[str]]:
+        """A data-message with ``count`` flows; returns (text, their uids)."""
+        uids = [f"{self.prefix}{next(self._counter):x}" for _ in range(count)]
+        recs = ",".join('{"@data-type":"vector","data":[{"@data-type":"string","data":"' + u + '"},'
+                        + self._tails[next(self._next)] for u in uids)
+        return flows_message_text(topic, node, recs), uids
+
+
+def flows_message_text(topic: str, node: str, records_json: str) -> str:
+    """A data-message carrying ``Multa::flows(node, [records])``; records already JSON text."""
+    return ('{"type":"data-message","topic":' + json.dumps(topic) + ',"@data-type":"vector","data":['
+            '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
+            '{"@data-type":"vector","data":[{"@data-type":"string","data":' + json.dumps(FLOWS_EVENT) + "},"
+            '{"@data-type":"vector","data":[{"@data-type":"string","data":' + json.dumps(node) + "},"
+            '{"@data-type":"vector","data":[' + records_json + "]}]}]}]}")
+
+
+def flows_message(topic: str, node: str, flows: Sequence[Flow]) -> str:
+    """A data-message carrying ``Multa::flows(node, flows)`` exactly as Zeek writes it."""
+    recs = ",".join(json.dumps(events.flow_record_json(f), separators=(",", ":")) for f in flows)
+    return flows_message_text(topic, node, recs)
+
+
+class FakeZeek:
+    """An in-process Broker WebSocket server (JSON v1) playing Zeek's side."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
+                 on_results: Callable[[Received], None] | None = None, keep: bool = True) -> None:
+        self.host, self.port = host, port
+        self.endpoint = f"{uuid.uuid4()}-websocket-0"
+        self.received: list[Received] = []
+        self.rejected: list[str] = []
+        self.errors_sent = 0
+        self.handshakes: list[list[str]] = []
+        self.on_results = on_results
+        self.keep = keep
+        self._clients: dict[Any, list[str]] = {}
+        self._server: Any = None
+        self._subscribed = asyncio.Event()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}{WS_PATH}"
+
+    async def start(self) -> "FakeZeek":
+        from websockets.asyncio.server import serve
+
+        self._server = await serve(self._serve, self.host, self.port, compression=None,
+                                   max_size=None, max_queue=64)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Go away like a Zeek that exits: close every connection and the listener."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self._clients.clear()
+        self._subscribed.clear()
+
+    async def wait_subscribed(self, timeout: float = 10.0) -> None:
+        await asyncio.wait_for(self._subscribed.wait(), timeout)
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    async def _serve(self, ws: Any) -> None:
+        if ws.request is not None and ws.request.path != WS_PATH:
+            await ws.close(1008, f"unknown path {ws.request.path}")
+            return
+        try:
+            first = await ws.recv()
+            topics = json.loads(first)
+            if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+                raise ValueError("subscriptions must be a JSON array of strings")
+        except (ValueError, TypeError) as e:
+            await ws.send(json.dumps({"type": "error", "code": "deserialization_failed", "context": str(e)}))
+            await ws.close()
+            return
+        except Exception:
+            return
+        await ws.send(json.dumps({"type": "ack", "endpoint": self.endpoint, "version": ZEEK_VERSION}))
+        self.handshakes.append(topics)
+        self._clients[ws] = topics
+        self._subscribed.set()
+        try:
+            async for text in ws:
+                await self._incoming(ws, text)
+        except Exception:
+            pass
+        finally:
+            self._clients.pop(ws, None)
+
+    async def _incoming(self, ws: Any, text: str | bytes) -> None:
+        try:
+            msg = wire.decode_message(text)
+            if msg.type != "data-message":
+                raise wire.MessageError(f"unexpected message type {msg.type!r}")
+        except wire.MessageError as e:
+            self.errors_sent += 1
+            await ws.send(json.dumps({"type": "error", "code": "deserialization_failed", "context": str(e)}))
+            return
+        try:
+            results = _check_results(msg.t, msg.data)
+        except (codec.CodecError, AttributeError, TypeError, ValueError) as e:
+            self.rejected.append(f"{msg.topic}: {e}")
+            return
+        rec = Received(msg.topic, results)
+        if self.keep:
+            self.received.append(rec)
+        if self.on_results is not None:
+            self.on_results(rec)
+
+    async def send_text(self, topic: str, text: str) -> int:
+        """Send a ready data-message to every client subscribed to a prefix of ``topic``."""
+        n = 0
+        for ws, subs in list(self._clients.items()):
+            if any(topic.startswith(s) for s in subs):
+                try:
+                    await ws.send(text)
+                    n += 1
+                except Exception:
+                    self._clients.pop(ws, None)
+        return n
+
+    async def send_raw(self, text: str) -> None:
+        """Send any text to every client (for malformed-message tests)."""
+        for ws in list(self._clients):
+            await ws.send(text)
+
+    async def send_flows(self, flows: Sequence[Flow], node: str = "worker-1", topic: str = "multa/flows") -> int:
+        return await self.send_text(topic, flows_message(topic, node, flows))
+
+    def results(self) -> list[Result]:
+        return [r for rec in self.received for r in rec.results]

@@ -1,0 +1,508 @@
+"""The bridge service: Zeek's flows in, the model's verdicts out (docs/bridge.md).
+
+Four asyncio tasks share one event loop:
+
+* **link** -- connects (backoff with jitter on failure), flushes results that
+  waited while Zeek was away, then reads messages and queues valid flows;
+* **batcher** -- takes up to ``batch.max_flows`` flows, or fewer once the
+  oldest has waited ``batch.max_wait_ms``, runs the model in a worker thread
+  (so network I/O never waits for it) and publishes the results;
+* **watcher** -- reloads the model on SIGHUP or when its files change, and
+  swaps it in between batches;
+* the caller's stop: SIGTERM drains the queue, then :meth:`run` returns 0.
+
+Memory is bounded by the flow queue (``queue.max_flows``, drop policy
+``queue.drop``), the pending-results buffer (``queue.max_pending_results``),
+the transport's receive buffer and the largest message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from multa_broker.bridge import model as modelmod
+from multa_broker.bridge.backoff import Backoff
+from multa_broker.bridge.codec import CodecError
+from multa_broker.bridge.config import BridgeConfig
+from multa_broker.bridge.events import check_result
+from multa_broker.bridge.metrics import BridgeMetrics
+from multa_broker.bridge.ratelog import RateLimitedLog
+from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
+from multa_broker.errors import MultaError
+from multa_broker.flow import MAX_N, Flow
+from multa_broker.protocol import FLOWS_EVENT, NODE_RESULT_TOPIC_PREFIX, Result
+
+log = logging.getLogger("multa.bridge")
+
+
+@dataclass(slots=True)
+class _Queued:
+    flow: Flow
+    node: str
+    t_in: float  # time.monotonic() at arrival
+
+
+class FlowQueue:
+    """A bounded FIFO of flows waiting for the model.
+
+    ``drop="newest"`` refuses arrivals while full (Zeek's newest flows are lost);
+    ``drop="oldest"`` evicts the longest-waiting flows instead (fresher verdicts,
+    but work already waited for is thrown away). ``put`` returns how many flows
+    were dropped either way.
+    """
+
+    def __init__(self, max_flows: int, drop: str) -> None:
+        self.max_flows = max_flows
+        self.drop = drop
+        self._q: collections.deque[_Queued] = collections.deque()
+        self.changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put(self, items: Sequence[_Queued]) -> int:
+        room = self.max_flows - len(self._q)
+        dropped = 0
+        if len(items) > room:
+            if self.drop == "newest":
+                dropped = len(items) - max(room, 0)
+                items = items[: max(room, 0)]
+            else:
+                if len(items) > self.max_flows:  # the arrival alone overfills: keep its newest part
+                    dropped += len(items) - self.max_flows
+                    items = items[-self.max_flows:]
+                evict = len(self._q) + len(items) - self.max_flows
+                for _ in range(evict):
+                    self._q.popleft()
+                dropped += evict
+        self._q.extend(items)
+        if items:
+            self.changed.set()
+        return dropped
+
+    def oldest(self) -> float | None:
+        return self._q[0].t_in if self._q else None
+
+    def take(self, n: int) -> list[_Queued]:
+        q = self._q
+        return [q.popleft() for _ in range(min(n, len(q)))]
+
+    def clear(self) -> int:
+        n = len(self._q)
+        self._q.clear()
+        return n
+
+
+class PendingResults:
+    """Results made while Zeek was unreachable, oldest first, at most ``limit`` of them."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._q: collections.deque[tuple[str, Result]] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def add(self, topic: str, results: Sequence[Result]) -> int:
+        """Keep ``results``; returns how many old ones were dropped to make room."""
+        self._q.extend((topic, r) for r in results)
+        over = max(0, len(self._q) - self.limit)
+        for _ in range(over):
+            self._q.popleft()
+        return over
+
+    def take(self, max_n: int) -> tuple[str, list[Result]]:
+        """Up to ``max_n`` of the oldest results that share a topic."""
+        topic = self._q[0][0]
+        out = []
+        while self._q and len(out) < max_n and self._q[0][0] == topic:
+            out.append(self._q.popleft()[1])
+        return topic, out
+
+    def put_back(self, topic: str, results: Sequence[Result]) -> None:
+        self._q.extendleft((topic, r) for r in reversed(results))
+
+
+TransportFactory = Callable[[BridgeConfig], Transport]
+
+
+def make_transport(cfg: BridgeConfig) -> Transport:
+    if cfg.transport == "native":
+        from multa_broker.bridge.native import NativeTransport
+
+        return NativeTransport(cfg.native)
+    from multa_broker.bridge.websocket import WebSocketTransport
+
+    return WebSocketTransport(cfg.websocket)
+
+
+class BridgeService:
+    """One bridge. ``await run()`` serves until :meth:`stop`; then drains and returns 0."""
+
+    def __init__(self, cfg: BridgeConfig, *, loader: modelmod.Loader | None = None,
+                 transport_factory: TransportFactory | None = None,
+                 metrics: BridgeMetrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or BridgeMetrics()
+        self._loader = loader or modelmod.load_classifier
+        self._make_transport = transport_factory or make_transport
+        self._ratelog = RateLimitedLog(log, cfg.log_interval_s)
+        self.classifier: modelmod.ClassifierLike | None = None
+        self.metrics_port: int | None = None
+        self._queue: FlowQueue | None = None
+        self._pending = PendingResults(cfg.queue.max_pending_results)
+        self._transport: Transport | None = None
+        self._inflight = 0
+        self._stopping = False
+        self._ever_connected = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Begin a graceful stop (SIGTERM): stop accepting flows, drain, return from run()."""
+        if not self._stopping:
+            log.info("stopping: draining %d queued flows (at most %.1fs)",
+                     len(self._queue or ()), self.cfg.drain_timeout_s)
+        self._stopping = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+
+    def request_reload(self) -> None:
+        """Reload the model before the next batch (SIGHUP)."""
+        if self._reload_event is not None:
+            self._reload_event.set()
+
+    _stop_event: asyncio.Event | None = None
+    _reload_event: asyncio.Event | None = None
+
+    def load_model(self) -> modelmod.ClassifierLike:
+        """Load the configured model; MultaError (one line, naming the path) if it cannot be used."""
+        path = self.cfg.model.path
+        try:
+            clf = self._loader(path, self.cfg.model.thresholds)
+        except MultaError:
+            raise
+        except Exception as e:  # torch/pickle/IO errors: the user needs one line, not a traceback
+            raise MultaError(f"{path}: cannot load model: {type(e).__name__}: {e}") from None
+        if not 1 <= int(clf.n) <= MAX_N:
+            raise MultaError(f"{path}: model reads {clf.n} packets, outside 1..{MAX_N}")
+        return clf
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        self._reload_event = asyncio.Event()
+        self._queue = FlowQueue(self.cfg.queue.max_flows, self.cfg.queue.drop)
+        if self._stopping:
+            self._stop_event.set()
+        self.classifier = self.load_model()
+        log.info("model %s: tasks %s, N=%d", self.classifier.name, ",".join(self.classifier.tasks),
+                 self.classifier.n)
+        server = self._start_metrics()
+        # One inference thread: torch parallelises inside it (model.threads) and
+        # batches stay in order. Reloads get their own thread so a slow load never
+        # delays a batch.
+        self._infer_pool = ThreadPoolExecutor(1, "multa-infer", initializer=self._init_infer_thread)
+        self._load_pool = ThreadPoolExecutor(1, "multa-load")
+        tasks = [asyncio.create_task(self._link(), name="link"),
+                 asyncio.create_task(self._batcher(), name="batcher"),
+                 asyncio.create_task(self._watch_model(), name="watcher")]
+        stop = asyncio.create_task(self._stop_event.wait())
+        try:
+            done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for t in done:  # a task that ended by itself has a bug: say so, then drain
+                if t is not stop and t.exception() is not None:
+                    log.error("internal error in %s: %r", t.get_name(), t.exception())
+            self._stopping = True
+            await self._drain(loop.time() + self.cfg.drain_timeout_s)
+        finally:
+            stop.cancel()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(stop, *tasks, return_exceptions=True)
+            if self._transport is not None:
+                await self._transport.close()
+            self._infer_pool.shutdown(wait=True)
+            self._load_pool.shutdown(wait=False)
+            if server is not None:
+                server.shutdown()
+                server.server_close()
+            self.metrics.connected.set(0)
+        s = self.metrics.summary()
+        log.info("stopped: %s", ", ".join(f"{k}={int(v)}" for k, v in s.items() if v or k.startswith("flows")))
+        return 0
+
+    def _init_infer_thread(self) -> None:
+        try:
+            import torch
+
+            torch.set_num_threads(self.cfg.model.threads)
+        except ImportError:  # a model without torch (tests) needs no threads setting
+            pass
+
+    def _start_metrics(self) -> Any:
+        if not self.cfg.metrics.enabled:
+            return None
+        from prometheus_client import start_http_server
+
+        try:
+            server, _thread = start_http_server(self.cfg.metrics.port, self.cfg.metrics.address,
+                                                registry=self.metrics.registry)
+        except OSError as e:
+            raise MultaError(f"metrics: cannot listen on {self.cfg.metrics.address}:{self.cfg.metrics.port}: "
+                             f"{e.strerror or e}") from None
+        self.metrics_port = server.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.address, self.metrics_port)
+        return server
+
+    async def _drain(self, deadline: float) -> None:
+        """Finish queued and in-flight flows and send pending results, until ``deadline``."""
+        loop = asyncio.get_running_loop()
+        assert self._queue is not None
+        while loop.time() < deadline:
+            if not self._queue and not self._inflight and not self._pending:
+                return
+            self._queue.changed.set()  # wake the batcher: no point waiting for a fuller batch
+            await asyncio.sleep(0.01)
+        left = self._queue.clear() + len(self._pending) + self._inflight
+        if left:
+            log.warning("drain timeout: %d flows got no result", left)
+            self.metrics.flows_dropped.labels("shutdown").inc(left)
+            self._pending = PendingResults(self.cfg.queue.max_pending_results)
+            self._inflight = 0
+        self.metrics.queue_depth.set(0)
+        self.metrics.pending_results.set(0)
+
+    # ------------------------------------------------------------ link: connect and read
+
+    async def _link(self) -> None:
+        backoff = Backoff(self.cfg.reconnect)
+        assert self._stop_event is not None
+        while True:
+            transport = self._make_transport(self.cfg)
+            try:
+                peer = await transport.connect(self.cfg.topics.flows)
+            except (TransportClosed, OSError, asyncio.TimeoutError) as e:
+                await transport.close()
+                self.metrics.connect_failures.inc()
+                delay = backoff.next()
+                self._ratelog.warning("connect", f"{e}; retrying in {delay:.1f}s")
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            self._transport = transport
+            self.metrics.connected.set(1)
+            if self._ever_connected:
+                self.metrics.reconnects.inc()
+            self._ever_connected = True
+            log.info("connected to %s via %s, subscribed to %s", peer, transport.kind,
+                     ",".join(self.cfg.topics.flows))
+            try:
+                await self._flush_pending(transport)
+                while True:
+                    msg = await transport.receive()
+                    self._handle(msg)
+                    # recv() returns without yielding while messages are buffered;
+                    # yield so the batcher runs between messages under load.
+                    await asyncio.sleep(0)
+            except TransportClosed as e:
+                log.warning("lost Zeek: %s", e)
+            finally:
+                self._transport = None
+                self.metrics.connected.set(0)
+                await transport.close()
+            await asyncio.sleep(backoff.next())
+
+    def _handle(self, msg: Inbound) -> None:
+        m = self.metrics
+        if msg.kind == "error":
+            m.peer_errors.labels(msg.code).inc()
+            self._ratelog.warning(f"peer:{msg.code}", f"Zeek reported an error: {msg.code}: {msg.detail}")
+            return
+        if msg.kind == "malformed":
+            self._malformed(msg.code, msg.detail)
+            return
+        if msg.name != FLOWS_EVENT:
+            self._malformed("unexpected_event", f"event {msg.name!r} on {msg.topic}")
+            return
+        assert msg.parse_flows is not None and self._queue is not None
+        try:
+            fm = msg.parse_flows(msg.args, MAX_N)
+        except CodecError as e:
+            self._malformed("bad_arguments", str(e))
+            return
+        m.flows_in.inc(len(fm.flows) + len(fm.rejected))
+        if fm.rejected:
+            m.flows_dropped.labels("invalid").inc(len(fm.rejected))
+            self._ratelog.warning("invalid", f"dropped {len(fm.rejected)} invalid flow(s) from node "
+                                             f"{fm.node!r}, e.g. {fm.rejected[0]}")
+        if not fm.flows:
+            return
+        if self._stopping:
+            m.flows_dropped.labels("shutdown").inc(len(fm.flows))
+            self._ratelog.warning("shutdown", f"stopping: dropped {len(fm.flows)} flow(s) that arrived late")
+            return
+        n = self.classifier.n if self.classifier is not None else MAX_N
+        now = time.monotonic()
+        items = []
+        for f in fm.flows:
+            if len(f.sizes) > n:
+                # The model reads only the first n packets; keeping more would only cost memory.
+                f.sizes, f.dirs, f.iats = f.sizes[:n], f.dirs[:n], f.iats[:n]
+                m.flows_truncated.inc()
+            items.append(_Queued(f, fm.node, now))
+        dropped = self._queue.put(items)
+        if dropped:
+            m.flows_dropped.labels("queue_full").inc(dropped)
+            self._ratelog.warning("queue_full", f"overload: queue full ({self._queue.max_flows} flows), "
+                                                f"dropped {dropped} ({self.cfg.queue.drop} first)")
+        m.queue_depth.set(len(self._queue))
+
+    def _malformed(self, reason: str, detail: str) -> None:
+        self.metrics.malformed.labels(reason).inc()
+        self._ratelog.warning(f"malformed:{reason}", f"skipped a malformed message ({reason}): {detail}"[:400])
+
+    # ------------------------------------------------------------ batcher: model and results
+
+    async def _batcher(self) -> None:
+        q = self._queue
+        assert q is not None
+        max_flows, max_wait = self.cfg.batch.max_flows, self.cfg.batch.max_wait_ms / 1000.0
+        while True:
+            while not len(q):
+                q.changed.clear()
+                await q.changed.wait()
+            # Wait for a full batch, but never past the oldest flow's max_wait.
+            while len(q) < max_flows and not self._stopping:
+                remaining = q.oldest() + max_wait - time.monotonic()  # type: ignore[operator]
+                if remaining <= 0:
+                    break
+                q.changed.clear()
+                try:
+                    await asyncio.wait_for(q.changed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            items = q.take(max_flows)
+            self.metrics.queue_depth.set(len(q))
+            self._inflight = len(items)
+            try:
+                await self._process(items)
+            finally:
+                self._inflight = 0
+
+    async def _process(self, items: list[_Queued]) -> None:
+        m = self.metrics
+        clf = self.classifier  # taken once: a reload swaps it only between batches
+        assert clf is not None
+        flows = [it.flow for it in items]
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            verdicts = await loop.run_in_executor(self._infer_pool, clf.classify, flows)
+            results = modelmod.to_results(flows, verdicts, clf.tasks)
+        except Exception as e:  # a model failure loses this batch, never the service
+            m.flows_dropped.labels("inference_error").inc(len(items))
+            self._inflight = 0
+            self._ratelog.warning("inference", f"model {clf.name} failed on a batch of {len(items)}: {e!r}")
+            return
+        m.inference_seconds.observe(time.perf_counter() - t0)
+        m.batch_size.observe(len(items))
+        by_topic: dict[str, list[Result]] = {}
+        arrivals: list[float] = []
+        for it, r in zip(items, results):
+            try:
+                check_result(r)
+            except ValueError as e:
+                m.flows_dropped.labels("bad_result").inc()
+                self._inflight -= 1
+                self._ratelog.warning("bad_result", str(e))
+                continue
+            topic = NODE_RESULT_TOPIC_PREFIX + it.node if self.cfg.topics.per_node else self.cfg.topics.results
+            by_topic.setdefault(topic, []).append(r)
+            arrivals.append(it.t_in)
+        for topic, rs in by_topic.items():
+            await self._send(topic, rs)
+            self._inflight -= len(rs)  # now counted as out, or held in the pending buffer
+        now = time.monotonic()
+        for t_in in arrivals:
+            m.flow_latency_seconds.observe(now - t_in)
+
+    async def _send(self, topic: str, results: list[Result]) -> None:
+        t = self._transport
+        if t is not None:
+            try:
+                await t.publish_results(topic, results)
+                self.metrics.flows_out.inc(len(results))
+                return
+            except TransportClosed as e:
+                log.warning("could not send %d results: %s; keeping them until Zeek is back", len(results), e)
+        self._keep(topic, results)
+
+    def _keep(self, topic: str, results: list[Result]) -> None:
+        over = self._pending.add(topic, results)
+        if over:
+            self.metrics.flows_dropped.labels("pending_overflow").inc(over)
+            self._ratelog.warning("pending_overflow", f"Zeek unreachable: pending results full "
+                                                      f"({self._pending.limit}), dropped the {over} oldest")
+        self.metrics.pending_results.set(len(self._pending))
+
+    async def _flush_pending(self, transport: Transport) -> None:
+        if not self._pending:
+            return
+        n = len(self._pending)
+        while self._pending:
+            topic, rs = self._pending.take(self.cfg.batch.max_flows)
+            try:
+                await transport.publish_results(topic, rs)
+            except TransportClosed:
+                self._pending.put_back(topic, rs)
+                self.metrics.pending_results.set(len(self._pending))
+                raise
+            self.metrics.flows_out.inc(len(rs))
+            self.metrics.pending_results.set(len(self._pending))
+        log.info("sent %d results kept while Zeek was away", n)
+
+    # ------------------------------------------------------------ watcher: hot reload
+
+    async def _watch_model(self) -> None:
+        assert self._reload_event is not None
+        path, poll = self.cfg.model.path, self.cfg.model.poll_s
+        loop = asyncio.get_running_loop()
+        last = await loop.run_in_executor(self._load_pool, modelmod.fingerprint, path)
+        while True:
+            try:
+                await asyncio.wait_for(self._reload_event.wait(), poll if poll > 0 else None)
+            except asyncio.TimeoutError:
+                pass
+            asked = self._reload_event.is_set()
+            self._reload_event.clear()
+            fp = await loop.run_in_executor(self._load_pool, modelmod.fingerprint, path)
+            if not asked and fp == last:
+                continue
+            if not asked:
+                # A copy may still be in progress: reload once the files stop changing.
+                await asyncio.sleep(min(0.2, poll))
+                again = await loop.run_in_executor(self._load_pool, modelmod.fingerprint, path)
+                if again != fp:
+                    continue
+            last = fp
+            await self._reload("SIGHUP" if asked else "model files changed")
+
+    async def _reload(self, why: str) -> None:
+        loop = asyncio.get_running_loop()
+        old = self.classifier
+        try:
+            new = await loop.run_in_executor(self._load_pool, self.load_model)
+        except Exception as e:
+            self.metrics.reloads.labels("failed").inc()
+            log.error("reload (%s) failed, keeping model %s: %s", why, old.name if old else "?", e)
+            return
+        self.classifier = new
+        self.metrics.reloads.labels("ok").inc()
+        log.info("reloaded model (%s): %s -> %s", why, old.name if old else "?", new.name)

@@ -1,0 +1,127 @@
+"""Transport over Zeek's WebSocket API: Broker's JSON protocol v1 (docs/protocol.md).
+
+Handshake: the client sends a JSON array of topic prefixes; Zeek answers
+``{"type":"ack","endpoint":...,"version":...}``. After that Zeek sends
+``data-message`` (events on subscribed topics) and ``error`` messages, and the
+client sends ``data-message``\\ s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from typing import Sequence
+
+from multa_broker.bridge import events, wire
+from multa_broker.bridge.codec import CodecError
+from multa_broker.bridge.config import WebSocketConfig
+from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
+from multa_broker.protocol import Result
+
+
+def ssl_context(cfg: WebSocketConfig) -> ssl.SSLContext | None:
+    """The client TLS context for a wss:// URL (None for ws://)."""
+    if not cfg.url.startswith("wss://"):
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.ca_file)
+    if cfg.cert_file:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+    if not cfg.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class WebSocketTransport(Transport):
+    kind = "websocket"
+
+    def __init__(self, cfg: WebSocketConfig) -> None:
+        self.cfg = cfg
+        self._ws = None
+        self._use_msgspec = cfg.use_msgspec
+
+    async def connect(self, topics: Sequence[str]) -> str:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import WebSocketException
+
+        try:
+            ctx = ssl_context(self.cfg)
+        except (OSError, ssl.SSLError) as e:
+            raise TransportClosed(f"TLS setup failed: {e}") from None
+        try:
+            self._ws = await connect(
+                self.cfg.url, ssl=ctx,
+                open_timeout=self.cfg.open_timeout_s,
+                ping_interval=self.cfg.ping_interval_s,
+                max_size=self.cfg.max_message_bytes,
+                # Zeek speaks plain frames; compressing 50 MB/s of JSON would cost more CPU than it saves.
+                compression=None,
+                # Never route the connection to Zeek through an HTTP proxy from the environment.
+                proxy=None,
+                # Messages read off the socket but not yet taken by the bridge; beyond it
+                # TCP pushes back on Zeek. Bounded so memory stays bounded.
+                max_queue=64,
+            )
+            await self._ws.send(json.dumps(list(topics)))
+            reply = await asyncio.wait_for(self._ws.recv(), self.cfg.open_timeout_s)
+        except (OSError, asyncio.TimeoutError, WebSocketException) as e:
+            await self.close()
+            raise TransportClosed(f"cannot connect to {self.cfg.url}: {type(e).__name__}: {e}") from None
+        try:
+            msg = wire.decode_message(reply)
+        except wire.MessageError as e:
+            await self.close()
+            raise TransportClosed(f"{self.cfg.url}: handshake reply is not JSON: {e}") from None
+        if msg.type == "error":
+            await self.close()
+            raise TransportClosed(f"{self.cfg.url} refused the subscription: {msg.code}: {msg.context}")
+        if msg.type != "ack":
+            await self.close()
+            raise TransportClosed(f"{self.cfg.url}: expected an ack, got a {msg.type!r} message")
+        return f"{self.cfg.url} endpoint {msg.endpoint} version {msg.version}"
+
+    async def receive(self) -> Inbound:
+        from websockets.exceptions import ConnectionClosed
+
+        if self._ws is None:
+            raise TransportClosed("not connected")
+        try:
+            text = await self._ws.recv()
+        except ConnectionClosed as e:
+            raise TransportClosed(f"connection closed: {e}") from None
+        return self.parse(text)
+
+    def parse(self, text: str | bytes) -> Inbound:
+        """Classify one received message (public so tests and the benchmark can time it)."""
+        try:
+            msg = wire.decode_message(text, use_msgspec=self._use_msgspec)
+        except wire.MessageError as e:
+            return Inbound("malformed", code="bad_json", detail=str(e)[:200])
+        if msg.type == "data-message":
+            try:
+                name, args = wire.split_event(msg.t, msg.data)
+            except CodecError as e:
+                return Inbound("malformed", topic=msg.topic, code="not_an_event", detail=str(e))
+            return Inbound("event", topic=msg.topic, name=name, args=args, parse_flows=events.flows_from_json)
+        if msg.type == "error":
+            return Inbound("error", code=str(msg.code) or "unknown", detail=str(msg.context))
+        return Inbound("malformed", code="unexpected_type", detail=f"message of type {msg.type!r}")
+
+    async def publish_results(self, topic: str, results: Sequence[Result]) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        if self._ws is None:
+            raise TransportClosed("not connected")
+        try:
+            await self._ws.send(events.results_message_text(topic, results))
+        except ConnectionClosed as e:
+            raise TransportClosed(f"connection closed: {e}") from None
+
+    async def close(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 2.0)
+            except Exception:  # closing a dead socket must not stop a reconnect
+                pass

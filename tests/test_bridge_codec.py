@@ -1,0 +1,307 @@
+"""Broker JSON codec and the Multa event encodings (no network, no model)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+
+import pytest
+
+from multa_broker.bridge import codec, events, wire
+from multa_broker.bridge.fakezeek import _check_results, flows_message
+from multa_broker.flow import MAX_N, FlowError
+from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
+
+from test_bridge_support import make_flow
+
+UTC = dt.timezone.utc
+
+# Every Broker type the contract uses (and the rest of the data model), with its wire form.
+CASES = [
+    (None, {"@data-type": "none", "data": {}}),
+    (True, {"@data-type": "boolean", "data": True}),
+    (codec.Count(0), {"@data-type": "count", "data": 0}),
+    (codec.Count(2**64 - 1), {"@data-type": "count", "data": 2**64 - 1}),
+    (-7, {"@data-type": "integer", "data": -7}),
+    (1.0, {"@data-type": "real", "data": 1.0}),
+    (-7.5, {"@data-type": "real", "data": -7.5}),
+    ("héllo \"w\"", {"@data-type": "string", "data": "héllo \"w\""}),
+    (codec.EnumValue("Notice::ACTION_LOG"), {"@data-type": "enum-value", "data": "Notice::ACTION_LOG"}),
+    (ipaddress.ip_address("192.0.2.1"), {"@data-type": "address", "data": "192.0.2.1"}),
+    (ipaddress.ip_address("2001:db8::1"), {"@data-type": "address", "data": "2001:db8::1"}),
+    (ipaddress.ip_network("10.0.0.0/8"), {"@data-type": "subnet", "data": "10.0.0.0/8"}),
+    (Port(443, "tcp"), {"@data-type": "port", "data": "443/tcp"}),
+    (Port(53, "udp"), {"@data-type": "port", "data": "53/udp"}),
+    (Port(8, "icmp"), {"@data-type": "port", "data": "8/icmp"}),
+    (Port(0, "unknown"), {"@data-type": "port", "data": "0/?"}),
+    (dt.datetime(2022, 4, 10, 7, 0, 0, 123000, tzinfo=UTC),
+     {"@data-type": "timestamp", "data": "2022-04-10T07:00:00.123"}),
+    (dt.timedelta(milliseconds=1500), {"@data-type": "timespan", "data": "1500ms"}),
+    (dt.timedelta(microseconds=7), {"@data-type": "timespan", "data": "7us"}),
+    (dt.timedelta(seconds=42), {"@data-type": "timespan", "data": "42s"}),
+    (dt.timedelta(0), {"@data-type": "timespan", "data": "0s"}),
+    ((codec.Count(42), 23), {"@data-type": "vector", "data": [{"@data-type": "count", "data": 42},
+                                                              {"@data-type": "integer", "data": 23}]}),
+    (frozenset({"foo"}), {"@data-type": "set", "data": [{"@data-type": "string", "data": "foo"}]}),
+    ({"first-name": "John"}, {"@data-type": "table", "data": [
+        {"key": {"@data-type": "string", "data": "first-name"},
+         "value": {"@data-type": "string", "data": "John"}}]}),
+]
+
+
+@pytest.mark.parametrize("value,wire_form", CASES, ids=[c[1]["@data-type"] + str(i) for i, c in enumerate(CASES)])
+def test_every_type_encodes_to_brokers_form_and_back(value, wire_form):
+    assert codec.encode(value) == wire_form
+    back = codec.decode(json.loads(json.dumps(codec.encode(value))))
+    assert back == value and type(back) is type(value)
+
+
+def test_nested_containers_round_trip_with_types_kept():
+    value = {(codec.Count(1), "a"): frozenset({Port(80, "tcp"), ipaddress.ip_address("10.0.0.1")}),
+             "v": (None, (1.5, False), dt.datetime(2024, 1, 1, tzinfo=UTC))}
+    back = codec.decode(json.loads(json.dumps(codec.encode(value))))
+    assert back == value
+    key = next(k for k in back if isinstance(k, tuple))
+    assert type(key[0]) is codec.Count
+
+
+def test_real_is_always_a_json_number_with_a_point_and_count_is_unsigned():
+    assert json.dumps(codec.encode(1.0)) == '{"@data-type": "real", "data": 1.0}'
+    with pytest.raises(codec.CodecError):
+        codec.encode(float("nan"))
+    with pytest.raises(codec.CodecError):
+        codec.Count(-1)
+    with pytest.raises(codec.CodecError):
+        codec.encode(dt.datetime(2024, 1, 1))  # naive: would be ambiguous
+
+
+@pytest.mark.parametrize("bad", [
+    {"@data-type": "count", "data": 1.0},       # Broker: a decimal point is an error
+    {"@data-type": "count", "data": True},
+    {"@data-type": "count", "data": -1},
+    {"@data-type": "integer", "data": 1.5},
+    {"@data-type": "real", "data": "1"},
+    {"@data-type": "boolean", "data": 1},
+    {"@data-type": "address", "data": "10.0.0.300"},
+    {"@data-type": "port", "data": "70000/tcp"},
+    {"@data-type": "port", "data": "80/sctp"},
+    {"@data-type": "timestamp", "data": "yesterday"},
+    {"@data-type": "timespan", "data": "5 fortnights"},
+    {"@data-type": "vector", "data": {}},
+    {"@data-type": "quaternion", "data": 1},
+    {"data": 1},
+])
+def test_decode_rejects_values_broker_rejects(bad):
+    with pytest.raises(codec.CodecError):
+        codec.decode(bad)
+
+
+def test_broker_timestamp_forms_parse_as_utc():
+    want = dt.datetime(2022, 4, 10, 7, 0, tzinfo=UTC)
+    for text in ("2022-04-10T07:00:00.000", "2022-04-10T07:00:00", "2022-04-10T07:00:00Z",
+                 "2022-04-10T09:00:00+02:00"):
+        assert codec.parse_timestamp(text) == want
+    assert codec.timestamp_text(1649574000.5) == "2022-04-10T07:00:00.500"
+
+
+# ------------------------------------------------------------ Zeek event envelope
+
+
+def test_event_envelope_is_zeeks():
+    data = codec.event_data("Multa::results", [codec.encode("x")])
+    # zeek8-facts.md: [count 1, count 1, vector[name, vector[args]]]
+    assert data["data"][0] == {"@data-type": "count", "data": 1}
+    assert data["data"][1] == {"@data-type": "count", "data": 1}
+    assert codec.split_event(data) == ("Multa::results", [{"@data-type": "string", "data": "x"}])
+    msg = wire.decode_message(json.dumps({"type": "data-message", "topic": "t", **data}))
+    name, args = wire.split_event(msg.t, msg.data)
+    assert name == "Multa::results" and args[0].data == "x"
+
+
+def test_event_with_zeek_metadata_element_is_accepted():
+    data = codec.event_data("E", [])
+    data["data"][2]["data"].append({"@data-type": "vector", "data": []})  # Zeek 8 metadata slot
+    msg = wire.decode_message(json.dumps({"type": "data-message", "topic": "t", **data}))
+    assert wire.split_event(msg.t, msg.data) == ("E", [])
+
+
+@pytest.mark.parametrize("data", [
+    {"@data-type": "count", "data": 1},
+    {"@data-type": "vector", "data": [{"@data-type": "count", "data": 2}, {"@data-type": "count", "data": 1},
+                                      {"@data-type": "vector", "data": []}]},
+    {"@data-type": "vector", "data": [1, 2, 3]},
+])
+def test_non_events_are_codec_errors(data):
+    # msgspec refuses [1,2,3] while parsing (a vector must hold values); json lets it
+    # through to split_event. Either way the message is skipped as malformed.
+    with pytest.raises((codec.CodecError, wire.MessageError)):
+        msg = wire.decode_message(json.dumps({"type": "data-message", "topic": "t", **data}))
+        wire.split_event(msg.t, msg.data)
+
+
+# ------------------------------------------------------------ Multa::flows in
+
+
+def _parse(text: str, use_msgspec: bool, max_n: int = MAX_N) -> events.FlowsMessage:
+    msg = wire.decode_message(text, use_msgspec=use_msgspec)
+    name, args = wire.split_event(msg.t, msg.data)
+    assert name == FLOWS_EVENT
+    return events.flows_from_json(args, max_n)
+
+
+DECODERS = [pytest.param(True, id="msgspec"), pytest.param(False, id="json")]
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+def test_flows_round_trip_through_zeeks_wire_format(use_msgspec):
+    if use_msgspec and wire.msgspec is None:
+        pytest.skip("msgspec not installed")
+    flows = [make_flow(i, n=1 + i % 20, proto="udp" if i % 3 else "tcp") for i in range(40)]
+    flows.append(make_flow(99, n=5))
+    flows[-1].key = type(flows[-1].key)("tcp", "2001:db8::5", 1, "2001:db8::6", 2, 1.5)
+    text = flows_message("multa/flows", "worker-3", flows)
+    got = _parse(text, use_msgspec)
+    assert got.node == "worker-3" and not got.rejected
+    for want, have in zip(flows, got.flows):
+        assert have.uid == want.uid and have.key == want.key
+        assert (have.sizes, have.dirs, have.iats) == (want.sizes, want.dirs, want.iats)
+        assert all(type(x) is int for x in have.sizes) and all(type(d) is bool for d in have.dirs)
+
+
+def test_flow_record_is_a_vector_of_fields_in_declaration_order():
+    f = make_flow(1, n=2)
+    rec = events.flow_record_json(f)
+    types = [v["@data-type"] for v in rec["data"]]
+    assert types == ["string", "address", "port", "address", "port", "timestamp", "vector", "vector", "vector"]
+    assert rec["data"][6]["data"][0] == {"@data-type": "count", "data": f.sizes[0]}
+    assert rec["data"][7]["data"][0] == {"@data-type": "boolean", "data": f.dirs[0]}
+    assert rec["data"][5]["data"] == "2023-11-14T22:13:20.001"  # ms resolution, as Zeek writes time
+
+
+def _with_field(i: int, value: dict) -> str:
+    rec = events.flow_record_json(make_flow(1))
+    rec["data"][i] = value
+    good = events.flow_record_json(make_flow(2))
+    from multa_broker.bridge.fakezeek import flows_message_text
+
+    return flows_message_text("multa/flows", "w", json.dumps(good) + "," + json.dumps(rec))
+
+
+def _counts(xs, dtype="count"):
+    return {"@data-type": "vector", "data": [{"@data-type": dtype, "data": x} for x in xs]}
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+@pytest.mark.parametrize("field,value,why", [
+    (0, {"@data-type": "count", "data": 5}, "uid must be string"),
+    (0, {"@data-type": "string", "data": ""}, "non-empty"),
+    (1, {"@data-type": "string", "data": "10.0.0.1"}, "orig_h must be address"),
+    (1, {"@data-type": "address", "data": "10.0.0.999"}, "bad address"),
+    (2, {"@data-type": "count", "data": 80}, "orig_p must be port"),
+    (2, {"@data-type": "port", "data": "80/udp"}, "disagree"),
+    (5, {"@data-type": "real", "data": 1.5}, "ts must be timestamp"),
+    (6, _counts([60.0] * 20, "real"), "vector of count"),
+    (6, _counts([10] + [60] * 19), "outside 20..65535"),
+    (6, _counts([70000] + [60] * 19), "outside 20..65535"),
+    (6, _counts([60] * 19), "lengths differ"),
+    (6, _counts([60] * (MAX_N + 1)), "more than 64"),
+    (6, {"@data-type": "vector", "data": []}, "no packets"),
+    (7, _counts([1] * 20, "count"), "vector of boolean"),
+    (8, _counts([5] + [0] * 19), "first packet's inter-arrival"),
+    (8, _counts([0, -3] + [0] * 18, "integer"), "vector of count"),
+])
+def test_bad_flow_is_dropped_alone(use_msgspec, field, value, why):
+    if use_msgspec and wire.msgspec is None:
+        pytest.skip("msgspec not installed")
+    got = _parse(_with_field(field, value), use_msgspec)
+    assert [f.uid for f in got.flows] == ["Cf000002"]
+    assert len(got.rejected) == 1 and why in got.rejected[0], got.rejected
+
+
+def test_empty_flow_is_rejected():
+    rec = events.flow_record_json(make_flow(1, n=1))
+    for i in (6, 7, 8):
+        rec["data"][i]["data"] = []
+    from multa_broker.bridge.fakezeek import flows_message_text
+
+    got = _parse(flows_message_text("t", "w", json.dumps(rec)), True)
+    assert not got.flows and "no packets" in got.rejected[0]
+
+
+def test_record_with_wrong_field_count_is_rejected():
+    rec = events.flow_record_json(make_flow(1))
+    rec["data"].pop()
+    from multa_broker.bridge.fakezeek import flows_message_text
+
+    got = _parse(flows_message_text("t", "w", json.dumps(rec)), True)
+    assert "8 fields, expected 9" in got.rejected[0]
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    [{"@data-type": "count", "data": 1}, {"@data-type": "vector", "data": []}],
+    [{"@data-type": "string", "data": "w"}, {"@data-type": "string", "data": "x"}],
+])
+def test_wrong_event_arguments_fail_the_whole_message(args):
+    data = codec.event_data(FLOWS_EVENT, args)
+    msg = wire.decode_message(json.dumps({"type": "data-message", "topic": "t", **data}))
+    _, a = wire.split_event(msg.t, msg.data)
+    with pytest.raises(codec.CodecError):
+        events.flows_from_json(a)
+
+
+def test_flows_from_values_matches_json_path():
+    flows = [make_flow(i, n=3 + i) for i in range(5)]
+    got = events.flows_from_values(events.flows_event_values("w", flows))
+    assert [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in got.flows] == \
+        [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in flows]
+    bad = list(events.flow_values(make_flow(7)))
+    bad[6] = tuple(int(x) for x in bad[6])  # integers, not counts: Zeek's types must match
+    got = events.flows_from_values(["w", (tuple(bad),)])
+    assert not got.flows and "vector of count" in got.rejected[0]
+
+
+# ------------------------------------------------------------ Multa::results out
+
+
+def test_results_message_has_exact_broker_types():
+    rs = [Result("C1", "multa/1", ("service", "encrypted"), ("tls", "encrypted"), (1.0, 0.25)),
+          Result('C"2', "multa/1", ("service",), ("unknown",), (0.0,))]
+    text = events.results_message_text("multa/results", rs)
+    obj = json.loads(text)
+    assert obj["type"] == "data-message" and obj["topic"] == "multa/results"
+    name, args = codec.split_event(obj)
+    assert name == RESULTS_EVENT
+    rec = args[0]["data"][0]["data"]
+    assert [v["@data-type"] for v in rec] == ["string", "string", "vector", "vector", "vector"]
+    assert rec[4]["data"][0] == {"@data-type": "real", "data": 1.0}
+    assert '"data":1.000000}' in text  # six decimals like Zeek; never a bare 1 (that is an integer)
+    assert codec.decode({"@data-type": "vector", "data": args}) == ((
+        ("C1", "multa/1", ("service", "encrypted"), ("tls", "encrypted"), (1.0, 0.25)),
+        ('C"2', "multa/1", ("service",), ("unknown",), (0.0,))),)
+    msg = wire.decode_message(text)
+    assert _check_results(msg.t, msg.data) == rs
+
+
+def test_result_checks():
+    with pytest.raises(ValueError):
+        events.check_result(Result("C", "m", ("a",), ("x",), (float("nan"),)))
+    with pytest.raises(ValueError):
+        events.check_result(Result("C", "m", ("a", "b"), ("x",), (0.5,)))
+
+
+def test_wire_message_errors():
+    for text in ("not json", "[1,2]", '{"topic":"x"}', b"\xff\xfe"):
+        with pytest.raises(wire.MessageError):
+            wire.decode_message(text)
+    m = wire.decode_message('{"type":"error","code":"deserialization_failed","context":"bad"}')
+    assert (m.type, m.code, m.context) == ("error", "deserialization_failed", "bad")
+
+
+def test_flow_longer_than_the_limit_is_rejected():
+    msg = wire.decode_message(flows_message("t", "w", [make_flow(1, n=30)]))
+    _, args = wire.split_event(msg.t, msg.data)
+    with pytest.raises(FlowError, match="more than 20"):
+        events.flow_from_json(args[1].data[0], 20)
+    assert events.flow_from_json(args[1].data[0], MAX_N).packets == 30

@@ -1,0 +1,188 @@
+"""Helpers for the bridge tests (no tests here): flows, a tiny model, a running service.
+
+The tiny model follows the Classifier contract -- a TorchScript module with
+``forward(sizes, dirs, iats, lengths, proto) -> List[Tensor]``, loaded from a
+file whose manifest carries a checksum -- and its verdicts are a known
+function of the flow, so a test can tell every result belongs to its flow:
+
+* ``encrypted`` is "encrypted" when the first packet is larger than 100 bytes;
+* ``service``'s top class is ``dns`` for UDP, ``tls`` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+from multa_broker.bridge import config as bconfig
+from multa_broker.bridge.fakezeek import FakeZeek
+from multa_broker.bridge.metrics import BridgeMetrics
+from multa_broker.bridge.service import BridgeService
+from multa_broker.errors import MultaError
+from multa_broker.flow import Flow, FlowKey, encode
+
+TASKS = {"service": ("dns", "tls", "other"), "encrypted": ("encrypted", "cleartext")}
+
+
+def make_flow(i: int, n: int = 20, proto: str = "tcp", first: int | None = None) -> Flow:
+    rng = random.Random(i)
+    sizes = [rng.randint(40, 1500) for _ in range(n)]
+    if first is not None:
+        sizes[0] = first
+    return Flow(FlowKey(proto, f"10.0.{i % 200}.{i % 250 + 1}", 1024 + i % 60000, "192.0.2.7",
+                        53 if proto == "udp" else 443, 1_700_000_000.0 + i * 0.001),
+                sizes, [rng.random() < 0.5 for _ in range(n)],
+                [0] + [rng.randint(0, 200_000) for _ in range(n - 1)], f"Cf{i:06d}")
+
+
+def expected_labels(f: Flow) -> dict[str, str]:
+    return {"service": "dns" if f.key.proto == "udp" else "tls",
+            "encrypted": "encrypted" if f.sizes[0] > 100 else "cleartext"}
+
+
+def write_tiny_model(path: Path, name: str = "tiny/1", n: int = 20, delay_ms: float = 0.0,
+                     fail: bool = False) -> Path:
+    """Save a tiny TorchScript model and its manifest (sha256 of the model file) at ``path``."""
+    import torch
+
+    class Tiny(torch.nn.Module):
+        def __init__(self, fail: bool) -> None:
+            super().__init__()
+            self.fail = fail
+
+        def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+                    lengths: torch.Tensor, proto: torch.Tensor) -> list[torch.Tensor]:
+            if self.fail:
+                raise RuntimeError("tiny model told to fail")
+            b = sizes.shape[0]
+            udp = (proto == 1).to(torch.float32)
+            service = torch.stack([udp * 0.9 + 0.05, (1 - udp) * 0.9 + 0.05, torch.full([b], 0.05)], 1)
+            enc = (sizes[:, 0] > 100).to(torch.float32)
+            encrypted = torch.stack([enc * 0.8 + 0.1, (1 - enc) * 0.8 + 0.1], 1)
+            return [service / service.sum(1, keepdim=True), encrypted]
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scripted = torch.jit.script(Tiny(fail))
+    model_file = path.with_suffix(".pt")
+    torch.jit.save(scripted, str(model_file))
+    manifest = {"name": name, "n": n, "tasks": {t: list(c) for t, c in TASKS.items()},
+                "delay_ms": delay_ms, "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}
+    path.write_text(json.dumps(manifest))
+    return path
+
+
+@dataclass
+class TinyVerdict:
+    model: str
+    labels: dict[str, str]
+    scores: dict[str, float]
+
+
+class TinyClassifier:
+    """The Classifier contract over :func:`write_tiny_model` files (manifest + checksum)."""
+
+    def __init__(self, model: Any, manifest: dict[str, Any]) -> None:
+        self.model = model
+        self.name = manifest["name"]
+        self.n = int(manifest["n"])
+        self.classes = {t: tuple(c) for t, c in manifest["tasks"].items()}
+        self.tasks = tuple(self.classes)
+        self.delay_s = float(manifest.get("delay_ms", 0)) / 1000.0
+
+    @classmethod
+    def load(cls, path: str, thresholds: str | None = None) -> "TinyClassifier":
+        import torch
+
+        p = Path(path)
+        try:
+            manifest = json.loads(p.read_text())
+            model_file = p.with_suffix(".pt")
+            digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
+        except (OSError, ValueError) as e:
+            raise MultaError(f"{path}: cannot read model: {e}") from None
+        if digest != manifest.get("sha256"):
+            raise MultaError(f"{path}: checksum mismatch")
+        return cls(torch.jit.load(str(model_file)), manifest)
+
+    def classify(self, flows: Sequence[Flow]) -> list[TinyVerdict]:
+        import time
+
+        import torch
+
+        if self.delay_s:
+            time.sleep(self.delay_s)  # a slow model: the overload tests need one
+        b = encode(flows, self.n)
+        with torch.inference_mode():
+            probs = self.model(*(torch.from_numpy(a) for a in (b.sizes, b.dirs, b.iats, b.lengths, b.proto)))
+        out = []
+        per_task = [(t, self.classes[t], p.max(1)) for t, p in zip(self.tasks, probs)]
+        for i in range(len(flows)):
+            labels, scores = {}, {}
+            for t, classes, (vals, idx) in per_task:
+                labels[t] = classes[int(idx[i])]
+                scores[t] = float(vals[i])
+            out.append(TinyVerdict(self.name, labels, scores))
+        return out
+
+
+def tiny_loader(path: str, thresholds: str | None) -> TinyClassifier:
+    return TinyClassifier.load(path, thresholds)
+
+
+def bridge_config(url: str, model_path: Path, **over: Any) -> bconfig.BridgeConfig:
+    """A config for tests: fast reconnects, no metrics server unless asked."""
+    data: dict[str, Any] = {
+        "websocket": {"url": url, "open_timeout_s": 2.0, "ping_interval_s": None},
+        "model": {"path": str(model_path), "poll_s": 0.1},
+        "batch": {"max_flows": 64, "max_wait_ms": 2.0},
+        "reconnect": {"initial_s": 0.05, "max_s": 0.2, "jitter": 0.1},
+        "metrics": {"enabled": False, "port": 0},
+        "drain_timeout_s": 5.0,
+        "log_interval_s": 0.0,
+    }
+    for key, value in over.items():
+        section, _, leaf = key.partition("__")
+        if leaf:
+            data.setdefault(section, {})[leaf] = value
+        else:
+            data[section] = value
+    return bconfig.from_dict(data, "test")
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: bconfig.BridgeConfig, loader: Any = tiny_loader,
+                  **kw: Any) -> AsyncIterator[BridgeService]:
+    """A started BridgeService; on exit it is stopped and must have returned 0."""
+    svc = BridgeService(cfg, loader=loader, metrics=BridgeMetrics(), **kw)
+    task = asyncio.create_task(svc.run())
+    try:
+        yield svc
+    finally:
+        svc.stop()
+        rc = await asyncio.wait_for(task, 15)
+        assert rc == 0
+
+
+async def wait_until(pred: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not pred():
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def accounted(svc: BridgeService) -> tuple[float, float, float]:
+    """(in, out, dropped) from the service's own metrics."""
+    m = svc.metrics
+    return m.value("multa_bridge_flows_in_total"), m.value("multa_bridge_flows_out_total"), m.dropped()
+
+
+__all__ = ["FakeZeek", "make_flow", "expected_labels", "write_tiny_model", "tiny_loader", "bridge_config",
+           "running", "wait_until", "accounted", "TinyClassifier"]
