@@ -1,0 +1,47 @@
+"""Runs the Zeek package's btests (tests/zeek) where Zeek is installed.
+
+Needs ``zeek`` and ``zeek-cut`` on PATH and ``btest`` (pip package
+``btest``) on PATH or beside this interpreter; skips with the reason
+otherwise. Trace-based btests additionally skip themselves when
+../shared/data is absent (see tests/zeek/btest.cfg).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BTEST_DIR = Path(__file__).resolve().parent / "zeek"
+BIN = Path(sys.executable).parent
+
+
+def _find(tool: str) -> str | None:
+    return shutil.which(tool) or shutil.which(tool, path=str(BIN))
+
+
+ZEEK = _find("zeek")
+BTEST = _find("btest")
+
+pytestmark = [
+    pytest.mark.zeek,
+    pytest.mark.slow,
+    pytest.mark.skipif(ZEEK is None, reason="zeek not on PATH: Zeek package btests (tests/zeek) not run"),
+    pytest.mark.skipif(_find("zeek-cut") is None, reason="zeek-cut not on PATH: Zeek package btests not run"),
+    pytest.mark.skipif(BTEST is None, reason="btest not installed (pip install btest): Zeek package btests not run"),
+]
+
+
+def test_btests() -> None:
+    env = dict(os.environ)
+    # btest-diff and btest-bg-* live beside btest; the fake bridge needs this
+    # interpreter's websockets.
+    env["PATH"] = os.pathsep.join([str(Path(BTEST).parent), env.get("PATH", "")])
+    env.setdefault("MULTA_PYTHON", sys.executable)
+    proc = subprocess.run([BTEST, "-d", "-j", "2"], cwd=BTEST_DIR, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"btest failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"

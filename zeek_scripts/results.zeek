@@ -1,0 +1,132 @@
+##! Turns the bridge's results into multa.log rows and the
+##! :zeek:see:`Multa::classified` event.
+##!
+##! A result is matched to the flow this node sent by uid; a result for a
+##! uid this node did not send, or sent longer than
+##! :zeek:see:`Multa::result_timeout` ago, is dropped and counted
+##! (zeek_multa_dropped_total{reason="unknown_uid"}). A malformed result
+##! (task, label and score vectors of different lengths) is dropped with a
+##! reporter warning; Zeek itself refuses events whose types do not match.
+
+@load ./main
+@load ./collect
+
+module Multa;
+
+export {
+	## Label of *task* in *r*, or "" when *r* has no such task.
+	global label_of: function(r: Result, task: string): string;
+
+	## Score of *task* in *r*, or -1.0 when *r* has no such task.
+	global score_of: function(r: Result, task: string): double;
+
+	## Builds the multa.log record for *r* about the flow with endpoints
+	## *id*, first packet at *ts* and *packets* packets.
+	global make_info: function(r: Result, id: conn_id, ts: time, packets: count): Info;
+}
+
+function label_of(r: Result, task: string): string
+	{
+	for ( i, t in r$tasks )
+		{
+		if ( t == task )
+			return r$labels[i];
+		}
+
+	return "";
+	}
+
+function score_of(r: Result, task: string): double
+	{
+	for ( i, t in r$tasks )
+		{
+		if ( t == task )
+			return r$scores[i];
+		}
+
+	return -1.0;
+	}
+
+function make_info(r: Result, id: conn_id, ts: time, packets: count): Info
+	{
+	local info = Info($ts=ts, $uid=r$uid, $id=id, $packets=packets, $model=r$model);
+
+	for ( i, task in r$tasks )
+		{
+		local label = r$labels[i];
+		local score = r$scores[i];
+
+		switch ( task ) {
+		case "service":
+			info$service = label;
+			info$service_score = score;
+			break;
+		case "encrypted":
+			info$encrypted = label;
+			info$encrypted_score = score;
+			break;
+		case "tunnel":
+			info$tunnel = label;
+			info$tunnel_score = score;
+			break;
+		case "threat":
+			info$threat = label;
+			info$threat_score = score;
+			break;
+		default:
+			if ( ! info?$extra_tasks )
+				{
+				info$extra_tasks = vector();
+				info$extra_labels = vector();
+				info$extra_scores = vector();
+				}
+
+			info$extra_tasks += task;
+			info$extra_labels += label;
+			info$extra_scores += score;
+			break;
+		}
+		}
+
+	return info;
+	}
+
+# Tells the offline mode (trace.zeek) that a result arrived.
+global result_handled: event();
+
+function handle_result(r: Result)
+	{
+	if ( |r$labels| != |r$tasks| || |r$scores| != |r$tasks| )
+		{
+		Reporter::warning(fmt("multa: dropped result for %s: %d tasks, %d labels, %d scores",
+		    r$uid, |r$tasks|, |r$labels|, |r$scores|));
+		count_dropped("malformed_result");
+		return;
+		}
+
+	if ( r$uid !in inflight )
+		{
+		count_dropped("unknown_uid");
+		return;
+		}
+
+	local f = inflight[r$uid];
+	delete inflight[r$uid];
+
+	local info = make_info(r, f$id, f$ts, f$packets);
+
+	if ( ! hook verdict_policy(info, r) )
+		return;
+
+	Log::write(Multa::LOG, info);
+	Telemetry::counter_inc(results_counter);
+	event Multa::classified(info, r);
+	}
+
+event Multa::results(results: vector of Result)
+	{
+	for ( _, r in results )
+		handle_result(r);
+
+	event result_handled();
+	}
