@@ -176,7 +176,11 @@ class FlowExtractor:
             self.skipped += 1
             return
         if linktype == 1:
-            self._ether(data, 0, wirelen, ts, 0)
+            # Fast path: untagged Ethernet carrying IP.
+            if len(data) > 16 and (data[12] == 0x08 and data[13] == 0x00 or data[12] == 0x86 and data[13] == 0xDD):
+                self._ip(data, 14, wirelen, ts, 0)
+            else:
+                self._ether(data, 0, wirelen, ts, 0)
         elif linktype in (101, 12, 14, 228, 229):
             self._ip(data, 0, wirelen, ts, 0)
         elif linktype == 113:
@@ -410,7 +414,12 @@ class FlowExtractor:
                         return
                     data, off, n, wirelen = hdr + payload, 0, ihl + len(payload), ihl + len(payload)
             plen = size - ihl if size else 0
-            self._l4(proto, src, dst, data, off + ihl, plen, n - ihl, size, total, ts, depth, wirelen)
+            if proto == 6:
+                self._tcp(src, dst, data, off + ihl, plen, n - ihl, size, total, ts)
+            elif proto == 17:
+                self._udp(src, dst, data, off + ihl, plen, n - ihl, size, total, ts, depth, wirelen)
+            else:
+                self._l4(proto, src, dst, data, off + ihl, plen, n - ihl, size, total, ts, depth, wirelen)
         elif v == 6:
             if n < 40:
                 return

@@ -59,26 +59,38 @@ def open_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, bytes, i
         raw = open(name, "rb")
     except OSError as e:
         raise CaptureError(f"{name}: cannot open: {e.strerror or e}") from None
-    with raw:
-        head = raw.read(4)
-        raw.seek(0)
+    try:
         stream: BinaryIO = raw
-        if head[:2] == b"\x1f\x8b":
+        if raw.read(2) == b"\x1f\x8b":
+            raw.seek(0)
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-        yield from _iter_stream(name, stream)
+        else:
+            raw.seek(0)
+        it = _iter_stream(name, stream)
+    except BaseException:
+        raw.close()
+        raise
+    return _closing(it, raw)
+
+
+def _closing(it: Iterator[tuple[float, bytes, int, int]], f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
+    try:
+        yield from it
+    finally:
+        f.close()
 
 
 def _iter_stream(name: str, stream: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
+    """Pick the format from the magic number; the returned iterator yields packets."""
     buf = _Buffer(name, stream)
     magic = buf.peek(4)
     if len(magic) == 0:
         raise CaptureError(f"{name}: empty file, not a capture")
     if magic in _PCAP_MAGICS:
-        yield from _iter_pcap(name, buf, *_PCAP_MAGICS[magic])
-    elif magic == _PCAPNG_SHB:
-        yield from _iter_pcapng(name, buf)
-    else:
-        raise CaptureError(f"{name}: not a pcap or pcapng capture (magic {magic.hex()})")
+        return _iter_pcap(name, buf, *_PCAP_MAGICS[magic])
+    if magic == _PCAPNG_SHB:
+        return _iter_pcapng(name, buf)
+    raise CaptureError(f"{name}: not a pcap or pcapng capture (magic {magic.hex()})")
 
 
 class _Buffer:
@@ -261,4 +273,4 @@ def iter_bytes(name: str, content: bytes) -> Iterator[tuple[float, bytes, int, i
     stream: BinaryIO = io.BytesIO(content)
     if content[:2] == b"\x1f\x8b":
         stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
-    yield from _iter_stream(name, stream)
+    return _iter_stream(name, stream)
