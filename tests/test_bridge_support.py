@@ -161,6 +161,9 @@ async def running(cfg: bconfig.BridgeConfig, loader: Any = tiny_loader,
     """A started BridgeService; on exit it is stopped and must have returned 0."""
     svc = BridgeService(cfg, loader=loader, metrics=BridgeMetrics(), **kw)
     task = asyncio.create_task(svc.run())
+    await wait_until(lambda: svc.classifier is not None or task.done(), what="model loaded")
+    if task.done():
+        task.result()  # raises what run() raised
     try:
         yield svc
     finally:

@@ -1,0 +1,186 @@
+"""The native transport against real Broker endpoints (Debian's python3-broker 1.4).
+
+A Broker endpoint in the test plays Zeek: it listens, publishes
+``Multa::flows`` with Zeek's types (count, port, addr, time) and subscribes to
+the results. Skipped when Broker's Python bindings are not installed
+(``apt-get install python3-broker``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import sys
+from pathlib import Path
+
+import pytest
+
+from multa_broker.bridge import codec, events
+from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port
+
+from test_bridge_support import bridge_config, expected_labels, make_flow, running, wait_until, write_tiny_model
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+DEBIAN_BROKER = "/usr/lib/python3/dist-packages"
+
+
+def _broker():
+    if DEBIAN_BROKER not in sys.path:
+        sys.path.append(DEBIAN_BROKER)
+    try:
+        import broker
+    except ImportError as e:
+        pytest.skip(f"Broker's Python bindings are not installed (apt-get install python3-broker): {e}")
+    return broker
+
+
+@pytest.fixture
+def broker():
+    return _broker()
+
+
+def _native_cfg(port: int, model: Path, **over):
+    return bridge_config("ws://unused:1/v1/messages/json", model, transport="native",
+                         native={"host": "127.0.0.1", "port": port, "python_path": DEBIAN_BROKER}, **over)
+
+
+class ZeekEndpoint:
+    """A Broker endpoint playing Zeek's side of the contract."""
+
+    def __init__(self, broker, port: int = 0) -> None:
+        self.b = broker
+        self.ep = broker.Endpoint()
+        self.results = self.ep.make_subscriber("multa/results")
+        self.status = self.ep.make_status_subscriber(True)
+        self.port = self.ep.listen("127.0.0.1", port)
+        assert self.port, "listen failed"
+
+    async def wait_peer(self) -> None:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 10
+        while loop.time() < end:
+            if self.ep.peers():
+                await asyncio.sleep(0.3)  # let the bridge's subscription reach us
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("bridge never peered")
+
+    def publish_flows(self, flows, node="worker-1", topic="multa/flows") -> None:
+        from multa_broker.bridge.native import from_values
+
+        args = from_values(self.b, events.flows_event_values(node, flows))
+        self.ep.publish(topic, self.b.zeek.Event(FLOWS_EVENT, *args))
+
+    async def collect(self, n: int, timeout: float = 10.0) -> list[tuple]:
+        got: list[tuple] = []
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while len(got) < n and loop.time() < end:
+            for topic, data in self.results.poll():
+                ev = self.b.zeek.Event(data)
+                assert ev.name() == RESULTS_EVENT
+                got.extend(ev.args()[0])
+            await asyncio.sleep(0.02)
+        return got
+
+    def shutdown(self) -> None:
+        self.ep.shutdown()
+
+
+def test_flows_and_results_over_real_broker(broker, tmp_path):
+    model = write_tiny_model(tmp_path / "m.json")
+
+    async def main():
+        zeek = ZeekEndpoint(broker)
+        flows = [make_flow(i, proto="udp" if i % 2 else "tcp") for i in range(50)]
+        async with running(_native_cfg(zeek.port, model)) as svc:
+            await zeek.wait_peer()
+            zeek.publish_flows(flows[:30])
+            zeek.publish_flows(flows[30:])
+            got = await zeek.collect(50)
+            assert len(got) == 50
+            by_uid = {r[0]: r for r in got}
+            for f in flows:
+                uid, model_name, tasks, labels, scores = by_uid[f.uid]
+                assert model_name == "tiny/1" and tasks == ("service", "encrypted")
+                assert dict(zip(tasks, labels)) == expected_labels(f)
+                assert all(type(s) is float for s in scores)  # Broker real, as Zeek's double needs
+            assert svc.metrics.value("multa_bridge_flows_out_total") == 50
+        zeek.shutdown()
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_bad_flows_and_foreign_events_over_broker(broker, tmp_path):
+    model = write_tiny_model(tmp_path / "m.json")
+
+    async def main():
+        zeek = ZeekEndpoint(broker)
+        async with running(_native_cfg(zeek.port, model)) as svc:
+            await zeek.wait_peer()
+            good = make_flow(1)
+            bad = list(events.flow_values(make_flow(2)))
+            bad[6] = tuple(int(s) for s in bad[6])  # sizes as integer, not count
+            from multa_broker.bridge.native import from_values
+
+            args = from_values(broker, ["w", (events.flow_values(good), tuple(bad))])
+            zeek.ep.publish("multa/flows", broker.zeek.Event(FLOWS_EVENT, *args))
+            zeek.ep.publish("multa/flows", broker.zeek.Event("Other::thing", 1))
+            zeek.ep.publish("multa/flows", broker.Data(5))
+            got = await zeek.collect(1)
+            assert [r[0] for r in got] == [good.uid]
+            await wait_until(lambda: svc.metrics.value("multa_bridge_malformed_messages_total",
+                                                       reason="not_an_event") == 1)
+            m = svc.metrics
+            assert m.dropped("invalid") == 1 and m.value("multa_bridge_flows_in_total") == 2
+            assert m.value("multa_bridge_malformed_messages_total", reason="unexpected_event") == 1
+        zeek.shutdown()
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_reconnects_after_broker_peer_restart(broker, tmp_path):
+    model = write_tiny_model(tmp_path / "m.json")
+
+    async def main():
+        zeek = ZeekEndpoint(broker)
+        port = zeek.port
+        async with running(_native_cfg(zeek.port, model)) as svc:
+            await zeek.wait_peer()
+            zeek.publish_flows([make_flow(1)])
+            assert len(await zeek.collect(1)) == 1
+            zeek.shutdown()
+            await wait_until(lambda: svc.metrics.value("multa_bridge_connected") == 0, 10, "peer lost")
+            zeek = ZeekEndpoint(broker, port)
+            await wait_until(lambda: svc.metrics.value("multa_bridge_reconnects_total") == 1, 10, "reconnect")
+            await zeek.wait_peer()
+            zeek.publish_flows([make_flow(2)])
+            got = await zeek.collect(1)
+            assert [r[0] for r in got] == [make_flow(2).uid]
+        zeek.shutdown()
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_every_contract_type_survives_brokers_own_encoding(broker):
+    """codec values -> Broker's bindings -> Broker wire -> bindings -> codec values, unchanged."""
+    from multa_broker.bridge.native import from_values, to_values
+
+    value = ("s", codec.Count(7), -3, 2.5, True, None, ipaddress.ip_address("2001:db8::1"),
+             ipaddress.ip_network("10.0.0.0/8"), Port(53, "udp"), Port(443, "tcp"), Port(8, "icmp"),
+             dt.datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=dt.timezone.utc), dt.timedelta(milliseconds=1500),
+             (codec.Count(1), codec.Count(2)), frozenset({"a", "b"}), {"k": codec.Count(1)},
+             codec.EnumValue("Notice::ACTION_LOG"))
+    a, b = broker.Endpoint(), broker.Endpoint()
+    port = a.listen("127.0.0.1", 0)
+    sub = a.make_subscriber("t")
+    assert b.peer("127.0.0.1", port, 0)
+    import time
+
+    time.sleep(0.3)
+    b.publish("t", broker.zeek.Event("E", from_values(broker, value)))
+    _, data = sub.get(5.0)
+    back = to_values(broker, broker.zeek.Event(data).args()[0])
+    assert back == value
+    assert [type(x) for x in back] == [type(x) for x in value]
+    b.shutdown()
+    a.shutdown()

@@ -1,0 +1,464 @@
+"""The bridge service against an in-process server speaking Broker's WebSocket JSON v1.
+
+Each test checks the counters and that nothing accepted is lost silently:
+flows in = results out + flows dropped (by reason) once the service is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from multa_broker.bridge import codec
+from multa_broker.bridge.fakezeek import FakeZeek, flows_message, flows_message_text
+from multa_broker.bridge.events import flow_record_json
+from multa_broker.bridge.service import BridgeService, FlowQueue, PendingResults, _Queued
+from multa_broker.errors import MultaError
+from multa_broker.protocol import NODE_RESULT_TOPIC_PREFIX
+
+from test_bridge_support import (accounted, bridge_config, expected_labels, make_flow, running, tiny_loader,
+                                 wait_until, write_tiny_model)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    return write_tiny_model(tmp_path / "model" / "tiny.json")
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def balanced(svc: BridgeService) -> None:
+    fin, fout, dropped = accounted(svc)
+    assert fin == fout + dropped, (fin, fout, dropped, svc.metrics.summary())
+
+
+def check_results(zeek: FakeZeek, flows) -> None:
+    """Every flow got exactly one result, with the labels its flow implies."""
+    by_uid = {r.uid: r for r in zeek.results()}
+    assert len(by_uid) == len(zeek.results()) == len(flows)
+    for f in flows:
+        r = by_uid[f.uid]
+        assert dict(zip(r.tasks, r.labels)) == expected_labels(f)
+        assert r.model == "tiny/1" and all(0.0 <= s <= 1.0 for s in r.scores)
+    assert not zeek.rejected  # every result had Zeek's exact types
+
+
+def test_flows_in_results_out(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        flows = [make_flow(i, proto="udp" if i % 2 else "tcp") for i in range(500)]
+        async with running(bridge_config(zeek.url, model)) as svc:
+            await zeek.wait_subscribed()
+            assert zeek.handshakes == [["multa/flows"]]
+            for k in range(0, 500, 100):
+                await zeek.send_flows(flows[k:k + 100])
+            await wait_until(lambda: len(zeek.results()) == 500, what="500 results")
+            check_results(zeek, flows)
+            assert {r.topic for r in zeek.received} == {"multa/results"}
+            m = svc.metrics
+            assert m.value("multa_bridge_connected") == 1
+            assert m.value("multa_bridge_batch_size_count") >= 8  # batch.max_flows is 64 in tests
+            assert m.value("multa_bridge_batch_size_sum") == 500
+            assert m.value("multa_bridge_inference_seconds_count") == m.value("multa_bridge_batch_size_count")
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_results_go_to_the_sending_nodes_topic_when_asked(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, model, topics={"flows": ["multa/flows/0-of-2"], "per_node": True})
+        async with running(cfg):
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(i) for i in range(3)], node="worker-1", topic="multa/flows/0-of-2")
+            await zeek.send_flows([make_flow(i) for i in range(3, 5)], node="worker-2", topic="multa/flows/0-of-2")
+            # Another shard's topic: this bridge did not subscribe to it.
+            assert await zeek.send_flows([make_flow(9)], topic="multa/flows/1-of-2") == 0
+            await wait_until(lambda: len(zeek.results()) == 5)
+        topics = {r.uid: rec.topic for rec in zeek.received for r in rec.results}
+        assert topics == {**{f"Cf{i:06d}": NODE_RESULT_TOPIC_PREFIX + "worker-1" for i in range(3)},
+                          **{f"Cf{i:06d}": NODE_RESULT_TOPIC_PREFIX + "worker-2" for i in range(3, 5)}}
+        await zeek.stop()
+    run(main())
+
+
+def test_small_batches_wait_at_most_max_wait(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, model, batch={"max_flows": 1000, "max_wait_ms": 30.0})
+        async with running(cfg) as svc:
+            await zeek.wait_subscribed()
+            t0 = time.monotonic()
+            await zeek.send_flows([make_flow(1)])
+            await asyncio.sleep(0.005)
+            await zeek.send_flows([make_flow(2)])
+            await wait_until(lambda: len(zeek.results()) == 2)
+            waited = time.monotonic() - t0
+            assert 0.03 <= waited < 2.0
+            # Both flows arrived within max_wait of each other: one batch, not two.
+            assert svc.metrics.value("multa_bridge_batch_size_count") == 1
+        await zeek.stop()
+    run(main())
+
+
+def test_garbage_and_wrong_types_are_counted_and_skipped(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        good = [make_flow(i) for i in range(10)]
+        bad_rec = flow_record_json(make_flow(100))
+        bad_rec["data"][6]["data"][0] = {"@data-type": "real", "data": 60.0}    # size as real
+        long_rec = flow_record_json(make_flow(101, n=65))                          # longer than the contract
+        async with running(bridge_config(zeek.url, model)) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_raw("this is not JSON")
+            await zeek.send_raw('{"type":"data-message","topic":"multa/flows","@data-type":"count","data":1}')
+            await zeek.send_raw(json.dumps({"type": "data-message", "topic": "multa/flows",
+                                            **codec.event_data("Other::event", [])}))
+            await zeek.send_raw(json.dumps({"type": "data-message", "topic": "multa/flows",
+                                            **codec.event_data("Multa::flows", [codec.encode(1)])}))
+            await zeek.send_raw('{"type":"surprise"}')
+            await zeek.send_raw('{"type":"error","code":"deserialization_failed","context":"bad result"}')
+            recs = ",".join(json.dumps(r) for r in [flow_record_json(good[0]), bad_rec, long_rec])
+            await zeek.send_text("multa/flows", flows_message_text("multa/flows", "w", recs))
+            await zeek.send_flows(good[1:])
+            await wait_until(lambda: len(zeek.results()) == 10)
+            await asyncio.sleep(0.05)
+            m = svc.metrics
+            assert m.value("multa_bridge_malformed_messages_total", reason="bad_json") == 1
+            assert m.value("multa_bridge_malformed_messages_total", reason="not_an_event") == 1
+            assert m.value("multa_bridge_malformed_messages_total", reason="unexpected_event") == 1
+            assert m.value("multa_bridge_malformed_messages_total", reason="bad_arguments") == 1
+            assert m.value("multa_bridge_malformed_messages_total", reason="unexpected_type") == 1
+            assert m.value("multa_bridge_peer_errors_total", code="deserialization_failed") == 1
+            assert m.value("multa_bridge_flows_in_total") == 12
+            assert m.dropped("invalid") == 2
+            assert m.value("multa_bridge_connected") == 1  # still the same connection
+            assert m.value("multa_bridge_reconnects_total") == 0
+            check_results(zeek, good)
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_flows_longer_than_the_model_are_truncated(tmp_path):
+    model = write_tiny_model(tmp_path / "m.json", n=8)
+
+    async def main():
+        zeek = await FakeZeek().start()
+        async with running(bridge_config(zeek.url, model)) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(1, n=30), make_flow(2, n=8), make_flow(3, n=3)])
+            await wait_until(lambda: len(zeek.results()) == 3)
+            assert svc.metrics.value("multa_bridge_flows_truncated_total") == 1
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_zeek_restart_mid_stream_loses_nothing(model, tmp_path):
+    """Zeek goes away while flows are in the model; results wait, then go out after the reconnect."""
+    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=300)
+
+    async def main():
+        zeek = await FakeZeek().start()
+        port = zeek.port
+        flows = [make_flow(i) for i in range(200)]
+        cfg = bridge_config(zeek.url, slow, batch={"max_flows": 50, "max_wait_ms": 1.0})
+        async with running(cfg) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_flows(flows[:100])
+            await wait_until(lambda: svc.metrics.value("multa_bridge_flows_in_total") == 100)
+            await zeek.stop()  # Zeek exits with ~100 flows queued or in the model
+            await wait_until(lambda: svc.metrics.value("multa_bridge_connected") == 0)
+            await asyncio.sleep(0.8)  # the model finishes batches while Zeek is away
+            assert svc.metrics.value("multa_bridge_pending_results") > 0
+            assert svc.metrics.value("multa_bridge_connect_failures_total") >= 1
+            zeek2 = await FakeZeek(port=port).start()  # Zeek is back on the same port
+            await zeek2.wait_subscribed()
+            await zeek2.send_flows(flows[100:])
+            await wait_until(lambda: len(zeek.results()) + len(zeek2.results()) == 200, 20, "all results")
+            assert svc.metrics.value("multa_bridge_reconnects_total") == 1
+            assert svc.metrics.value("multa_bridge_pending_results") == 0
+            balanced(svc)
+            assert svc.metrics.dropped() == 0
+            got = {r.uid for r in zeek.results() + zeek2.results()}
+            assert got == {f.uid for f in flows}
+        await zeek2.stop()
+    run(main())
+
+
+def test_pending_buffer_overflow_is_counted(model, tmp_path):
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, model, queue={"max_pending_results": 30},
+                            reconnect={"initial_s": 0.05, "max_s": 0.1, "jitter": 0.0})
+        async with running(cfg) as svc:
+            await zeek.wait_subscribed()
+            port = zeek.port
+            # Hold back results: the first send fails because Zeek is gone by then.
+            svc.classifier.delay_s = 0.3
+            await zeek.send_flows([make_flow(i) for i in range(100)])
+            await wait_until(lambda: svc.metrics.value("multa_bridge_flows_in_total") == 100)
+            await zeek.stop()
+            await wait_until(lambda: svc.metrics.value("multa_bridge_pending_results") == 30, 10)
+            await wait_until(lambda: svc.metrics.dropped("pending_overflow") == 70, 10)
+            svc.classifier.delay_s = 0.0
+            zeek2 = await FakeZeek(port=port).start()
+            await wait_until(lambda: len(zeek2.results()) == 30, 10)
+            # The 30 newest results survive.
+            assert sorted(r.uid for r in zeek2.results()) == [f"Cf{i:06d}" for i in range(70, 100)]
+            balanced(svc)
+        await zeek2.stop()
+    run(main())
+
+
+def test_connect_failures_back_off_and_never_crash(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        port = zeek.port
+        await zeek.stop()  # nothing listens there now
+        cfg = bridge_config(f"ws://127.0.0.1:{port}/v1/messages/json", model,
+                            reconnect={"initial_s": 0.02, "max_s": 0.1, "jitter": 0.5})
+        async with running(cfg) as svc:
+            await wait_until(lambda: svc.metrics.value("multa_bridge_connect_failures_total") >= 4, 10)
+            zeek = await FakeZeek(port=port).start()
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(1)])
+            await wait_until(lambda: len(zeek.results()) == 1)
+            assert svc.metrics.value("multa_bridge_reconnects_total") == 0  # first connection
+        await zeek.stop()
+    run(main())
+
+
+def test_handshake_refused_counts_as_failure(model):
+    """A server that answers the subscription with an error is retried like a dead one."""
+    from websockets.asyncio.server import serve
+
+    async def refuse(ws):
+        await ws.recv()
+        await ws.send(json.dumps({"type": "error", "code": "deserialization_failed", "context": "no"}))
+        await ws.close()
+
+    async def main():
+        server = await serve(refuse, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        cfg = bridge_config(f"ws://127.0.0.1:{port}/v1/messages/json", model)
+        async with running(cfg) as svc:
+            await wait_until(lambda: svc.metrics.value("multa_bridge_connect_failures_total") >= 2)
+            assert svc.metrics.value("multa_bridge_connected") == 0
+        server.close()
+    run(main())
+
+
+@pytest.mark.parametrize("policy", ["newest", "oldest"])
+def test_overload_drops_by_policy_and_memory_stays_bounded(tmp_path, policy):
+    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=200)
+
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, slow, queue={"max_flows": 100, "drop": policy},
+                            batch={"max_flows": 50, "max_wait_ms": 1.0})
+        flows = [make_flow(i) for i in range(1000)]
+        async with running(cfg) as svc:
+            await zeek.wait_subscribed()
+            for k in range(0, 1000, 100):
+                await zeek.send_flows(flows[k:k + 100])
+            await wait_until(lambda: svc.metrics.value("multa_bridge_flows_in_total") == 1000)
+            assert svc.metrics.value("multa_bridge_queue_depth") <= 100
+            await wait_until(lambda: sum(accounted(svc)[1:]) == 1000, 20, "every flow answered or dropped")
+            dropped = svc.metrics.dropped("queue_full")
+            assert dropped >= 800
+            await wait_until(lambda: len(zeek.results()) == 1000 - dropped, what="results delivered")
+            uids = sorted(r.uid for r in zeek.results())
+            if policy == "oldest":
+                assert "Cf000999" in uids  # the newest flows survive
+            else:
+                assert "Cf000000" in uids and "Cf000999" not in uids
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_model_file_change_reloads_between_batches(model, tmp_path):
+    async def main():
+        zeek = await FakeZeek().start()
+        async with running(bridge_config(zeek.url, model)) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(i) for i in range(5)])
+            await wait_until(lambda: len(zeek.results()) == 5)
+            write_tiny_model(model, name="tiny/2")
+            await wait_until(lambda: svc.metrics.value("multa_bridge_model_reloads_total", result="ok") == 1, 10)
+            await zeek.send_flows([make_flow(i) for i in range(5, 10)])
+            await wait_until(lambda: len(zeek.results()) == 10)
+            names = [r.model for r in zeek.results()]
+            assert names[:5] == ["tiny/1"] * 5 and names[5:] == ["tiny/2"] * 5
+            # A broken model (checksum mismatch) keeps the running one.
+            manifest = json.loads(model.read_text())
+            manifest["sha256"] = "0" * 64
+            manifest["name"] = "tiny/broken"
+            model.write_text(json.dumps(manifest))
+            await wait_until(lambda: svc.metrics.value("multa_bridge_model_reloads_total", result="failed") == 1, 10)
+            await zeek.send_flows([make_flow(11)])
+            await wait_until(lambda: len(zeek.results()) == 11)
+            assert zeek.results()[-1].model == "tiny/2"
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_reload_request_without_polling(model):
+    """SIGHUP's path: with polling off, only an explicit request reloads."""
+    async def main():
+        zeek = await FakeZeek().start()
+        async with running(bridge_config(zeek.url, model, model={"path": str(model), "poll_s": 0})) as svc:
+            write_tiny_model(model, name="tiny/2")
+            await asyncio.sleep(0.3)
+            assert svc.classifier.name == "tiny/1"
+            svc.request_reload()
+            await wait_until(lambda: svc.classifier.name == "tiny/2", 10)
+            assert svc.metrics.value("multa_bridge_model_reloads_total", result="ok") == 1
+        await zeek.stop()
+    run(main())
+
+
+def test_reload_under_load_drops_nothing(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        flows = [make_flow(i) for i in range(2000)]
+        async with running(bridge_config(zeek.url, model)) as svc:
+            await zeek.wait_subscribed()
+            for k in range(0, 2000, 100):
+                await zeek.send_flows(flows[k:k + 100])
+                if k == 500:
+                    write_tiny_model(model, name="tiny/2")
+                    svc.request_reload()
+            await wait_until(lambda: len(zeek.results()) == 2000, 20)
+            assert svc.metrics.dropped() == 0
+            assert {r.model for r in zeek.results()} <= {"tiny/1", "tiny/2"}
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_inference_error_drops_the_batch_only(tmp_path):
+    broken = write_tiny_model(tmp_path / "broken.json", fail=True)
+
+    async def main():
+        zeek = await FakeZeek().start()
+        async with running(bridge_config(zeek.url, broken)) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(i) for i in range(10)])
+            await wait_until(lambda: svc.metrics.dropped("inference_error") == 10)
+            assert svc.metrics.value("multa_bridge_connected") == 1
+            balanced(svc)
+        await zeek.stop()
+    run(main())
+
+
+def test_stop_drains_queued_flows_then_returns_0(tmp_path):
+    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=100)
+
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, slow, batch={"max_flows": 20, "max_wait_ms": 1.0})
+        svc = BridgeService(cfg, loader=tiny_loader)
+        task = asyncio.create_task(svc.run())
+        await zeek.wait_subscribed()
+        await zeek.send_flows([make_flow(i) for i in range(100)])
+        await wait_until(lambda: svc.metrics.value("multa_bridge_flows_in_total") == 100)
+        svc.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+        assert len(zeek.results()) == 100 and svc.metrics.dropped() == 0
+        await zeek.stop()
+    run(main())
+
+
+def test_drain_timeout_counts_leftovers_as_shutdown(tmp_path):
+    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=200)
+
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, slow, batch={"max_flows": 10, "max_wait_ms": 1.0}, drain_timeout_s=0.3)
+        svc = BridgeService(cfg, loader=tiny_loader)
+        task = asyncio.create_task(svc.run())
+        await zeek.wait_subscribed()
+        await zeek.send_flows([make_flow(i) for i in range(100)])
+        await wait_until(lambda: svc.metrics.value("multa_bridge_flows_in_total") == 100)
+        svc.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+        out, dropped = accounted(svc)[1:]
+        assert out + dropped == 100 and svc.metrics.dropped("shutdown") == dropped > 0
+        assert len(zeek.results()) == out
+        await zeek.stop()
+    run(main())
+
+
+def test_metrics_endpoint_serves_the_counters(model):
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, model, metrics={"enabled": True, "port": 0})
+        async with running(cfg) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(i) for i in range(7)])
+            await wait_until(lambda: len(zeek.results()) == 7)
+            url = f"http://127.0.0.1:{svc.metrics_port}/metrics"
+            text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+        for line in ("multa_bridge_flows_in_total 7.0", "multa_bridge_flows_out_total 7.0",
+                     'multa_bridge_flows_dropped_total{reason="queue_full"} 0.0', "multa_bridge_connected 1.0",
+                     "multa_bridge_queue_depth", "multa_bridge_inference_seconds_bucket",
+                     "multa_bridge_batch_size_bucket", "multa_bridge_reconnects_total",
+                     'multa_bridge_model_reloads_total{result="failed"}'):
+            assert line in text, line
+        await zeek.stop()
+    run(main())
+
+
+def test_a_missing_model_is_a_one_line_error(tmp_path):
+    cfg = bridge_config("ws://127.0.0.1:1/v1/messages/json", tmp_path / "nope.json")
+    with pytest.raises(MultaError, match="nope.json"):
+        asyncio.run(BridgeService(cfg, loader=tiny_loader).run())
+
+
+# ------------------------------------------------------------ the bounded structures
+
+
+def test_flow_queue_policies():
+    async def main():
+        items = [_Queued(make_flow(i), "w", float(i)) for i in range(10)]
+        q = FlowQueue(4, "newest")
+        assert q.put(items[:3]) == 0 and q.put(items[3:6]) == 2
+        assert [x.flow.uid for x in q.take(10)] == [f"Cf{i:06d}" for i in range(4)]
+        q = FlowQueue(4, "oldest")
+        assert q.put(items[:3]) == 0 and q.put(items[3:6]) == 2
+        assert [x.flow.uid for x in q.take(10)] == [f"Cf{i:06d}" for i in range(2, 6)]
+        assert q.put(items) == 6 and [x.flow.uid for x in q.take(10)] == [f"Cf{i:06d}" for i in range(6, 10)]
+    asyncio.run(main())
+
+
+def test_pending_results_keep_the_newest_and_group_by_topic():
+    from multa_broker.protocol import Result
+
+    p = PendingResults(3)
+    rs = [Result(f"C{i}", "m", (), (), ()) for i in range(5)]
+    assert p.add("a", rs[:2]) == 0 and p.add("b", rs[2:]) == 2
+    assert p.take(10) == ("b", rs[2:])
+    p.put_back("b", rs[3:])
+    assert p.take(1) == ("b", [rs[3]]) and len(p) == 1
