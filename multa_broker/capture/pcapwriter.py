@@ -117,3 +117,26 @@ def pcap(frames: Iterable[tuple[float, bytes]], linktype: int = 1, nano: bool = 
         wire = (wirelens or {}).get(i, len(frame))
         out.append(struct.pack("<IIII", sec, frac, len(frame), wire) + frame)
     return b"".join(out)
+
+
+def pcapng(frames: Iterable[tuple[int, float, bytes]], interfaces: Iterable[tuple[int, int]] = ((1, 6),)) -> bytes:
+    """Capture bytes (little-endian pcapng) of ``(interface, timestamp, frame)`` triples.
+
+    ``interfaces`` lists ``(linktype, tsresol)`` per interface, tsresol being
+    the power of ten of the timestamp unit (6: microseconds, 9: nanoseconds).
+    """
+    def block(btype: int, body: bytes) -> bytes:
+        body += b"\0" * (-len(body) % 4)
+        n = len(body) + 12
+        return struct.pack("<II", btype, n) + body + struct.pack("<I", n)
+
+    ifaces = list(interfaces)
+    out = [block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
+    for lt, res in ifaces:
+        opts = struct.pack("<HHB3x", 9, 1, res) + struct.pack("<HH", 0, 0)
+        out.append(block(1, struct.pack("<HHI", lt, 0, 262144) + opts))
+    for ifid, ts, frame in frames:
+        units = 10 ** ifaces[ifid][1]
+        t = round(ts * units)
+        out.append(block(6, struct.pack("<IIIII", ifid, t >> 32, t & 0xFFFFFFFF, len(frame), len(frame)) + frame))
+    return b"".join(out)
