@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from multa_broker.errors import MultaError
+
 HELP = "benchmarks: flows, model, bridge, zeek"
 
 BENCHES: dict[str, tuple[str, str]] = {
@@ -24,9 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, (module, help_text) in BENCHES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_bench_module=module)
-        # Bench modules import heavy libraries inside run(), so this stays cheap.
-        importlib.import_module(module).add_arguments(p)
+        try:
+            # Bench modules import heavy libraries inside run(), so this stays cheap.
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            p.set_defaults(_bench_missing=f"benchmark {name!r} is not available in this build")
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "_bench_missing", None):
+        raise MultaError(args._bench_missing)
     return int(importlib.import_module(args._bench_module).run(args) or 0)
