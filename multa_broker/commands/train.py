@@ -1,0 +1,108 @@
+"""``multa train``: train an LMMoE (joint or separate paradigm), optionally with its baselines.
+
+The default model is made by the one command in docs/model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+HELP = "train an LMMoE (joint or separate paradigm) and its baselines"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``multa train`` and ``multa tune``."""
+    from multa_broker.flow import DEFAULT_N
+
+    parser.add_argument("--dataset", type=Path, default=Path("data/dataset.npz"),
+                        help="dataset file from `multa dataset build` (default: data/dataset.npz)")
+    parser.add_argument("--paradigm", choices=("joint", "separate"), default="separate",
+                        help="joint: rows labelled for every task; separate: per-task rows, masked loss "
+                             "(default: separate)")
+    parser.add_argument("--tasks", help="comma-separated tasks (default: every task with labelled rows)")
+    parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"packets per flow (default {DEFAULT_N})")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    parser.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    parser.add_argument("--patience", type=int, default=6,
+                        help="stop after this many epochs without a better validation mean macro-F1 (default 6)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt",
+                        help="per-class loss weights from training counts (default sqrt: count^-1/2)")
+    parser.add_argument("--task-weights", default="",
+                        help="loss weight per task, e.g. service=1,threat=2 (default 1 each)")
+    parser.add_argument("--sampling", choices=("round-robin", "proportional"), default="round-robin",
+                        help="separate paradigm: how batches are drawn across tasks")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--single-hidden", type=int, default=64,
+                        help="LSTM width of the single-task baselines (default 64)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--out", type=Path, default=Path("model_store"), help="model store (default model_store)")
+    parser.add_argument("--name", default="multa", help="model name in the store (default multa)")
+    parser.add_argument("--version", help="version (default: the next integer)")
+    parser.add_argument("--experts", type=int, default=3, help="LSTM experts (default 3)")
+    parser.add_argument("--hidden", type=int, default=32, help="expert LSTM width (default 32)")
+    parser.add_argument("--tower", type=int, default=32, help="tower MLP width (default 32)")
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--baselines", action="store_true",
+                        help="also train and store the single-task LSTMs and the classical models")
+    parser.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
+    parser.add_argument("--reject", type=float, default=0.05,
+                        help="open-set threshold: fraction of correct validation predictions it may "
+                             "turn to unknown (default 0.05)")
+    parser.add_argument("--set-default", action="store_true", help="make this the store's default model")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing name/version")
+
+
+def parse_task_weights(text: str) -> dict[str, float]:
+    from multa_broker.errors import MultaError
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        task, _, value = part.partition("=")
+        try:
+            out[task.strip()] = float(value)
+        except ValueError:
+            raise MultaError(f"--task-weights: {part!r} is not task=number") from None
+    return out
+
+
+def train_config(args: argparse.Namespace):
+    from multa_broker.model.training import TrainConfig
+
+    return TrainConfig(paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
+                       batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
+                       task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
+                       seed=args.seed, progress=not args.no_progress)
+
+
+def setup_torch(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def run(args: argparse.Namespace) -> int:
+    from multa_broker.model.experiment import RunSpec, run as run_experiment
+
+    setup_torch(args.threads)
+    spec = RunSpec(
+        dataset=args.dataset, out=args.out, name=args.name, version=args.version,
+        tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
+        experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
+        single_hidden=args.single_hidden, train=train_config(args), baselines=args.baselines,
+        calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
+        command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])
+        if "train" in sys.argv else "",
+    )
+    dest = run_experiment(spec)
+    print((dest / "REPORT.md").read_text(), end="")
+    print(f"stored {dest}")
+    return 0

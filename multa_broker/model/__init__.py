@@ -1,0 +1,17 @@
+"""The multi-task model (LMMoE), its baselines, training, tuning and benchmark.
+
+Modules, one concept each:
+
+* :mod:`.preprocess` -- raw flow tensors to model features, inside the model;
+* :mod:`.lmmoe` -- the LSTM multi-gate mixture-of-experts;
+* :mod:`.single` -- the single-task LSTM baseline (the status quo);
+* :mod:`.classical` -- per-flow statistics + gradient boosting baseline;
+* :mod:`.training` -- joint and separate training paradigms, early stopping;
+* :mod:`.metrics`, :mod:`.calibration` -- macro-F1, ECE, temperature scaling;
+* :mod:`.speed` -- CPU throughput measurement shared by tune and bench;
+* :mod:`.tune` -- the size search; :mod:`.bench` -- ``multa bench model``;
+* :mod:`.synthetic` -- tiny learnable datasets for tests.
+
+Nothing here is imported by ``multa --help``; torch loads only when a model
+command runs.
+"""

@@ -1,0 +1,124 @@
+"""The LMMoE: LSTM experts shared by all tasks, a softmax gate and a tower per task.
+
+Multi-gate mixture-of-experts (Ma et al., KDD 2018) with LSTM experts, as in
+MulTA (Guo et al., GLOBECOM 2023). Every expert reads the whole preprocessed
+packet sequence; each task's gate mixes the experts' final states with
+weights computed from a per-flow summary; the task's tower (a small MLP)
+turns the mixture into class logits.
+
+Speed choices (measured, docs/model.md): experts run as separate fused
+``nn.LSTM`` calls (oneDNN kernels on CPU) -- a hand-written grouped LSTM loop
+in TorchScript was 5-10x slower, and a single LSTM of width E*H with a
+block-diagonal recurrent matrix pays E times the recurrent FLOPs. Flows
+shorter than N are handled by reading each expert's state at the flow's last
+real packet (exact for a causal LSTM) instead of packing.
+
+The exported module's ``forward`` takes the raw tensors of
+:func:`multa_broker.flow.encode` and returns one ``[B, C_t]`` probability
+tensor per task, in task order; ``logits`` is the same before softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, List
+
+import torch
+from torch import nn
+
+from multa_broker.flow import DEFAULT_N
+from multa_broker.model.preprocess import INPUT_DIM, SUMMARY_DIM, Preprocess, last_valid
+
+
+@dataclass
+class LMMoEConfig:
+    """Architecture of one LMMoE; ``tasks`` maps task -> class names, in output order."""
+
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+    n: int = DEFAULT_N
+    experts: int = 3
+    hidden: int = 32
+    tower: int = 32
+    dropout: float = 0.1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def init_lstm(lstm: nn.LSTM) -> nn.LSTM:
+    """Forget-gate bias 1 (Jozefowicz et al., 2015): early packets survive the first epochs."""
+    h = lstm.hidden_size
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            if name.startswith("bias_ih"):
+                p[h:2 * h].fill_(1.0)
+            elif name.startswith("bias_hh"):
+                p[h:2 * h].fill_(0.0)
+    return lstm
+
+
+class Tower(nn.Module):
+    """A task's MLP: [B, H] -> [B, C] logits."""
+
+    def __init__(self, width_in: int, width: int, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(width_in, width), nn.ReLU(),
+                                 nn.Linear(width, classes))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h)
+
+
+class TaskHead(nn.Module):
+    """One task's gate (softmax over experts, from the flow summary) and tower."""
+
+    def __init__(self, experts: int, hidden: int, tower: int, classes: int, dropout: float) -> None:
+        super().__init__()
+        self.gate = nn.Linear(SUMMARY_DIM, experts)
+        self.tower = Tower(hidden, tower, classes, dropout)
+
+    def forward(self, summary: torch.Tensor, expert_out: torch.Tensor) -> torch.Tensor:
+        g = torch.softmax(self.gate(summary), dim=1)              # [B, E]
+        mixed = torch.bmm(g.unsqueeze(1), expert_out).squeeze(1)  # [B, H]
+        return self.tower(mixed)
+
+
+def probabilities(logits: List[torch.Tensor], temperature: torch.Tensor) -> List[torch.Tensor]:
+    """Temperature-scaled softmax per task (temperature: [T], fitted on validation)."""
+    out: List[torch.Tensor] = []
+    for i, z in enumerate(logits):
+        out.append(torch.softmax(z / temperature[i], dim=1))
+    return out
+
+
+class LMMoE(nn.Module):
+    def __init__(self, cfg: LMMoEConfig) -> None:
+        super().__init__()
+        if not cfg.tasks:
+            raise ValueError("an LMMoE needs at least one task")
+        self.task_names: List[str] = list(cfg.tasks)
+        self.n = int(cfg.n)
+        self.pre = Preprocess(cfg.n)
+        self.experts = nn.ModuleList(
+            [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
+        self.heads = nn.ModuleList(
+            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout) for c in cfg.tasks.values()])
+        self.register_buffer("temperature", torch.ones(len(cfg.tasks)))
+
+    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+               lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
+        x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
+        states: List[torch.Tensor] = []
+        for expert in self.experts:
+            out, _ = expert(x)
+            states.append(last_valid(out, last))
+        expert_out = torch.stack(states, dim=1)                   # [B, E, H]
+        return [head(summary, expert_out) for head in self.heads]
+
+    def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+                lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
+        return probabilities(self.logits(sizes, dirs, iats, lengths, proto), self.temperature)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,57 @@
+"""The status quo baseline: one LSTM classifier per task.
+
+Same preprocessing and output contract as the LMMoE (a list with one
+probability tensor), one LSTM of width ``hidden`` and the same tower shape,
+trained with the same loop, budget and early stopping. Deploying these means
+running one model per task on every flow, which ``multa bench model``
+measures against the single LMMoE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, List
+
+import torch
+from torch import nn
+
+from multa_broker.flow import DEFAULT_N
+from multa_broker.model.lmmoe import Tower, init_lstm, probabilities
+from multa_broker.model.preprocess import INPUT_DIM, Preprocess, last_valid
+
+
+@dataclass
+class SingleConfig:
+    """One task's model; ``tasks`` holds exactly that task."""
+
+    tasks: dict[str, list[str]] = field(default_factory=dict)
+    n: int = DEFAULT_N
+    hidden: int = 64
+    tower: int = 32
+    dropout: float = 0.1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SingleTaskLSTM(nn.Module):
+    def __init__(self, cfg: SingleConfig) -> None:
+        super().__init__()
+        if len(cfg.tasks) != 1:
+            raise ValueError("a single-task model has exactly one task")
+        self.task_names: List[str] = list(cfg.tasks)
+        self.n = int(cfg.n)
+        self.pre = Preprocess(cfg.n)
+        self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True))
+        self.tower = Tower(cfg.hidden, cfg.tower, len(next(iter(cfg.tasks.values()))), cfg.dropout)
+        self.register_buffer("temperature", torch.ones(1))
+
+    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+               lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
+        x, _, last = self.pre(sizes, dirs, iats, lengths, proto)
+        out, _ = self.lstm(x)
+        return [self.tower(last_valid(out, last))]
+
+    def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+                lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
+        return probabilities(self.logits(sizes, dirs, iats, lengths, proto), self.temperature)

@@ -1,0 +1,231 @@
+"""Training: the joint and separate paradigms, class weights, early stopping.
+
+* **joint** -- one dataset labelled for every task: batches come from the rows
+  that carry all of the model's task labels; the loss is the weighted sum of
+  the task losses.
+* **separate** -- a dataset per task: each task has its own labelled rows and
+  batches are drawn per task (round-robin by default, or proportional to the
+  task's row count). The loss covers every task whose label a batch row
+  carries; missing labels (-1) are masked out.
+
+Both stop early on the validation mean macro-F1 and restore the best epoch.
+The single-task baselines train with this same loop (one task, so both
+paradigms coincide) and the same budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from multa_broker.dataset.format import FlowDataset
+from multa_broker.errors import MultaError
+from multa_broker.model.metrics import mean_macro_f1, task_report
+
+log = logging.getLogger("multa.model.training")
+
+PARADIGMS = ("joint", "separate")
+
+
+@dataclass
+class TrainConfig:
+    paradigm: str = "separate"
+    epochs: int = 40
+    patience: int = 6
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    #: none | sqrt | inverse: per-class loss weights from training counts.
+    class_weights: str = "sqrt"
+    #: task -> loss weight (default 1 each).
+    task_weights: dict[str, float] = field(default_factory=dict)
+    #: separate paradigm: round-robin | proportional.
+    sampling: str = "round-robin"
+    seed: int = 1
+    progress: bool = True
+    #: Cap on optimizer steps per epoch (None: one pass over the labelled rows).
+    max_steps: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SplitTensors:
+    """One split's model inputs and labels, labels in the model's task order."""
+
+    inputs: tuple[torch.Tensor, ...]
+    labels: torch.Tensor  # int64 [F, T], -1 = missing
+
+    @classmethod
+    def from_dataset(cls, ds: FlowDataset, tasks: Sequence[str], n: int) -> "SplitTensors":
+        enc = ds.encoded(n)
+        inputs = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
+                       (enc.sizes, enc.dirs, enc.iats, enc.lengths, enc.proto))
+        cols = [ds.task_names.index(t) for t in tasks]
+        labels = torch.from_numpy(ds.labels[:, cols].astype(np.int64)) if len(ds) else torch.zeros((0, len(cols)), dtype=torch.long)
+        return cls(inputs, labels)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(a[idx] for a in self.inputs)
+
+
+def predict_logits(model: nn.Module, inputs: Sequence[torch.Tensor], batch: int = 4096) -> list[np.ndarray]:
+    """Logits per task for all rows (eval mode, no autograd)."""
+    was_training = model.training
+    model.eval()
+    outs: list[list[np.ndarray]] = []
+    with torch.inference_mode():
+        for start in range(0, int(inputs[0].shape[0]), batch):
+            part = model.logits(*(a[start:start + batch] for a in inputs))
+            outs.append([z.numpy() for z in part])
+    model.train(was_training)
+    if not outs:
+        return [np.zeros((0, 1), np.float32) for _ in model.task_names]
+    return [np.concatenate([o[t] for o in outs]) for t in range(len(outs[0]))]
+
+
+def evaluate(model: nn.Module, split: SplitTensors, classes: dict[str, list[str]],
+             temperatures: Sequence[float] | None = None,
+             thresholds: Sequence[float] | None = None) -> dict[str, dict[str, Any]]:
+    """Per-task metrics on the rows of ``split`` that carry the task's label."""
+    from multa_broker.model.calibration import softmax
+
+    logits = predict_logits(model, split.inputs)
+    out: dict[str, dict[str, Any]] = {}
+    for t, task in enumerate(model.task_names):
+        y = split.labels[:, t].numpy()
+        sel = y >= 0
+        temp = temperatures[t] if temperatures is not None else 1.0
+        probs = softmax(logits[t][sel], temp) if sel.any() else np.zeros((0, len(classes[task])))
+        out[task] = task_report(y[sel], probs, classes[task], thresholds[t] if thresholds is not None else None)
+    return out
+
+
+def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:
+    """Loss weight per class: 1 (none), count^-1/2 (sqrt) or count^-1 (inverse), mean 1 over rows."""
+    counts = np.bincount(y[y >= 0], minlength=n_classes).astype(np.float64)
+    if mode == "none" or counts.sum() == 0:
+        return torch.ones(n_classes)
+    power = {"sqrt": 0.5, "inverse": 1.0}.get(mode)
+    if power is None:
+        raise MultaError(f"unknown class-weight mode {mode!r} (none, sqrt, inverse)")
+    w = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
+    w = w / ((w * counts).sum() / counts.sum())
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]]
+    val: dict[str, dict[str, Any]]
+
+
+def _cycle(rows: np.ndarray, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Endless batches over ``rows``, reshuffled on each pass."""
+    while True:
+        perm = rng.permutation(rows)
+        for start in range(0, len(perm), batch):
+            yield perm[start:start + batch]
+
+
+def _task_rows(train: SplitTensors, tasks: Sequence[str], paradigm: str) -> list[np.ndarray]:
+    labels = train.labels.numpy()
+    if paradigm == "joint":
+        rows = np.flatnonzero((labels >= 0).all(axis=1))
+        if len(rows) == 0:
+            raise MultaError(
+                f"joint training needs rows labelled for every task ({', '.join(tasks)}); the training "
+                "split has none: use --paradigm separate or fewer --tasks")
+        return [rows]
+    out = []
+    for t, task in enumerate(tasks):
+        rows = np.flatnonzero(labels[:, t] >= 0)
+        if len(rows) == 0:
+            raise MultaError(f"task {task!r} has no labelled training rows")
+        out.append(rows)
+    return out
+
+
+def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[str, list[str]],
+        cfg: TrainConfig, desc: str = "train") -> FitResult:
+    """Train ``model`` in place with early stopping; returns the history and best validation metrics."""
+    if cfg.paradigm not in PARADIGMS:
+        raise MultaError(f"unknown paradigm {cfg.paradigm!r} ({', '.join(PARADIGMS)})")
+    if cfg.sampling not in ("round-robin", "proportional"):
+        raise MultaError(f"unknown sampling {cfg.sampling!r} (round-robin, proportional)")
+    tasks = list(model.task_names)
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    groups = _task_rows(train, tasks, cfg.paradigm)
+    streams = [_cycle(rows, cfg.batch_size, rng) for rows in groups]
+    sizes = np.array([len(r) for r in groups], dtype=np.float64)
+    steps = int(sum(math.ceil(s / cfg.batch_size) for s in sizes))
+    if cfg.max_steps:
+        steps = min(steps, cfg.max_steps)
+    labels_np = train.labels.numpy()
+    cw = [class_weights(labels_np[groups[0] if cfg.paradigm == "joint" else groups[t], t], len(classes[task]),
+                        cfg.class_weights) for t, task in enumerate(tasks)]
+    tw = [float(cfg.task_weights.get(task, 1.0)) for task in tasks]
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    best_score, best_epoch, best_state, best_val = -1.0, 0, copy.deepcopy(model.state_dict()), {}
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    bar = tqdm(total=cfg.epochs * steps, desc=desc, unit="step", disable=not cfg.progress, leave=False,
+               dynamic_ncols=True)
+    epoch = 0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        total, count = 0.0, 0
+        for step in range(steps):
+            if len(streams) == 1:
+                g = 0
+            elif cfg.sampling == "round-robin":
+                g = step % len(streams)
+            else:
+                g = int(rng.choice(len(streams), p=sizes / sizes.sum()))
+            idx = torch.from_numpy(next(streams[g]))
+            y = train.labels[idx]
+            logits = model.logits(*train.rows(idx))
+            loss = torch.zeros(())
+            for t in range(len(tasks)):
+                present = y[:, t] >= 0
+                if bool(present.any()):
+                    loss = loss + tw[t] * nn.functional.cross_entropy(logits[t][present], y[present, t], weight=cw[t])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            total += float(loss.item())
+            count += 1
+            bar.update(1)
+        val_reports = evaluate(model, val, classes)
+        score = mean_macro_f1(val_reports)
+        history.append({"epoch": epoch, "loss": total / max(1, count), "val_mean_macro_f1": score})
+        bar.set_postfix(loss=f"{total / max(1, count):.3f}", val_f1=f"{score:.3f}", best=f"{max(best_score, score):.3f}")
+        log.debug("%s epoch %d loss %.4f val mean macro-F1 %.4f", desc, epoch, total / max(1, count), score)
+        if score > best_score:
+            best_score, best_epoch, best_state, best_val = score, epoch, copy.deepcopy(model.state_dict()), val_reports
+        elif epoch - best_epoch >= cfg.patience:
+            break
+    bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return FitResult(best_epoch, best_score, epoch, time.perf_counter() - started, history, best_val)

@@ -1,0 +1,125 @@
+"""The LMMoE and single-task LSTM: output contract, masking, preprocessing, TorchScript."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from multa_broker.flow import Flow, FlowKey, encode
+from multa_broker.model.lmmoe import LMMoE, LMMoEConfig, count_params
+from multa_broker.model.preprocess import INPUT_DIM, Preprocess
+from multa_broker.model.single import SingleConfig, SingleTaskLSTM
+from multa_broker.taxonomy import TASKS
+
+torch.set_num_threads(1)
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*deprecated:DeprecationWarning")
+ALL_TASKS = {k: list(v) for k, v in TASKS.items()}
+
+
+def _inputs(b: int = 6, n: int = 20, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, n + 1, (b,), generator=g)
+    valid = (torch.arange(n)[None, :] < lengths[:, None]).float()
+    sizes = torch.randint(40, 1501, (b, n), generator=g).float() * valid
+    dirs = torch.randint(0, 2, (b, n), generator=g).float() * valid
+    iats = torch.rand(b, n, generator=g) * 1e6 * valid
+    iats[:, 0] = 0
+    return sizes, dirs, iats, lengths, torch.randint(0, 3, (b,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def lmmoe() -> LMMoE:
+    torch.manual_seed(0)
+    return LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=3, hidden=8, tower=8)).eval()
+
+
+def test_output_is_one_probability_tensor_per_task_in_order(lmmoe: LMMoE) -> None:
+    out = lmmoe(*_inputs())
+    assert [o.shape for o in out] == [(6, len(c)) for c in ALL_TASKS.values()]
+    for o in out:
+        assert torch.all(o >= 0)
+        torch.testing.assert_close(o.sum(dim=1), torch.ones(6))
+    assert lmmoe.task_names == list(ALL_TASKS)
+
+
+def test_padding_beyond_length_does_not_change_outputs(lmmoe: LMMoE) -> None:
+    x = _inputs(b=8)
+    lengths = x[3]
+    junk = [a.clone() for a in x[:3]]
+    pad = torch.arange(20)[None, :] >= lengths[:, None]
+    junk[0][pad] = 999.0
+    junk[1][pad] = 1.0
+    junk[2][pad] = 123456.0
+    ref = lmmoe(*x)
+    got = lmmoe(*junk, lengths, x[4])
+    for a, b in zip(ref, got):
+        torch.testing.assert_close(a, b)
+
+
+def test_wider_batch_with_same_flows_gives_same_outputs(lmmoe: LMMoE) -> None:
+    """A flow padded to 20 or to 40 columns is the same flow."""
+    x = _inputs(b=4, n=20)
+    wide = [torch.cat([a, torch.zeros_like(a)], dim=1) for a in x[:3]]
+    for a, b in zip(lmmoe(*x), lmmoe(*wide, x[3], x[4])):
+        torch.testing.assert_close(a, b)
+
+
+def test_inputs_matter(lmmoe: LMMoE) -> None:
+    """Not a constant function: sizes, direction, gaps and protocol all move the output."""
+    x = list(_inputs(b=4))
+    ref = lmmoe(*x)[0]
+    for i, change in ((0, lambda a: a * 0.5), (1, lambda a: 1 - a), (2, lambda a: a * 100), (4, lambda a: (a + 1) % 3)):
+        y = list(x)
+        y[i] = change(x[i])
+        assert not torch.allclose(lmmoe(*y)[0], ref), f"input {i} has no effect"
+
+
+def test_ports_are_not_an_input() -> None:
+    """Two flows that differ only in ports encode to identical model inputs."""
+    a = Flow(FlowKey("tcp", "10.0.0.1", 40000, "10.0.0.2", 443, 1.0), [60, 1500], [True, False], [0, 300])
+    b = Flow(FlowKey("tcp", "10.0.0.1", 50000, "10.0.0.2", 8443, 1.0), [60, 1500], [True, False], [0, 300])
+    ea, eb = encode([a]), encode([b])
+    for name in ("sizes", "dirs", "iats", "lengths", "proto"):
+        assert np.array_equal(getattr(ea, name), getattr(eb, name))
+
+
+def test_preprocess_scales_and_clamps_bad_values() -> None:
+    pre = Preprocess(3)
+    sizes = torch.tensor([[1500.0, 65535.0, 0.0]])
+    dirs = torch.tensor([[1.0, 0.0, 0.0]])
+    iats = torch.tensor([[0.0, 1e6, 0.0]])
+    x, summary, last = pre(sizes, dirs, iats, torch.tensor([2]), torch.tensor([7]))
+    assert x.shape == (1, 3, INPUT_DIM)
+    assert last.tolist() == [1]
+    assert x[0, 0, 0].item() == pytest.approx(1.0)  # 1500 bytes -> 1.0
+    assert x[0, 1, 0].item() == pytest.approx(2.0)  # jumbo frames saturate
+    assert x[0, 0, 2].item() == 1.0 and x[0, 1, 2].item() == -1.0  # direction +-1
+    assert torch.all(x[0, 2, :5] == 0)  # padding zeroed
+    assert x[0, 0, 5:].tolist() == [0.0, 0.0, 1.0]  # protocol index clamped into range
+    _, _, last0 = pre(sizes, dirs, iats, torch.tensor([0]), torch.tensor([0]))
+    assert last0.tolist() == [0]  # length 0 cannot index before the first packet
+
+
+def test_torchscript_matches_eager(lmmoe: LMMoE) -> None:
+    scripted = torch.jit.script(lmmoe)
+    x = _inputs(b=5)
+    for a, b in zip(lmmoe(*x), scripted(*x)):
+        torch.testing.assert_close(a, b)
+
+
+def test_single_task_model_contract_and_masking() -> None:
+    torch.manual_seed(0)
+    m = SingleTaskLSTM(SingleConfig(tasks={"service": ALL_TASKS["service"]}, hidden=8, tower=8)).eval()
+    x = _inputs(b=5)
+    out = m(*x)
+    assert len(out) == 1 and out[0].shape == (5, len(ALL_TASKS["service"]))
+    junk = [a + (torch.arange(20)[None, :] >= x[3][:, None]).float() * 77 for a in x[:3]]
+    torch.testing.assert_close(m(*junk, x[3], x[4])[0], out[0])
+    torch.testing.assert_close(torch.jit.script(m)(*x)[0], out[0])
+
+
+def test_lmmoe_shares_experts_so_it_is_smaller_than_one_lstm_per_task() -> None:
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=32, tower=32))
+    singles = [SingleTaskLSTM(SingleConfig(tasks={t: c}, hidden=32, tower=32)) for t, c in ALL_TASKS.items()]
+    assert count_params(lm) < 0.65 * sum(count_params(s) for s in singles)
