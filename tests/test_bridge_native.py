@@ -90,7 +90,7 @@ class ZeekEndpoint:
 
 
 def test_flows_and_results_over_real_broker(broker, tmp_path):
-    model = write_tiny_model(tmp_path / "m.json")
+    model = write_tiny_model(tmp_path / "m")
 
     async def main():
         zeek = ZeekEndpoint(broker)
@@ -113,7 +113,7 @@ def test_flows_and_results_over_real_broker(broker, tmp_path):
 
 
 def test_bad_flows_and_foreign_events_over_broker(broker, tmp_path):
-    model = write_tiny_model(tmp_path / "m.json")
+    model = write_tiny_model(tmp_path / "m")
 
     async def main():
         zeek = ZeekEndpoint(broker)
@@ -140,7 +140,7 @@ def test_bad_flows_and_foreign_events_over_broker(broker, tmp_path):
 
 
 def test_reconnects_after_broker_peer_restart(broker, tmp_path):
-    model = write_tiny_model(tmp_path / "m.json")
+    model = write_tiny_model(tmp_path / "m")
 
     async def main():
         zeek = ZeekEndpoint(broker)

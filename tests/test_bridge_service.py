@@ -22,8 +22,8 @@ from multa_broker.bridge.service import BridgeService, FlowQueue, PendingResults
 from multa_broker.errors import MultaError
 from multa_broker.protocol import NODE_RESULT_TOPIC_PREFIX
 
-from test_bridge_support import (accounted, bridge_config, expected_labels, make_flow, running, tiny_loader,
-                                 wait_until, write_tiny_model)
+from test_bridge_support import (accounted, bridge_config, expected_labels, make_flow, running, slow_loader,
+                                 tiny_loader, wait_until, write_tiny_model)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -37,7 +37,7 @@ def _few_threads():
 
 @pytest.fixture
 def model(tmp_path: Path) -> Path:
-    return write_tiny_model(tmp_path / "model" / "tiny.json")
+    return write_tiny_model(tmp_path / "store" / "tiny" / "1")
 
 
 def run(coro):
@@ -159,7 +159,7 @@ def test_garbage_and_wrong_types_are_counted_and_skipped(model):
 
 
 def test_flows_longer_than_the_model_are_truncated(tmp_path):
-    model = write_tiny_model(tmp_path / "m.json", n=8)
+    model = write_tiny_model(tmp_path / "m", n=8)
 
     async def main():
         zeek = await FakeZeek().start()
@@ -173,16 +173,15 @@ def test_flows_longer_than_the_model_are_truncated(tmp_path):
     run(main())
 
 
-def test_zeek_restart_mid_stream_loses_nothing(model, tmp_path):
+def test_zeek_restart_mid_stream_loses_nothing(model):
     """Zeek goes away while flows are in the model; results wait, then go out after the reconnect."""
-    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=300)
 
     async def main():
         zeek = await FakeZeek().start()
         port = zeek.port
         flows = [make_flow(i) for i in range(200)]
-        cfg = bridge_config(zeek.url, slow, batch={"max_flows": 50, "max_wait_ms": 1.0})
-        async with running(cfg) as svc:
+        cfg = bridge_config(zeek.url, model, batch={"max_flows": 50, "max_wait_ms": 1.0})
+        async with running(cfg, loader=slow_loader(0.3)) as svc:
             await zeek.wait_subscribed()
             await zeek.send_flows(flows[:100])
             await wait_until(lambda: svc.metrics.value("multa_bridge_flows_in_total") == 100)
@@ -205,12 +204,12 @@ def test_zeek_restart_mid_stream_loses_nothing(model, tmp_path):
     run(main())
 
 
-def test_pending_buffer_overflow_is_counted(model, tmp_path):
+def test_pending_buffer_overflow_is_counted(model):
     async def main():
         zeek = await FakeZeek().start()
         cfg = bridge_config(zeek.url, model, queue={"max_pending_results": 30},
                             reconnect={"initial_s": 0.05, "max_s": 0.1, "jitter": 0.0})
-        async with running(cfg) as svc:
+        async with running(cfg, loader=slow_loader(0.0)) as svc:
             await zeek.wait_subscribed()
             port = zeek.port
             # Hold back results: the first send fails because Zeek is gone by then.
@@ -269,15 +268,14 @@ def test_handshake_refused_counts_as_failure(model):
 
 
 @pytest.mark.parametrize("policy", ["newest", "oldest"])
-def test_overload_drops_by_policy_and_memory_stays_bounded(tmp_path, policy):
-    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=200)
+def test_overload_drops_by_policy_and_memory_stays_bounded(model, policy):
 
     async def main():
         zeek = await FakeZeek().start()
-        cfg = bridge_config(zeek.url, slow, queue={"max_flows": 100, "drop": policy},
+        cfg = bridge_config(zeek.url, model, queue={"max_flows": 100, "drop": policy},
                             batch={"max_flows": 50, "max_wait_ms": 1.0})
         flows = [make_flow(i) for i in range(1000)]
-        async with running(cfg) as svc:
+        async with running(cfg, loader=slow_loader(0.2)) as svc:
             await zeek.wait_subscribed()
             for k in range(0, 1000, 100):
                 await zeek.send_flows(flows[k:k + 100])
@@ -304,17 +302,16 @@ def test_model_file_change_reloads_between_batches(model, tmp_path):
             await zeek.wait_subscribed()
             await zeek.send_flows([make_flow(i) for i in range(5)])
             await wait_until(lambda: len(zeek.results()) == 5)
-            write_tiny_model(model, name="tiny/2")
+            write_tiny_model(model, version="2")
             await wait_until(lambda: svc.metrics.value("multa_bridge_model_reloads_total", result="ok") == 1, 10)
             await zeek.send_flows([make_flow(i) for i in range(5, 10)])
             await wait_until(lambda: len(zeek.results()) == 10)
             names = [r.model for r in zeek.results()]
             assert names[:5] == ["tiny/1"] * 5 and names[5:] == ["tiny/2"] * 5
-            # A broken model (checksum mismatch) keeps the running one.
-            manifest = json.loads(model.read_text())
-            manifest["sha256"] = "0" * 64
-            manifest["name"] = "tiny/broken"
-            model.write_text(json.dumps(manifest))
+            # A broken model (its manifest no longer matches the archive) keeps the running one.
+            manifest = json.loads((model / "manifest.json").read_text())
+            manifest["version"] = "broken"
+            (model / "manifest.json").write_text(json.dumps(manifest))
             await wait_until(lambda: svc.metrics.value("multa_bridge_model_reloads_total", result="failed") == 1, 10)
             await zeek.send_flows([make_flow(11)])
             await wait_until(lambda: len(zeek.results()) == 11)
@@ -329,7 +326,7 @@ def test_reload_request_without_polling(model):
     async def main():
         zeek = await FakeZeek().start()
         async with running(bridge_config(zeek.url, model, model={"path": str(model), "poll_s": 0})) as svc:
-            write_tiny_model(model, name="tiny/2")
+            write_tiny_model(model, version="2")
             await asyncio.sleep(0.3)
             assert svc.classifier.name == "tiny/1"
             svc.request_reload()
@@ -348,7 +345,7 @@ def test_reload_under_load_drops_nothing(model):
             for k in range(0, 2000, 100):
                 await zeek.send_flows(flows[k:k + 100])
                 if k == 500:
-                    write_tiny_model(model, name="tiny/2")
+                    write_tiny_model(model, version="2")
                     svc.request_reload()
             await wait_until(lambda: len(zeek.results()) == 2000, 20)
             assert svc.metrics.dropped() == 0
@@ -359,7 +356,7 @@ def test_reload_under_load_drops_nothing(model):
 
 
 def test_inference_error_drops_the_batch_only(tmp_path):
-    broken = write_tiny_model(tmp_path / "broken.json", fail=True)
+    broken = write_tiny_model(tmp_path / "broken", fail=True)
 
     async def main():
         zeek = await FakeZeek().start()
@@ -373,13 +370,12 @@ def test_inference_error_drops_the_batch_only(tmp_path):
     run(main())
 
 
-def test_stop_drains_queued_flows_then_returns_0(tmp_path):
-    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=100)
+def test_stop_drains_queued_flows_then_returns_0(model):
 
     async def main():
         zeek = await FakeZeek().start()
-        cfg = bridge_config(zeek.url, slow, batch={"max_flows": 20, "max_wait_ms": 1.0})
-        svc = BridgeService(cfg, loader=tiny_loader)
+        cfg = bridge_config(zeek.url, model, batch={"max_flows": 20, "max_wait_ms": 1.0})
+        svc = BridgeService(cfg, loader=slow_loader(0.1))
         task = asyncio.create_task(svc.run())
         await zeek.wait_subscribed()
         await zeek.send_flows([make_flow(i) for i in range(100)])
@@ -391,13 +387,12 @@ def test_stop_drains_queued_flows_then_returns_0(tmp_path):
     run(main())
 
 
-def test_drain_timeout_counts_leftovers_as_shutdown(tmp_path):
-    slow = write_tiny_model(tmp_path / "slow.json", delay_ms=200)
+def test_drain_timeout_counts_leftovers_as_shutdown(model):
 
     async def main():
         zeek = await FakeZeek().start()
-        cfg = bridge_config(zeek.url, slow, batch={"max_flows": 10, "max_wait_ms": 1.0}, drain_timeout_s=0.3)
-        svc = BridgeService(cfg, loader=tiny_loader)
+        cfg = bridge_config(zeek.url, model, batch={"max_flows": 10, "max_wait_ms": 1.0}, drain_timeout_s=0.3)
+        svc = BridgeService(cfg, loader=slow_loader(0.2))
         task = asyncio.create_task(svc.run())
         await zeek.wait_subscribed()
         await zeek.send_flows([make_flow(i) for i in range(100)])
@@ -432,8 +427,8 @@ def test_metrics_endpoint_serves_the_counters(model):
 
 
 def test_a_missing_model_is_a_one_line_error(tmp_path):
-    cfg = bridge_config("ws://127.0.0.1:1/v1/messages/json", tmp_path / "nope.json")
-    with pytest.raises(MultaError, match="nope.json"):
+    cfg = bridge_config("ws://127.0.0.1:1/v1/messages/json", tmp_path / "nope")
+    with pytest.raises(MultaError, match="nope"):
         asyncio.run(BridgeService(cfg, loader=tiny_loader).run())
 
 

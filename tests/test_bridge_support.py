@@ -1,9 +1,9 @@
 """Helpers for the bridge tests (no tests here): flows, a tiny model, a running service.
 
-The tiny model follows the Classifier contract -- a TorchScript module with
-``forward(sizes, dirs, iats, lengths, proto) -> List[Tensor]``, loaded from a
-file whose manifest carries a checksum -- and its verdicts are a known
-function of the flow, so a test can tell every result belongs to its flow:
+The tiny model is a real stored model (model.pt + manifest.json, exported
+with :func:`multa_broker.store.export` and loaded by the real Classifier,
+which verifies it); its verdicts are a known function of the flow, so a test
+can tell every result belongs to its flow:
 
 * ``encrypted`` is "encrypted" when the first packet is larger than 100 bytes;
 * ``service``'s top class is ``dns`` for UDP, ``tls`` otherwise.
@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
 import random
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
@@ -24,8 +21,7 @@ from multa_broker.bridge import config as bconfig
 from multa_broker.bridge.fakezeek import FakeZeek
 from multa_broker.bridge.metrics import BridgeMetrics
 from multa_broker.bridge.service import BridgeService
-from multa_broker.errors import MultaError
-from multa_broker.flow import Flow, FlowKey, encode
+from multa_broker.flow import Flow, FlowKey
 
 TASKS = {"service": ("dns", "tls", "other"), "encrypted": ("encrypted", "cleartext")}
 
@@ -46,15 +42,24 @@ def expected_labels(f: Flow) -> dict[str, str]:
             "encrypted": "encrypted" if f.sizes[0] > 100 else "cleartext"}
 
 
-def write_tiny_model(path: Path, name: str = "tiny/1", n: int = 20, delay_ms: float = 0.0,
+def write_tiny_model(dest: Path, name: str = "tiny", version: str = "1", n: int = 20,
                      fail: bool = False) -> Path:
-    """Save a tiny TorchScript model and its manifest (sha256 of the model file) at ``path``."""
+    """Export a tiny TorchScript model to the model store layout at ``dest`` (model.pt + manifest.json).
+
+    Loaded with the real :class:`multa_broker.inference.Classifier`, which checks
+    its manifest and checksums.
+    """
     import torch
 
+    from multa_broker import store
+
     class Tiny(torch.nn.Module):
-        def __init__(self, fail: bool) -> None:
+        def __init__(self) -> None:
             super().__init__()
+            self.task_names = list(TASKS)
+            self.n = n
             self.fail = fail
+            self.unused = torch.nn.Linear(1, 1)  # a weight, so the weights hash covers something
 
         def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                     lengths: torch.Tensor, proto: torch.Tensor) -> list[torch.Tensor]:
@@ -67,72 +72,34 @@ def write_tiny_model(path: Path, name: str = "tiny/1", n: int = 20, delay_ms: fl
             encrypted = torch.stack([enc * 0.8 + 0.1, (1 - enc) * 0.8 + 0.1], 1)
             return [service / service.sum(1, keepdim=True), encrypted]
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scripted = torch.jit.script(Tiny(fail))
-    model_file = path.with_suffix(".pt")
-    torch.jit.save(scripted, str(model_file))
-    manifest = {"name": name, "n": n, "tasks": {t: list(c) for t, c in TASKS.items()},
-                "delay_ms": delay_ms, "sha256": hashlib.sha256(model_file.read_bytes()).hexdigest()}
-    path.write_text(json.dumps(manifest))
-    return path
+    manifest = {"name": name, "version": version, "n": n,
+                "tasks": [{"name": t, "classes": list(c), "threshold": 0.5} for t, c in TASKS.items()]}
+    return store.export(Tiny(), manifest, dest)
 
 
-@dataclass
-class TinyVerdict:
-    model: str
-    labels: dict[str, str]
-    scores: dict[str, float]
+class Slowed:
+    """A Classifier whose classify() sleeps first: the overload and restart tests need a slow model."""
 
+    def __init__(self, clf: Any, delay_s: float) -> None:
+        self.clf, self.delay_s = clf, delay_s
+        self.name, self.tasks, self.n, self.classes = clf.name, clf.tasks, clf.n, clf.classes
 
-class TinyClassifier:
-    """The Classifier contract over :func:`write_tiny_model` files (manifest + checksum)."""
-
-    def __init__(self, model: Any, manifest: dict[str, Any]) -> None:
-        self.model = model
-        self.name = manifest["name"]
-        self.n = int(manifest["n"])
-        self.classes = {t: tuple(c) for t, c in manifest["tasks"].items()}
-        self.tasks = tuple(self.classes)
-        self.delay_s = float(manifest.get("delay_ms", 0)) / 1000.0
-
-    @classmethod
-    def load(cls, path: str, thresholds: str | None = None) -> "TinyClassifier":
-        import torch
-
-        p = Path(path)
-        try:
-            manifest = json.loads(p.read_text())
-            model_file = p.with_suffix(".pt")
-            digest = hashlib.sha256(model_file.read_bytes()).hexdigest()
-        except (OSError, ValueError) as e:
-            raise MultaError(f"{path}: cannot read model: {e}") from None
-        if digest != manifest.get("sha256"):
-            raise MultaError(f"{path}: checksum mismatch")
-        return cls(torch.jit.load(str(model_file)), manifest)
-
-    def classify(self, flows: Sequence[Flow]) -> list[TinyVerdict]:
+    def classify(self, flows: Sequence[Flow]) -> list[Any]:
         import time
 
-        import torch
-
         if self.delay_s:
-            time.sleep(self.delay_s)  # a slow model: the overload tests need one
-        b = encode(flows, self.n)
-        with torch.inference_mode():
-            probs = self.model(*(torch.from_numpy(a) for a in (b.sizes, b.dirs, b.iats, b.lengths, b.proto)))
-        out = []
-        per_task = [(t, self.classes[t], p.max(1)) for t, p in zip(self.tasks, probs)]
-        for i in range(len(flows)):
-            labels, scores = {}, {}
-            for t, classes, (vals, idx) in per_task:
-                labels[t] = classes[int(idx[i])]
-                scores[t] = float(vals[i])
-            out.append(TinyVerdict(self.name, labels, scores))
-        return out
+            time.sleep(self.delay_s)
+        return self.clf.classify(flows)
 
 
-def tiny_loader(path: str, thresholds: str | None) -> TinyClassifier:
-    return TinyClassifier.load(path, thresholds)
+def tiny_loader(path: str, thresholds: Any) -> Any:
+    from multa_broker.inference import Classifier
+
+    return Classifier.load(path, thresholds)
+
+
+def slow_loader(delay_s: float) -> Any:
+    return lambda path, thresholds: Slowed(tiny_loader(path, thresholds), delay_s)
 
 
 def bridge_config(url: str, model_path: Path, **over: Any) -> bconfig.BridgeConfig:
@@ -187,5 +154,5 @@ def accounted(svc: BridgeService) -> tuple[float, float, float]:
     return m.value("multa_bridge_flows_in_total"), m.value("multa_bridge_flows_out_total"), m.dropped()
 
 
-__all__ = ["FakeZeek", "make_flow", "expected_labels", "write_tiny_model", "tiny_loader", "bridge_config",
-           "running", "wait_until", "accounted", "TinyClassifier"]
+__all__ = ["FakeZeek", "make_flow", "expected_labels", "write_tiny_model", "tiny_loader", "slow_loader",
+           "bridge_config", "running", "wait_until", "accounted"]

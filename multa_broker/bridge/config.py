@@ -60,8 +60,10 @@ class TopicsConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = _f("model_store/default", "the stored model Classifier.load reads")
-    thresholds: Union[str, None] = _f(None, "per-task open-set thresholds file (null: the model's own)")
+    path: str = _f("default", "stored model: a model_store/<name>/<version> dir, its model.pt, "
+                              "or default (the store's DEFAULT entry; $MULTA_MODEL_STORE)")
+    thresholds: Union[str, float, None] = _f(
+        None, "open-set thresholds: 'service=0.6,threat=0.8' or one number for all (null: the manifest's)")
     poll_s: float = _f(2.0, "check the model's files for changes this often (0: only on SIGHUP)")
     threads: int = _f(1, "torch threads for inference (the event loop needs a core too)")
 

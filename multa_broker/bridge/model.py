@@ -30,35 +30,45 @@ class ClassifierLike(Protocol):
 
 
 #: ``loader(path, thresholds) -> classifier``; raises on a bad model.
-Loader = Callable[[str, "str | None"], ClassifierLike]
+Loader = Callable[[str, Any], ClassifierLike]
 
 
-def load_classifier(path: str, thresholds: str | None = None) -> ClassifierLike:
-    """Load the stored model with multa's Classifier (imports torch)."""
+def load_classifier(path: str, thresholds: Any = None) -> ClassifierLike:
+    """Load and verify the stored model with multa's Classifier (imports torch)."""
     from multa_broker.inference import Classifier
 
     return Classifier.load(path, thresholds=thresholds)
 
 
-def fingerprint(path: str | os.PathLike[str]) -> tuple[Any, ...]:
-    """What changes when the model at ``path`` is replaced: (name, size, mtime_ns) of its files.
+def watched_files(path: str) -> list[Path]:
+    """The files whose change means "a new model": the archive, its manifest, the DEFAULT pointer."""
+    from multa_broker import store
 
-    ``path`` may be a file or a directory (a model store entry); a missing path
-    has an empty fingerprint.
-    """
-    p = Path(path)
+    files: list[Path] = []
+    if path == "default":
+        files.append(store.repo_store() / store.DEFAULT_FILE)
     try:
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
-        else:
-            files = [p]
-        out = []
-        for f in files:
+        d = store.resolve(path)
+        files += [d / store.MODEL_FILE, d / store.MANIFEST_FILE]
+    except Exception:  # not (yet) a loadable path: watch it as given
+        p = Path(path)
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return files
+
+
+def fingerprint(path: str | os.PathLike[str]) -> tuple[Any, ...]:
+    """(file, size, mtime_ns) of :func:`watched_files`; a missing file reads as absent.
+
+    Cheap enough to poll every few seconds: a few stat() calls.
+    """
+    out = []
+    for f in watched_files(str(path)):
+        try:
             st = f.stat()
             out.append((str(f), st.st_size, st.st_mtime_ns))
-        return tuple(out)
-    except OSError:
-        return ()
+        except OSError:
+            out.append((str(f), None, None))
+    return tuple(out)
 
 
 def to_results(flows: Sequence[Flow], verdicts: Sequence[Any], tasks: Sequence[str]) -> list[Result]:
