@@ -555,9 +555,9 @@ class FlowExtractor:
             nt = self._nt
             c.iats.append(int(round((nt - c.last_nt) * 1e6)) if k else 0)
             c.last_nt = nt
-            # TotalLen() is 0 only for TSO packets counted under ignored checksums;
-            # the flow keeps the length Zeek parsed the packet with instead.
-            c.sizes.append(size if MIN_SIZE <= size <= MAX_SIZE else min(max(total, MIN_SIZE), MAX_SIZE))
+            # Clamped like the Zeek package does: TotalLen() is 0 for TSO packets
+            # counted under ignored checksums, and IPv6 lengths can pass 65535.
+            c.sizes.append(size if MIN_SIZE <= size <= MAX_SIZE else min(max(size, MIN_SIZE), MAX_SIZE))
             c.dirs.append(is_orig)
 
     def _new_conn(self, proto: str, ipproto: int, src: bytes, sport: int, dst: bytes, dport: int,
