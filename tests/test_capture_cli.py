@@ -51,3 +51,18 @@ def test_flows_bad_inputs_one_line_each_others_still_processed(tmp_path, capsys)
 def test_flows_rejects_bad_n(tmp_path, capsys):
     assert main(["flows", "--n", "0", str(_capture(tmp_path))]) == 1
     assert "--n must be" in capsys.readouterr().err
+
+
+def test_bench_flows_json_on_small_corpus(tmp_path, capsys):
+    import argparse
+
+    from multa_broker.capture import bench
+
+    _capture(tmp_path)
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    assert bench.run(parser.parse_args([str(tmp_path), "--repeat", "1", "--json"])) == 0
+    out = json.loads(capsys.readouterr().out)
+    plain, verify = out["results"]["plain"], out["results"]["verify"]
+    assert plain["packets"] == 3 and plain["flows"] == 2 and verify["flows"] == 2
+    assert plain["median_pkts_per_s"] > 0

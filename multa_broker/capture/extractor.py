@@ -149,6 +149,7 @@ class FlowExtractor:
         self.source = source
         self.packets = 0          # frames fed
         self.skipped = 0          # frames that made no connection count (not IP, bad, ...)
+        self.malformed = 0        # frames whose headers could not be parsed
         self._nt = 0.0            # Zeek's network_time
         self._table: dict[tuple, _Conn] = {}
         self._timers: list[tuple] = []
@@ -175,31 +176,36 @@ class FlowExtractor:
         if not data or not wirelen:
             self.skipped += 1
             return
-        if linktype == 1:
-            # Fast path: untagged Ethernet carrying IP.
-            if len(data) > 16 and (data[12] == 0x08 and data[13] == 0x00 or data[12] == 0x86 and data[13] == 0xDD):
-                self._ip(data, 14, wirelen, ts, 0)
+        try:
+            if linktype == 1:
+                # Fast path: untagged Ethernet carrying IP.
+                if len(data) > 16 and (data[12] == 0x08 and data[13] == 0x00 or data[12] == 0x86 and data[13] == 0xDD):
+                    self._ip(data, 14, wirelen, ts, 0)
+                else:
+                    self._ether(data, 0, wirelen, ts, 0)
+            elif linktype in (101, 12, 14, 228, 229):
+                self._ip(data, 0, wirelen, ts, 0)
+            elif linktype == 113:
+                if len(data) > 16:
+                    self._ethertype(data, 16, wirelen, ts, data[14] << 8 | data[15], 0, False)
+            elif linktype == 276:
+                if len(data) > 20:
+                    self._ethertype(data, 20, wirelen, ts, data[0] << 8 | data[1], 0, False)
+            elif linktype == 0 or linktype == 108:
+                if len(data) > 4:
+                    fam = int.from_bytes(data[:4], "little" if linktype == 0 else "big")
+                    if fam in (2, 24, 28, 30):
+                        self._ip(data, 4, wirelen, ts, 0)
+            elif linktype == 9 or linktype == 50:
+                self._ppp(data, wirelen, ts, linktype)
+            elif linktype == 239:
+                self._nflog(data, wirelen, ts)
             else:
-                self._ether(data, 0, wirelen, ts, 0)
-        elif linktype in (101, 12, 14, 228, 229):
-            self._ip(data, 0, wirelen, ts, 0)
-        elif linktype == 113:
-            if len(data) > 16:
-                self._ethertype(data, 16, wirelen, ts, data[14] << 8 | data[15], 0, False)
-        elif linktype == 276:
-            if len(data) > 20:
-                self._ethertype(data, 20, wirelen, ts, data[0] << 8 | data[1], 0, False)
-        elif linktype == 0 or linktype == 108:
-            if len(data) > 4:
-                fam = int.from_bytes(data[:4], "little" if linktype == 0 else "big")
-                if fam in (2, 24, 28, 30):
-                    self._ip(data, 4, wirelen, ts, 0)
-        elif linktype == 9 or linktype == 50:
-            self._ppp(data, wirelen, ts, linktype)
-        elif linktype == 239:
-            self._nflog(data, wirelen, ts)
-        else:
-            raise CaptureError(f"{self.source or 'capture'}: unsupported link type {linktype}")
+                raise CaptureError(f"{self.source or 'capture'}: unsupported link type {linktype}")
+        except (IndexError, struct.error, ValueError):
+            # A header field pointing past the captured bytes that a length check
+            # above did not catch: Zeek drops such a packet, and so do we.
+            self.malformed += 1
         if not self._counted:
             self.skipped += 1
 
