@@ -127,6 +127,38 @@ class _Conn:
         self.established = False
 
 
+def _teredo_detect(data: bytes, p: int, end: int) -> bool:
+    """TeredoAnalyzer::DetectProtocol, including its exact-match DPD pattern."""
+    n = end - p
+    b0, b1 = data[p], data[p + 1]
+    if n < 40 or (b0 >> 4 != 6 and (b0 != 0 or b1 not in (0, 1))):
+        return False
+    if n == 40 and 0x60 <= b0 <= 0x6F:
+        # /^[\x60-\x6f].{7}\x20\x01\x00\x00.{28}|[\x60-\x6f].{23}\x20\x01\x00\x00.{12}/ matched
+        # against the whole payload; "." is any byte but newline.
+        for at in (8, 24):
+            if data[p + at:p + at + 4] == b"\x20\x01\x00\x00" and \
+                    b"\n" not in data[p + 1:p + at] + data[p + at + 4:end]:
+                return True
+    val = b1
+    if val == 1:
+        skip = 13 + data[p + 2] + data[p + 3]
+        if n < skip:
+            return False
+        p += skip
+        n -= skip
+        if n < 40:
+            return False
+        val = data[p] << 8 | data[p + 1]
+    if val == 0:
+        if n < 8:
+            return False
+        p += 8
+        n -= 8
+        return n >= 40 and data[p] >> 4 == 6
+    return False
+
+
 def _addr_str(a: bytes) -> str:
     return socket.inet_ntop(socket.AF_INET if len(a) == 4 else socket.AF_INET6, a)
 
@@ -866,11 +898,11 @@ class FlowExtractor:
             elif rp == _GRE_UDP:
                 self._gre(data[:end], pay, end - pay, ts, depth)
             elif end - pay >= 3:
-                b0, b1 = data[pay], data[pay + 1]
-                if end - pay >= 40 and (b0 >> 4 == 6 or (b0 == 0 and b1 in (0, 1))):
-                    self._teredo(data, pay, end, wirelen, ts, depth)
-                elif b1 == 0x52 and data[pay + 2] == 0x11:
+                # Zeek's protocol detection for UDP payloads on other ports.
+                if data[pay + 1] == 0x52 and data[pay + 2] == 0x11:
                     self._ayiya(data, pay, end, wirelen, ts, depth)
+                elif end - pay >= 40 and _teredo_detect(data, pay, end):
+                    self._teredo(data, pay, end, wirelen, ts, depth)
 
     # ---------------------------------------------------------------- ICMP
 
