@@ -5,7 +5,7 @@ management do with each packet, so that a flow extracted offline is the flow
 the live Zeek package records:
 
 * link layers, VLAN/QinQ, MPLS, PPPoE, IPv4/IPv6 (extension headers, fragment
-  reassembly), IP-in-IP, GRE, VXLAN, Geneve, Teredo and AYIYA decapsulation
+  reassembly), IP-in-IP, GRE, VXLAN, Geneve, Teredo, AYIYA and GTPv1 decapsulation
   (the outer UDP connection of a UDP tunnel stays a connection of its own);
 * connection identity (the 5-tuple; for ICMP type and counterpart type), the
   originator (first packet's sender, flipped by ``likely_server_ports``, by a
@@ -192,6 +192,7 @@ class FlowExtractor:
         self._done: list[tuple[float, int, _Conn]] = []
         self._counted = False
         self._truncated = False
+        self._in_gtp = False
 
     # ------------------------------------------------------------------ input
 
@@ -895,6 +896,8 @@ class FlowExtractor:
                 self._teredo(data, pay, end, wirelen, ts, depth)
             elif rp == _AYIYA:
                 self._ayiya(data, pay, end, wirelen, ts, depth)
+            elif rp == 2152 or rp == 2123:
+                self._gtp(data, pay, end, wirelen, ts, depth)
             elif rp == _GRE_UDP:
                 self._gre(data[:end], pay, end - pay, ts, depth)
             elif end - pay >= 3:
@@ -1056,6 +1059,36 @@ class FlowExtractor:
         if inner_len < end - p and not (data[p + 6] == 59 and inner_len == 40):
             return  # payload length mismatch is a violation, except for bubbles
         self._ip(data[:end], p, wirelen - (len(data) - end), ts, depth + 1)
+
+    def _gtp(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+        """GTPv1-U G-PDU (message type 255) carrying an IP packet that fills it exactly."""
+        if self._in_gtp or end - pay < 8:
+            return  # Zeek treats GTP inside GTP as a violation
+        flags, mtype = data[pay], data[pay + 1]
+        if flags >> 5 != 1 or not flags & 0x10 or mtype != 255:
+            return
+        p = pay + 8
+        if flags & 0x07:
+            p += 4
+            if flags & 0x04:
+                while True:  # extension headers: length in 4-byte units, last byte is next type
+                    if p >= end:
+                        return
+                    elen = data[p] * 4
+                    if elen < 2 or p + elen > end:
+                        return
+                    nxt = data[p + elen - 1]
+                    p += elen
+                    if nxt == 0:
+                        break
+        inner = data[p:end]
+        if len(inner) < 20 or inner[0] >> 4 not in (4, 6) or not self._inner_ip_exact(inner, inner[0] >> 4):
+            return
+        self._in_gtp = True
+        try:
+            self._ip(data[:end], p, wirelen - (len(data) - end), ts, depth + 1)
+        finally:
+            self._in_gtp = False
 
     def _ayiya(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
         if end - pay < 8:
