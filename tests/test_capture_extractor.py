@@ -261,3 +261,42 @@ def test_truncated_snaplen_ip_length_beyond_wire_is_dropped(tmp_path):
     # Cut by the snap length (wire length intact): still counted with its IP length.
     (r,) = run(frames, tmp_path, wirelens={0: len(frame)})
     assert r.flow.sizes == [128]
+
+
+def test_syn_after_syn_ack_reversal_flips_roles(tmp_path):
+    # The capture saw the SYN-ACK before the SYN (e.g. two interfaces merged):
+    # Zeek flips so that the SYN's sender is the originator.
+    frames = [
+        (1.0, eth(pw.tcp(S, 5555, C, 40000, SYN | ACK, seq=5000, ack=1001))),
+        (1.001, eth(pw.tcp(C, 40000, S, 5555, SYN, seq=1000))),
+        (1.002, eth(pw.tcp(C, 40000, S, 5555, ACK, seq=1001, ack=5001))),
+    ]
+    (r,) = run(frames, tmp_path)
+    assert (r.flow.key.orig_h, r.flow.key.orig_p) == (C, 40000)
+    assert r.flow.dirs == [False, True, True]
+
+
+def test_ssh_port_keeps_idle_connection_for_an_hour(tmp_path):
+    def conn(port):
+        return [
+            (0.0, eth(pw.tcp(C, 40000, S, port, SYN, seq=1000))),
+            (0.1, eth(pw.tcp(S, port, C, 40000, SYN | ACK, seq=5000, ack=1001))),
+            (0.2, eth(pw.tcp(C, 40000, S, port, ACK, seq=1001, ack=5001))),
+            (600.0, eth(pw.tcp(C, 40000, S, port, ACK | PSH, b"k", seq=1001, ack=5001))),
+        ]
+    assert [r.total_packets for r in run(conn(22), tmp_path)] == [4]
+    # Elsewhere the 5-minute tcp_inactivity_timeout ends the connection first.
+    assert [r.total_packets for r in run(conn(5555), tmp_path)] == [3, 1]
+
+
+def test_teredo_detection_needs_teredo_shape(tmp_path):
+    c6, s6 = "2001:0:4136:e378::1", "2001:db8::2"
+    inner = pw.ip(pw.udp(c6, 1, s6, 2, b"t" * 8))
+    # With an origin indication header in front, an IPv6 packet in UDP on any port is Teredo.
+    teredo = b"\x00\x00" + b"\x00" * 6 + inner
+    recs = run([(1.0, eth(pw.udp(C, 40000, S, 50000, teredo)))], tmp_path)
+    assert sorted(r.flow.key.orig_h for r in recs) == [C, c6]
+    # Plain IPv6 bytes in UDP that do not fit Zeek's Teredo pattern stay UDP payload.
+    plain = pw.ip(pw.udp("2001:db8::9", 1, s6, 2, b"t" * 8))
+    recs = run([(1.0, eth(pw.udp(C, 40000, S, 50000, plain)))], tmp_path)
+    assert [r.flow.key.orig_h for r in recs] == [C]

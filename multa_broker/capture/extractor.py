@@ -198,17 +198,17 @@ class FlowExtractor:
 
     def feed(self, ts: float, data: bytes, wirelen: int, linktype: int) -> None:
         """Process one captured frame."""
+        self.packets += 1
+        if not data or not wirelen:
+            self.skipped += 1  # Zeek's pcap source discards these before they reach time or analysis
+            return
         if ts > self._nt:
             self._nt = ts
         if self._timers and self._timers[0][0] <= self._nt:
             self._run_timers(self._nt)
-        self.packets += 1
         self._counted = False
         # Zeek validates UDP checksums only for packets captured whole (pkt->len <= pkt->cap_len).
         self._truncated = wirelen > len(data)
-        if not data or not wirelen:
-            self.skipped += 1
-            return
         try:
             if linktype == 1:
                 # Fast path: untagged Ethernet carrying IP.
