@@ -581,7 +581,7 @@ class FlowExtractor:
             self._gre(data, poff, caprem, ts, depth)
         # Other IP protocols make "unknown_transport" connections in Zeek; not flows here.
 
-    def _count(self, c: _Conn, is_orig: bool, size: int, total: int) -> None:
+    def _count(self, c: _Conn, is_orig: bool, size: int) -> None:
         self._counted = True
         if is_orig:
             c.opk += 1
@@ -666,11 +666,16 @@ class FlowExtractor:
             if c.hstate != 2:
                 c.hstate = 2  # 'C' enters the history
             return
+        if not flags & 0x07 and c.hstate == 2 and c.eo.state == ESTABLISHED and c.er.state == ESTABLISHED:
+            # Mid-connection segment: nothing below would change roles or state.
+            c.last_time = ts
+            self._count(c, is_orig, size)
+            return
         orig_before = c.eo
         self._tcp_process(c, is_orig, flags, seq, ack, dlen, win, ts)
         if c.eo is not orig_before:
             is_orig = not is_orig
-        self._count(c, is_orig, size, total)
+        self._count(c, is_orig, size)
         if c.established:
             c.established = False
             self._tcp_established(c)
@@ -882,7 +887,7 @@ class FlowExtractor:
                     src, dst, 17, data[poff:poff + ulen]):
                 return
         c.last_time = ts
-        self._count(c, is_orig, size, total)
+        self._count(c, is_orig, size)
         # Tunnels are chosen by the connection's responder port (or detected by content).
         rp = c.rp
         if depth < TUNNEL_MAX_DEPTH:
@@ -930,7 +935,7 @@ class FlowExtractor:
                 return
         c.last_time = ts
         if caprem >= ilen:  # ConnSize only sees fully captured ICMP messages
-            self._count(c, is_orig, size, total)
+            self._count(c, is_orig, size)
 
     # -------------------------------------------------------------- tunnels
 
