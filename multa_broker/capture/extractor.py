@@ -830,8 +830,8 @@ class FlowExtractor:
                 self._flip(c)
             c.hstate = 2
         if c.hstate != 2 and ((win == 0 and not rst and peer.state != CLOSED and ep.state != RESET)
-                              or (first_of_ep and dlen > 0)):
-            c.hstate = 2  # zero window 'W' or retransmission 'T'
+                              or (first_of_ep and syn and dlen > 0)):
+            c.hstate = 2  # zero window 'W', or 'T': a SYN with data counts as its own retransmission
 
     def _set_state(self, c: _Conn, ep: _Endpoint, new: int) -> None:
         if new == ep.state:
