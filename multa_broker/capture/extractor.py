@@ -57,7 +57,8 @@ TUNNEL_MAX_DEPTH = 4
 #: Link types we decode (DLT numbers); anything else is a CaptureError.
 LINK_TYPES: dict[int, str] = {
     0: "NULL", 1: "EN10MB", 9: "PPP", 12: "RAW", 14: "RAW", 50: "PPP_SERIAL", 101: "RAW",
-    108: "LOOP", 113: "LINUX_SLL", 228: "IPV4", 229: "IPV6", 239: "NFLOG", 276: "LINUX_SLL2",
+    105: "IEEE802_11", 108: "LOOP", 113: "LINUX_SLL", 127: "IEEE802_11_RADIO", 228: "IPV4", 229: "IPV6",
+    239: "NFLOG", 276: "LINUX_SLL2",
 }
 
 # TCP endpoint states, in Zeek's order (analyzer/protocol/tcp/TCP_Endpoint.h).
@@ -233,6 +234,13 @@ class FlowExtractor:
                 self._ppp(data, wirelen, ts, linktype)
             elif linktype == 239:
                 self._nflog(data, wirelen, ts)
+            elif linktype == 105:
+                self._ieee80211(data, 0, wirelen, ts)
+            elif linktype == 127:
+                if len(data) > 3:
+                    rt = data[3] << 8 | data[2]
+                    if rt < len(data):
+                        self._ieee80211(data, rt, wirelen, ts)
             else:
                 raise CaptureError(f"{self.source or 'capture'}: unsupported link type {linktype}")
         except (IndexError, struct.error, ValueError):
@@ -340,6 +348,54 @@ class FlowExtractor:
                     continue
                 return
             return
+
+    def _ieee80211(self, data: bytes, off: int, wirelen: int, ts: float) -> None:
+        """802.11 data frames with LLC/SNAP (IEEE802_11Analyzer), including A-MSDUs."""
+        n = len(data) - off
+        hl = 24
+        if hl >= n:
+            return
+        fc, flags = data[off], data[off + 1]
+        if not (fc >> 2) & 0x02 or (fc >> 4) & 0x04:
+            return  # management/control frame, or a data subtype without data
+        if flags & 0x03 == 0x03:
+            hl += 6
+        if hl >= n:
+            return
+        amsdu = False
+        if (fc >> 4) & 0x08:  # QoS
+            amsdu = bool(data[off + hl] & 0x80)
+            if flags & 0x40:
+                return  # protected
+            hl += 2
+        if hl >= n:
+            return
+        p, end = off + hl, len(data)
+        if not amsdu:
+            self._ieee80211_llc(data, p, end, wirelen, ts)
+            return
+        while p < end:
+            if end - p < 14:
+                return
+            alen = data[p + 12] << 8 | data[p + 13]
+            if end - p < alen + 14:
+                return
+            p += 14
+            if not self._ieee80211_llc(data[:p + alen], p, p + alen, wirelen - (len(data) - p - alen), ts):
+                return
+            p += alen
+            pad = alen % 4
+            if end - p >= pad:
+                p += pad
+
+    def _ieee80211_llc(self, data: bytes, p: int, end: int, wirelen: int, ts: float) -> bool:
+        if end - p < 8 or data[p:p + 6] != b"\xaa\xaa\x03\x00\x00\x00":
+            return False
+        et = data[p + 6] << 8 | data[p + 7]
+        if et == 0x0800 or et == 0x86DD:
+            self._ip(data, p + 8, wirelen, ts, 0)
+            return True
+        return et == 0x0806 or et == 0x8035
 
     def _llc(self, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
         # Only 802.2 SNAP with OUI 0 carries IP.
