@@ -56,7 +56,7 @@ TUNNEL_MAX_DEPTH = 4
 
 #: Link types we decode (DLT numbers); anything else is a CaptureError.
 LINK_TYPES: dict[int, str] = {
-    0: "NULL", 1: "EN10MB", 9: "PPP", 12: "RAW", 14: "RAW", 50: "PPP_SERIAL", 101: "RAW",
+    0: "NULL", 1: "EN10MB", 9: "PPP", 10: "FDDI", 12: "RAW", 14: "RAW", 50: "PPP_SERIAL", 101: "RAW",
     105: "IEEE802_11", 108: "LOOP", 113: "LINUX_SLL", 127: "IEEE802_11_RADIO", 228: "IPV4", 229: "IPV6",
     239: "NFLOG", 276: "LINUX_SLL2",
 }
@@ -234,6 +234,9 @@ class FlowExtractor:
                 self._ppp(data, wirelen, ts, linktype)
             elif linktype == 239:
                 self._nflog(data, wirelen, ts)
+            elif linktype == 10:
+                if len(data) > 21:  # FDDI + LLC headers, then (hopefully) IP
+                    self._ip(data, 21, wirelen, ts, 0)
             elif linktype == 105:
                 self._ieee80211(data, 0, wirelen, ts)
             elif linktype == 127:
