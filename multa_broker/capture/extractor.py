@@ -28,7 +28,6 @@ packet bytes and each packet costs one dict lookup on its directed 5-tuple
 from __future__ import annotations
 
 import heapq
-import logging
 import socket
 import struct
 from typing import Iterator
@@ -41,7 +40,6 @@ from multa_broker.capture.ports import (LIKELY_SERVER_PORTS_TCP, LIKELY_SERVER_P
                                         LONG_INACTIVITY_TCP_PORTS, LONG_INACTIVITY_TIMEOUT)
 from multa_broker.capture.records import ConnectionRecord
 
-log = logging.getLogger("multa.capture")
 
 # Zeek 8.0 defaults (scripts/base/init-bare.zeek).
 TCP_INACTIVITY_TIMEOUT = 300.0
@@ -245,7 +243,8 @@ class FlowExtractor:
                     if rt < len(data):
                         self._ieee80211(data, rt, wirelen, ts)
             else:
-                raise CaptureError(f"{self.source or 'capture'}: unsupported link type {linktype}")
+                raise CaptureError(f"{self.source or 'capture'}: unsupported link type {linktype} "
+                                   f"(decoded: {', '.join(f'{k} {v}' for k, v in sorted(LINK_TYPES.items()))})")
         except (IndexError, struct.error, ValueError):
             # A header field pointing past the captured bytes that a length check
             # above did not catch: Zeek drops such a packet, and so do we.
@@ -513,11 +512,11 @@ class FlowExtractor:
                     data, off, n, wirelen = hdr + payload, 0, ihl + len(payload), ihl + len(payload)
             plen = size - ihl if size else 0
             if proto == 6:
-                self._tcp(src, dst, data, off + ihl, plen, n - ihl, size, total, ts)
+                self._tcp(src, dst, data, off + ihl, plen, n - ihl, size, ts)
             elif proto == 17:
-                self._udp(src, dst, data, off + ihl, plen, n - ihl, size, total, ts, depth, wirelen)
+                self._udp(src, dst, data, off + ihl, plen, n - ihl, size, ts, depth, wirelen)
             else:
-                self._l4(proto, src, dst, data, off + ihl, plen, n - ihl, size, total, ts, depth, wirelen)
+                self._l4(proto, src, dst, data, off + ihl, plen, n - ihl, size, ts, depth, wirelen)
         elif v == 6:
             if n < 40:
                 return
@@ -556,7 +555,7 @@ class FlowExtractor:
                     data, off, n, wirelen = hdr + payload, 0, hl + len(payload), hl + len(payload)
                     if nh == 59:
                         return
-            self._l4(nh, src, dst, data, off + hl, total - hl, n - hl, size, total, ts, depth, wirelen)
+            self._l4(nh, src, dst, data, off + hl, total - hl, n - hl, size, ts, depth, wirelen)
 
     def _ipv6_chain(self, data: bytes, off: int, n: int, nh: int, src: bytes, dst: bytes):
         """Walk IPv6 extension headers as IPv6_Hdr_Chain::Init does."""
@@ -627,13 +626,13 @@ class FlowExtractor:
     # ------------------------------------------------------------- transport
 
     def _l4(self, proto: int, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
-            size: int, total: int, ts: float, depth: int, wirelen: int) -> None:
+            size: int, ts: float, depth: int, wirelen: int) -> None:
         if proto == 6:
-            self._tcp(src, dst, data, poff, plen, caprem, size, total, ts)
+            self._tcp(src, dst, data, poff, plen, caprem, size, ts)
         elif proto == 17:
-            self._udp(src, dst, data, poff, plen, caprem, size, total, ts, depth, wirelen)
+            self._udp(src, dst, data, poff, plen, caprem, size, ts, depth, wirelen)
         elif proto == 1 or proto == 58:
-            self._icmp(proto, src, dst, data, poff, plen, caprem, size, total, ts)
+            self._icmp(proto, src, dst, data, poff, plen, caprem, size, ts)
         elif proto == 4 or proto == 41:
             self._ip_in_ip(data, poff, caprem, ts, depth, proto)
         elif proto == 47:
@@ -704,7 +703,7 @@ class FlowExtractor:
     # ----------------------------------------------------------------- TCP
 
     def _tcp(self, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
-             size: int, total: int, ts: float) -> None:
+             size: int, ts: float) -> None:
         if (plen and plen < 20) or caprem < 20:
             return
         sport, dport, seq, ack, offres, flags, win = _TCP(data, poff)
@@ -926,7 +925,7 @@ class FlowExtractor:
     # ----------------------------------------------------------------- UDP
 
     def _udp(self, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int, size: int,
-             total: int, ts: float, depth: int, wirelen: int) -> None:
+             ts: float, depth: int, wirelen: int) -> None:
         if (plen and plen < 8) or caprem < 8:
             return
         sport, dport, _ulen, csum = _UDP(data, poff)
@@ -974,7 +973,7 @@ class FlowExtractor:
     # ---------------------------------------------------------------- ICMP
 
     def _icmp(self, proto: int, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
-              size: int, total: int, ts: float) -> None:
+              size: int, ts: float) -> None:
         if (plen and plen < 8) or caprem < 8:
             return
         itype, code = data[poff], data[poff + 1]

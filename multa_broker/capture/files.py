@@ -32,6 +32,8 @@ def read_connections(path: str | os.PathLike[str], *, n: int = DEFAULT_N, verify
     except CaptureError as e:
         error = e
     yield from ex.finish()
+    log.debug("%s: %d frames, %d not in any connection's counts, %d malformed",
+              name, ex.packets, ex.skipped, ex.malformed)
     if error is not None:
         raise error
     if ex.packets == 0:

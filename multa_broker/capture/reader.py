@@ -37,17 +37,6 @@ _PCAP_MAGICS = {
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 
 
-@dataclass(frozen=True, slots=True)
-class Packet:
-    """One captured frame: ``ts`` in seconds (as Zeek computes it), the captured
-    bytes, the length on the wire and the link type (a DLT number)."""
-
-    ts: float
-    data: bytes
-    wirelen: int
-    linktype: int
-
-
 def open_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, bytes, int, int]]:
     """Iterate ``(ts, data, wirelen, linktype)`` over a capture file.
 
