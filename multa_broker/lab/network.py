@@ -1,0 +1,223 @@
+"""The lab network: namespaces on one bridge, no route out, realistic links.
+
+Layout (every name starts with the run's prefix ``mlab-<id>-``)::
+
+    srv (10.77.0.10, .11, .12, .53) --+
+    cli (10.77.0.20)                --+-- br0 in sw (tcpdump here sees every frame)
+    atk (10.77.0.66)                --+
+
+Each veth pair is created directly between a host namespace and the switch
+namespace, so no lab interface ever exists in the root namespace and nothing
+the lab sends can reach it or leave the machine. Hosts have only the
+connected route of 10.77.0.0/24; IPv6 is disabled so no neighbour discovery
+noise appears. Offloads are off on every veth end so frames are wire-sized.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multa_broker.errors import MultaError
+from multa_broker.lab import NS_PREFIX
+
+log = logging.getLogger("multa.lab.network")
+
+LAB_NET = ipaddress.ip_network("10.77.0.0/16")
+LAN = ipaddress.ip_network("10.77.0.0/24")
+NETNS_ETC = Path("/etc/netns")
+BRIDGE = "br0"
+
+#: role -> (primary address, extra addresses). srv's extras let scenarios keep
+#: services apart by address (.53 is the lab's resolver).
+HOSTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "srv": ("10.77.0.10", ("10.77.0.11", "10.77.0.12", "10.77.0.53")),
+    "cli": ("10.77.0.20", ()),
+    "atk": ("10.77.0.66", ()),
+}
+RESOLVER = "10.77.0.53"
+OFFLOADS = ("tso", "off", "gso", "off", "gro", "off", "tx", "off")
+
+
+def sh(argv: list[str], check: bool = True, timeout: float = 20) -> subprocess.CompletedProcess:
+    """Run a set-up command in the root namespace (ip, tc, ethtool), bounded in time."""
+    log.debug("+ %s", " ".join(argv))
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise MultaError(f"lab set-up command failed: {' '.join(argv)}: {p.stderr.strip() or p.stdout.strip()}")
+    return p
+
+
+def assert_lab_address(addr: str) -> str:
+    """Refuse any target outside the lab network: the lab never sends anywhere else."""
+    net = ipaddress.ip_network(addr, strict=False)
+    if not net.subnet_of(LAB_NET):  # type: ignore[arg-type]
+        raise MultaError(f"refusing target {addr}: outside the lab network {LAB_NET}")
+    return addr
+
+
+@dataclass(frozen=True)
+class Host:
+    role: str
+    ns: str
+    ip: str
+    extra: tuple[str, ...] = ()
+    #: The switch-side veth end of this host's link.
+    port: str = ""
+
+
+@dataclass
+class Shaping:
+    """One tbf setting per host link; ``rate_kbit`` is shared by both directions."""
+
+    rate_kbit: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, int]:
+        return dict(self.rate_kbit)
+
+
+def list_lab_namespaces(prefix: str = NS_PREFIX) -> list[str]:
+    p = sh(["ip", "netns", "list"], check=False)
+    names = [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
+    return [n for n in names if n.startswith(prefix)]
+
+
+def _ns_pids(ns: str) -> list[int]:
+    p = sh(["ip", "netns", "pids", ns], check=False)
+    return [int(x) for x in p.stdout.split() if x.isdigit()]
+
+
+def kill_namespace_processes(ns: str) -> int:
+    """Stop, by PID, every process still living in ``ns`` (only lab processes live there)."""
+    pids = _ns_pids(ns)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and _ns_pids(ns):
+            time.sleep(0.1)
+        pids = _ns_pids(ns)
+        if not pids:
+            break
+    return len(pids)
+
+
+def delete_namespace(ns: str) -> None:
+    left = kill_namespace_processes(ns)
+    if left:
+        log.warning("%d process(es) still in %s after SIGKILL", left, ns)
+    sh(["ip", "netns", "del", ns], check=False)
+    shutil.rmtree(NETNS_ETC / ns, ignore_errors=True)
+
+
+def clean(prefix: str = NS_PREFIX) -> list[str]:
+    """Remove every namespace (and its /etc/netns files) whose name starts with ``prefix``."""
+    if not prefix.startswith(NS_PREFIX):
+        raise MultaError(f"refusing to clean namespaces prefixed {prefix!r}: lab namespaces start with {NS_PREFIX!r}")
+    gone = list_lab_namespaces(prefix)
+    for ns in gone:
+        delete_namespace(ns)
+    if NETNS_ETC.is_dir():
+        for d in NETNS_ETC.iterdir():
+            if d.name.startswith(prefix):
+                shutil.rmtree(d, ignore_errors=True)
+    return gone
+
+
+class Network:
+    """Creates and destroys one lab network; use as a context manager."""
+
+    def __init__(self, run_id: str):
+        self.prefix = f"{NS_PREFIX}{run_id}-"
+        self.switch = f"{self.prefix}sw"
+        self.hosts: dict[str, Host] = {
+            role: Host(role, f"{self.prefix}{role}", ip, extra, port=f"p-{role}")
+            for role, (ip, extra) in HOSTS.items()
+        }
+        self.created: list[str] = []
+
+    # -- lifecycle -----------------------------------------------------------
+    def __enter__(self) -> "Network":
+        try:
+            self.create()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    def _add_ns(self, ns: str) -> None:
+        sh(["ip", "netns", "add", ns])
+        self.created.append(ns)
+        # IPv6 off before any link exists: no router solicitations or MLD reports.
+        sh(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+            "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+        sh(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def create(self) -> None:
+        self._add_ns(self.switch)
+        sh(["ip", "-n", self.switch, "link", "add", BRIDGE, "type", "bridge"])
+        for host in self.hosts.values():
+            self._add_ns(host.ns)
+            sh(["ip", "-n", self.switch, "link", "add", host.port, "type", "veth",
+                "peer", "name", "eth0", "netns", host.ns])
+            sh(["ip", "-n", self.switch, "link", "set", host.port, "master", BRIDGE, "up"])
+            sh(["ip", "netns", "exec", self.switch, "ethtool", "-K", host.port, *OFFLOADS])
+            sh(["ip", "netns", "exec", host.ns, "ethtool", "-K", "eth0", *OFFLOADS])
+            for addr in (host.ip, *host.extra):
+                sh(["ip", "-n", host.ns, "addr", "add", f"{assert_lab_address(addr)}/{LAN.prefixlen}", "dev", "eth0"])
+            sh(["ip", "-n", host.ns, "link", "set", "eth0", "up"])
+            # `ip netns exec` bind-mounts these over /etc: lookups go to the lab resolver only.
+            etc = NETNS_ETC / host.ns
+            etc.mkdir(parents=True, exist_ok=True)
+            (etc / "resolv.conf").write_text(f"nameserver {RESOLVER}\noptions timeout:1 attempts:2\n")
+        sh(["ip", "-n", self.switch, "link", "set", BRIDGE, "up"])
+        self._check_isolated()
+        log.info("lab network up: %s", ", ".join(f"{h.role}={h.ip}" for h in self.hosts.values()))
+
+    def _check_isolated(self) -> None:
+        """Every host has only on-link lab routes: nothing can be sent outside the lab."""
+        for host in self.hosts.values():
+            routes = sh(["ip", "-n", host.ns, "-4", "route", "show"]).stdout.splitlines()
+            for r in routes:
+                dst = r.split()[0]
+                if dst == "default" or not ipaddress.ip_network(dst).subnet_of(LAB_NET):
+                    raise MultaError(f"lab namespace {host.ns} has a route out of the lab: {r}")
+
+    def destroy(self) -> None:
+        for ns in reversed(self.created):
+            delete_namespace(ns)
+        self.created.clear()
+
+    # -- shaping ---------------------------------------------------------------
+    def shape(self, rng: random.Random, lo_kbit: int = 2_000, hi_kbit: int = 200_000) -> Shaping:
+        """Give each host link a token-bucket rate drawn log-uniformly (the kernel has no netem)."""
+        shaping = Shaping()
+        for host in self.hosts.values():
+            rate = int(math.exp(rng.uniform(math.log(lo_kbit), math.log(hi_kbit))))
+            # Burst must exceed one MTU-sized frame; ~10 ms of tokens otherwise.
+            burst = max(rate * 1000 // 8 // 100, 3200)
+            tbf = ["tbf", "rate", f"{rate}kbit", "burst", str(burst), "latency", "200ms"]
+            sh(["ip", "netns", "exec", host.ns, "tc", "qdisc", "replace", "dev", "eth0", "root", *tbf])
+            sh(["ip", "netns", "exec", self.switch, "tc", "qdisc", "replace", "dev", host.port, "root", *tbf])
+            shaping.rate_kbit[host.role] = rate
+        return shaping
+
+    # -- helpers for scenarios ---------------------------------------------------
+    def listening(self, role: str) -> str:
+        """``ss`` listing of sockets listening in a host's namespace."""
+        return sh(["ip", "netns", "exec", self.hosts[role].ns, "ss", "-Hlntu"], check=False).stdout

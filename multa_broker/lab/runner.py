@@ -1,0 +1,246 @@
+"""One lab run: network up, each scenario captured and labelled, manifest written, all cleaned up.
+
+Clean-up runs on success, failure, Ctrl-C and SIGTERM/SIGHUP: every process
+the lab started is stopped by PID, then every namespace it made is deleted
+(after stopping, by PID, anything still inside it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from multa_broker.errors import MultaError
+from multa_broker.lab import labels as lab_labels
+from multa_broker.lab.network import BRIDGE, HOSTS, LAN, Network
+from multa_broker.lab.procs import Procs, lab_env
+from multa_broker.lab.scenario import KINDS, REGISTRY, UNAVAILABLE, Context, ScenarioError, find_tool
+from multa_broker.lab.tools import versions
+
+# Importing the scenario modules registers them.
+from multa_broker.lab import benign, tunnels, threats  # noqa: F401,E402  (this order: run order)
+
+log = logging.getLogger("multa.lab")
+
+#: Executables the lab itself needs, whatever the scenarios.
+CORE_TOOLS = ("ip", "tc", "ethtool", "tcpdump", "ss")
+#: Tools scenarios use when present (versions go in the manifest).
+OPTIONAL_TOOLS = ("nginx", "dnsmasq", "wget", "lftp", "redis-benchmark", "openssl", "ssh-keygen")
+SETTLE_S = 1.0
+SNAPLEN = 1600
+BUFFER_KIB = 32768
+
+
+@dataclass
+class Outcome:
+    name: str
+    kind: str
+    status: str  # ran | skipped | failed
+    reason: str = ""
+    capture: str | None = None
+    seconds: float = 0.0
+    packets: int = 0
+    packets_dropped: int = 0
+    flows: int = 0
+    labelled: int = 0
+    unmatched: int = 0
+    unmatched_examples: list[str] = field(default_factory=list)
+    shaping_kbit: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def scenario_names(requested: Sequence[str] | None) -> list[str]:
+    """Expand names and groups (all, benign, tunnel, threat) in registry order."""
+    known = list(REGISTRY) + list(UNAVAILABLE)
+    if not requested:
+        return known
+    out: list[str] = []
+    for name in requested:
+        if name == "all":
+            picks = known
+        elif name in KINDS:
+            picks = [n for n in known if (REGISTRY[n].kind if n in REGISTRY else UNAVAILABLE[n][0]) == name]
+        elif name in known:
+            picks = [name]
+        else:
+            raise MultaError(f"unknown scenario {name!r}; known: {', '.join(known)} (or all, {', '.join(KINDS)})")
+        out += [p for p in picks if p not in out]
+    return out
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise MultaError("the lab needs root (network namespaces, raw sockets); run it as root")
+    missing = [t for t in CORE_TOOLS if find_tool(t) is None]
+    if missing:
+        raise MultaError(f"the lab needs {', '.join(missing)}; install with `multa lab setup`")
+    p = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=20)
+    if p.returncode != 0:
+        raise MultaError(f"`ip netns` does not work here: {p.stderr.strip()}")
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C, so every finally: clean-up runs."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Capture:
+    """tcpdump on the switch's bridge: every frame between lab hosts, once."""
+
+    def __init__(self, procs: Procs, net: Network, pcap: Path):
+        self.procs, self.net, self.pcap = procs, net, pcap
+        # A small snap length keeps ring slots small (the default 256 KiB slot
+        # leaves room for a handful of frames and bursts get dropped); frames
+        # are at most 1514 bytes with offloads off, so nothing is cut.
+        self.daemon = procs.start(net.switch, ["tcpdump", "-i", BRIDGE, "-n", "-U", "--immediate-mode",
+                                               "-s", str(SNAPLEN), "-B", str(BUFFER_KIB),
+                                               "-Z", "root", "-w", str(pcap), "ip and not igmp"],
+                                  f"tcpdump-{pcap.stem}")
+        deadline = time.monotonic() + 15
+        while "listening on" not in self._log():
+            if self.daemon.proc.poll() is not None or time.monotonic() > deadline:
+                raise MultaError(f"tcpdump did not start: {self._log().strip()[-300:]}")
+            time.sleep(0.05)
+
+    def _log(self) -> str:
+        return self.daemon.log_path.read_text(errors="replace") if self.daemon.log_path.exists() else ""
+
+    def stop(self) -> tuple[int, int]:
+        """Stop tcpdump (it flushes on SIGTERM); return (packets captured, dropped by kernel)."""
+        time.sleep(SETTLE_S)  # let the last frames of the scenario arrive
+        self.procs.stop(self.daemon, grace=10)
+        text = self._log()
+        cap = re.findall(r"(\d+) packets? captured", text)
+        drop = re.findall(r"(\d+) packets? dropped by kernel", text)
+        return int(cap[-1]) if cap else 0, int(drop[-1]) if drop else 0
+
+
+def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: float) -> Outcome:
+    import random
+    spec = REGISTRY[name]
+    o = Outcome(name, spec.kind, "ran")
+    reason = spec.missing()
+    if reason:
+        o.status, o.reason = "skipped", reason
+        log.warning("scenario %s skipped: %s", name, reason)
+        return o
+    sdir = work / name
+    sdir.mkdir(parents=True)
+    sdir.chmod(0o755)
+    procs = Procs(out / "logs", lab_env(work / "home"), client_log=f"{name}-clients")
+    rng = random.Random(f"{seed}:{name}")
+    ctx = Context(name, net, procs, rng, sdir, scale)
+    pcap = out / f"{name}.pcap"
+    t0 = time.monotonic()
+    log.info("scenario %s: %s", name, spec.summary)
+    try:
+        o.shaping_kbit = net.shape(rng).to_json()
+        cap = Capture(procs, net, pcap)
+        try:
+            spec.func(ctx)
+        finally:
+            o.packets, o.packets_dropped = cap.stop()
+    except ScenarioError as e:
+        o.status, o.reason = "failed", str(e)
+        log.error("scenario %s failed: %s", name, e)
+    except Exception as e:  # a bug in one scenario must not lose the others' captures
+        o.status, o.reason = "failed", f"internal error: {type(e).__name__}: {e}"
+        log.exception("scenario %s failed", name)
+    finally:
+        procs.stop_all()
+        for fn in ctx.cleanups:
+            try:
+                fn()
+            except OSError as e:
+                log.warning("clean-up after %s: %s", name, e)
+        o.seconds = round(time.monotonic() - t0, 1)
+        o.notes = ctx.notes
+    if o.status != "ran":
+        # Half-done traffic could carry wrong labels (a client hitting a dead port): drop it.
+        pcap.unlink(missing_ok=True)
+        return o
+    if not ctx.rules:
+        raise MultaError(f"scenario {name} stated no label rules")
+    flows = lab_labels.read_capture_flows(pcap)
+    result = lab_labels.label(flows, ctx.rules)
+    records = [lab_labels.record(pcap.name, name, item) for item in result.labelled]
+    lab_labels.write(out / "labels.jsonl", records)
+    o.capture = pcap.name
+    o.flows, o.labelled, o.unmatched = len(flows), len(result.labelled), len(result.unmatched)
+    o.unmatched_examples = [str(k) for k in result.unmatched[:5]]
+    o.counts = lab_labels.counts(records)
+    log.info("scenario %s: %d packets, %d flows, %d labelled, %d unmatched, %.1fs",
+             name, o.packets, o.flows, o.labelled, o.unmatched, o.seconds)
+    return o
+
+
+def run(out: Path, requested: Sequence[str] | None = None, seed: int = 1, scale: float = 1.0,
+        keep_work: bool = False) -> dict[str, Any]:
+    """Run the lab; write OUT/<scenario>.pcap, OUT/labels.jsonl, OUT/manifest.json; return the manifest."""
+    names = scenario_names(requested)
+    preflight()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labels.jsonl").write_text("")
+    shutil.rmtree(out / "logs", ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix="multa-lab-"))
+    work.chmod(0o755)
+    (work / "home").mkdir()
+    run_id = secrets.token_hex(2)
+    started = time.time()
+    outcomes: list[Outcome] = []
+    try:
+        with _signals_interrupt(), Network(run_id) as net:
+            for name in names:
+                if name in UNAVAILABLE:
+                    outcomes.append(Outcome(name, UNAVAILABLE[name][0], "skipped", UNAVAILABLE[name][1]))
+                    continue
+                outcomes.append(_run_one(name, net, out, work, seed, scale))
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    manifest = _manifest(out, seed, scale, run_id, started, outcomes)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _manifest(out: Path, seed: int, scale: float, run_id: str, started: float,
+              outcomes: list[Outcome]) -> dict[str, Any]:
+    records = lab_labels.read(out / "labels.jsonl")
+    tools = {t for o in outcomes if o.status == "ran" for t in REGISTRY[o.name].needs}
+    tools |= set(CORE_TOOLS) | {t for t in OPTIONAL_TOOLS if find_tool(t)}
+    return {
+        "seed": seed,
+        "scale": scale,
+        "run_id": run_id,
+        "started": started,
+        "seconds": round(time.time() - started, 1),
+        "network": {"lan": str(LAN), "hosts": {r: [ip, *extra] for r, (ip, extra) in HOSTS.items()}},
+        "scenarios_run": [o.name for o in outcomes if o.status == "ran"],
+        "skipped": [{"scenario": o.name, "reason": o.reason} for o in outcomes if o.status == "skipped"],
+        "failed": [{"scenario": o.name, "reason": o.reason} for o in outcomes if o.status == "failed"],
+        "tool_versions": versions(sorted(tools)),
+        "flows": len(records),
+        "counts": lab_labels.counts(records),
+        "scenarios": [asdict(o) for o in outcomes],
+    }

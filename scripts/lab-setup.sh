@@ -1,0 +1,46 @@
+#!/bin/sh
+# Install the Debian packages `multa lab run` uses (run as root).
+#
+#   scripts/lab-setup.sh          # every scenario
+#   scripts/lab-setup.sh --ci     # only what the CI small lab needs
+#
+# Daemons from these packages must not start in the root namespace: the lab
+# starts its own copies inside network namespaces. A policy-rc.d that refuses
+# service starts is put in place for the install (and removed again if it was
+# not there before).
+set -eu
+
+CI_PACKAGES="iproute2 ethtool tcpdump curl nmap nginx-light"
+ALL_PACKAGES="$CI_PACKAGES
+  wget openssl dnsmasq bind9-dnsutils
+  openssh-server openssh-client vsftpd lftp
+  swaks python3-aiosmtpd mosquitto mosquitto-clients redis-server redis-tools
+  openvpn wireguard-go wireguard-tools iodine
+  strongswan-charon strongswan-swanctl libcharon-extra-plugins
+  hydra hping3 slowhttptest sqlmap"
+
+case "${1:-}" in
+  --ci) PACKAGES="$CI_PACKAGES" ;;
+  "") PACKAGES="$ALL_PACKAGES" ;;
+  *) echo "usage: $0 [--ci]" >&2; exit 2 ;;
+esac
+
+if [ "$(id -u)" != 0 ]; then
+  echo "lab-setup: must run as root (apt-get install)" >&2
+  exit 1
+fi
+
+created_policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod 755 /usr/sbin/policy-rc.d
+  created_policy=1
+fi
+cleanup() { if [ -n "$created_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; }
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $PACKAGES
+echo "lab-setup: installed: $(echo $PACKAGES | tr -s ' \n' ' ')"
