@@ -81,6 +81,8 @@ _BCAST4 = b"\xff\xff\xff\xff"
 
 # UDP ports whose connections Zeek hands to a tunnel decapsulator.
 _VXLAN, _GENEVE, _TEREDO, _AYIYA, _GRE_UDP = 4789, 6081, 3544, 5072, 4754
+# Per-connection "analyzer violated" bits of those decapsulators.
+_V_VXLAN, _V_GENEVE, _V_TEREDO, _V_AYIYA, _V_GTP = 1, 2, 4, 8, 16
 
 
 class _Endpoint:
@@ -99,7 +101,7 @@ class _Conn:
 
     __slots__ = ("proto", "ipproto", "oa", "op", "ra", "rp", "keys", "ts", "seq", "last_time",
                  "sizes", "dirs", "iats", "last_nt", "opk", "rpk", "ob", "rb", "alive",
-                 "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established")
+                 "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established", "viol")
 
     def __init__(self, proto: str, ipproto: int, oa: bytes, op: int, ra: bytes, rp: int,
                  keys: tuple, ts: float, seq: int) -> None:
@@ -124,6 +126,33 @@ class _Conn:
         self.er: _Endpoint | None = None
         self.hstate = 0  # history: 0 empty, 1 exactly "H", 2 anything else
         self.established = False
+        self.viol = 0
+
+
+def _teredo_inner(data: bytes, p: int, end: int) -> int:
+    """Offset of the IPv6 packet after Teredo's optional headers, or -1 (TeredoEncapsulation::DoParse)."""
+    seen_origin = seen_auth = False
+    while True:
+        if end - p < 2:
+            return -1
+        tag = data[p] << 8 | data[p + 1]
+        if tag == 0:
+            if seen_origin or end - p < 8:
+                return -1
+            seen_origin = True
+            p += 8
+        elif tag == 1:
+            if seen_origin or seen_auth or end - p < 4:
+                return -1
+            tot = 4 + data[p + 2] + data[p + 3] + 9
+            if end - p < tot:
+                return -1
+            seen_auth = True
+            p += tot
+        elif tag >> 12 == 6:
+            return p if end - p >= 40 else -1
+        else:
+            return -1
 
 
 def _teredo_detect(data: bytes, p: int, end: int) -> bool:
@@ -952,23 +981,23 @@ class FlowExtractor:
             pay = poff + 8
             end = poff + min(ulen, caprem)
             if rp == _VXLAN:
-                self._vxlan(data, pay, end, wirelen, ts, depth)
+                self._vxlan(c, data, pay, end, wirelen, ts, depth)
             elif rp == _GENEVE:
-                self._geneve(data, pay, end, wirelen, ts, depth)
+                self._geneve(c, data, pay, end, wirelen, ts, depth)
             elif rp == _TEREDO:
-                self._teredo(data, pay, end, wirelen, ts, depth)
+                self._teredo(c, data, pay, end, wirelen, ts, depth)
             elif rp == _AYIYA:
-                self._ayiya(data, pay, end, wirelen, ts, depth)
+                self._ayiya(c, data, pay, end, wirelen, ts, depth)
             elif rp == 2152 or rp == 2123:
-                self._gtp(data, pay, end, wirelen, ts, depth)
+                self._gtp(c, data, pay, end, wirelen, ts, depth)
             elif rp == _GRE_UDP:
                 self._gre(data[:end], pay, end - pay, ts, depth)
             elif end - pay >= 3:
                 # Zeek's protocol detection for UDP payloads on other ports.
                 if data[pay + 1] == 0x52 and data[pay + 2] == 0x11:
-                    self._ayiya(data, pay, end, wirelen, ts, depth)
+                    self._ayiya(c, data, pay, end, wirelen, ts, depth)
                 elif end - pay >= 40 and _teredo_detect(data, pay, end):
-                    self._teredo(data, pay, end, wirelen, ts, depth)
+                    self._teredo(c, data, pay, end, wirelen, ts, depth)
 
     # ---------------------------------------------------------------- ICMP
 
@@ -1073,16 +1102,32 @@ class FlowExtractor:
             self._inner(data[poff + glen:end], ts, depth, ip=True)
         # Aruba (802.11 inside GRE) and other payloads are not decoded.
 
-    def _vxlan(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
-        if end - pay < 8 or not data[pay] & 0x08 or end - pay == 8:
-            return
-        self._ether(data[:end], pay + 8, wirelen - (len(data) - end), ts, depth + 1)
+    # UDP tunnels. Each runs on the outer connection ``c``; a protocol violation
+    # disables that decapsulator for the rest of the connection, as
+    # packet_analysis::Analyzer::AnalyzerViolated does in Zeek.
 
-    def _geneve(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
-        if end - pay < 8 or data[pay] >> 6 != 0:
+    def _vxlan(self, c: _Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+        if c.viol & _V_VXLAN:
+            return
+        if end - pay < 8 or not data[pay] & 0x08:
+            c.viol |= _V_VXLAN
+            return
+        if end - pay > 8:
+            self._ether(data[:end], pay + 8, wirelen - (len(data) - end), ts, depth + 1)
+
+    def _geneve(self, c: _Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+        if c.viol & _V_GENEVE:
+            return
+        if end - pay < 8:
+            c.viol |= _V_GENEVE
+            return
+        if data[pay] >> 6 != 0:
             return
         hl = 8 + (data[pay] & 0x3F) * 4
-        if hl >= end - pay:
+        if hl > end - pay:
+            c.viol |= _V_GENEVE
+            return
+        if hl == end - pay:
             return
         nxt = data[pay + 2] << 8 | data[pay + 3]
         if nxt == 0x6558:
@@ -1090,62 +1135,55 @@ class FlowExtractor:
         elif nxt == 0x0800 or nxt == 0x86DD:
             self._ip(data[:end], pay + hl, wirelen - (len(data) - end), ts, depth + 1)
 
-    def _teredo(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
-        p = pay
-        seen_origin = seen_auth = False
-        while True:
-            if end - p < 2:
-                return
-            tag = data[p] << 8 | data[p + 1]
-            if tag == 0:
-                if seen_origin or end - p < 8:
-                    return
-                seen_origin = True
-                p += 8
-            elif tag == 1:
-                if seen_origin or seen_auth or end - p < 4:
-                    return
-                tot = 4 + data[p + 2] + data[p + 3] + 9
-                if end - p < tot:
-                    return
-                seen_auth = True
-                p += tot
-            elif tag >> 12 == 6:
-                if end - p < 40:
-                    return
-                break
-            else:
-                return
+    def _teredo(self, c: _Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+        if c.viol & _V_TEREDO:
+            return
+        p = _teredo_inner(data, pay, end)
+        if p < 0:
+            c.viol |= _V_TEREDO  # "Bad Teredo encapsulation"
+            return
+        if data[p] >> 4 != 6:
+            c.viol |= _V_TEREDO
+            return
         inner_len = (data[p + 4] << 8 | data[p + 5]) + 40
         if inner_len > end - p:
+            c.viol |= _V_TEREDO  # truncated
             return
         if inner_len < end - p and not (data[p + 6] == 59 and inner_len == 40):
-            return  # payload length mismatch is a violation, except for bubbles
+            c.viol |= _V_TEREDO  # payload length mismatch; bubbles may carry trailing bytes
+            return
         self._ip(data[:end], p, wirelen - (len(data) - end), ts, depth + 1)
 
-    def _gtp(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+    def _gtp(self, c: _Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
         """GTPv1-U G-PDU (message type 255) carrying an IP packet that fills it exactly."""
-        if self._in_gtp or end - pay < 8:
-            return  # Zeek treats GTP inside GTP as a violation
-        flags, mtype = data[pay], data[pay + 1]
-        if flags >> 5 != 1 or not flags & 0x10 or mtype != 255:
+        if c.viol & _V_GTP:
             return
+        if self._in_gtp or end - pay < 8:
+            c.viol |= _V_GTP  # GTP inside GTP, or a truncated header
+            return
+        flags, mtype = data[pay], data[pay + 1]
+        if flags >> 5 != 1:
+            c.viol |= _V_GTP
+            return
+        if not flags & 0x10 or mtype != 255:
+            return  # GTP' or a control message: nothing to decapsulate
         p = pay + 8
         if flags & 0x07:
             p += 4
             if flags & 0x04:
                 while True:  # extension headers: length in 4-byte units, last byte is next type
-                    if p >= end:
+                    if p >= end or data[p] == 0 or p + data[p] * 4 > end:
+                        c.viol |= _V_GTP
                         return
-                    elen = data[p] * 4
-                    if elen < 2 or p + elen > end:
-                        return
-                    nxt = data[p + elen - 1]
-                    p += elen
-                    if nxt == 0:
+                    p += data[p] * 4
+                    if data[p - 1] == 0:
                         break
+            if p > end:
+                c.viol |= _V_GTP
+                return
         inner = data[p:end]
         if len(inner) < 20 or inner[0] >> 4 not in (4, 6) or not self._inner_ip_exact(inner, inner[0] >> 4):
+            c.viol |= _V_GTP
             return
         self._in_gtp = True
         try:
@@ -1153,11 +1191,17 @@ class FlowExtractor:
         finally:
             self._in_gtp = False
 
-    def _ayiya(self, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+    def _ayiya(self, c: _Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+        if c.viol & _V_AYIYA:
+            return
         if end - pay < 8:
+            c.viol |= _V_AYIYA
             return
         hl = 8 + (1 << (data[pay] >> 4)) + (data[pay + 1] >> 4) * 4
-        if hl > end - pay or data[pay + 2] & 0x0F != 1 or hl == end - pay:
+        if hl > end - pay:
+            c.viol |= _V_AYIYA
+            return
+        if data[pay + 2] & 0x0F != 1 or hl == end - pay:
             return
         if data[pay + 3] in (4, 41):
             self._ip(data[:end], pay + hl, wirelen - (len(data) - end), ts, depth + 1)
