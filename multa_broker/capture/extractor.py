@@ -705,6 +705,7 @@ class FlowExtractor:
         if not c.alive:
             return
         c.alive = False
+        c.eo = c.er = None  # a finished connection waits for emission; keep it small
         table = self._table
         for k in c.keys:
             if table.get(k) is c:
