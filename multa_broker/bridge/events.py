@@ -68,7 +68,8 @@ def _seq(v: Any, dtype: str, pytype: type, name: str, max_n: int) -> list[Any]:
         values = [e.data for e in items if e.t == dtype]
     except AttributeError:
         raise FlowError(f"field {name} holds something that is not a Broker value") from None
-    if len(values) != len(items) or not all(x.__class__ is pytype for x in values):
+    # map(type) keeps the per-element type check in C (bool is not int here).
+    if len(values) != len(items) or list(map(type, values)).count(pytype) != len(values):
         raise FlowError(f"field {name} must be a vector of {dtype}")
     return values
 
@@ -235,6 +236,9 @@ def check_result(r: Result) -> None:
 
 
 _STR_CACHE: dict[str, str] = {}
+_VEC_CACHE: dict[tuple[str, ...], str] = {}
+_REALS_FMT: dict[int, str] = {}
+_CACHE_LIMIT = 4096
 
 
 def _jstr(s: str) -> str:
@@ -242,28 +246,41 @@ def _jstr(s: str) -> str:
     text = _STR_CACHE.get(s)
     if text is None:
         text = '{"@data-type":"string","data":' + json.dumps(s) + "}"
-        if len(_STR_CACHE) < 4096:
+        if len(_STR_CACHE) < _CACHE_LIMIT:
             _STR_CACHE[s] = text
     return text
 
 
-def _real(x: float) -> str:
+def _jstrs(items: tuple[str, ...]) -> str:
+    """A vector of string; the same task and label tuples come back all the time."""
+    text = _VEC_CACHE.get(items)
+    if text is None:
+        text = '{"@data-type":"vector","data":[' + ",".join(_jstr(t) for t in items) + "]}"
+        if len(_VEC_CACHE) < _CACHE_LIMIT:
+            _VEC_CACHE[items] = text
+    return text
+
+
+def _jreals(scores: tuple[float, ...]) -> str:
     # Six decimals like Zeek/Broker's own "%f"; always has a decimal point, so
     # Broker reads a real (a bare "1" would be an integer and fail the event).
-    return '{"@data-type":"real","data":' + f"{x:.6f}" + "}"
+    fmt = _REALS_FMT.get(len(scores))
+    if fmt is None:
+        fmt = _REALS_FMT[len(scores)] = ('{"@data-type":"vector","data":['
+                                         + ",".join(['{"@data-type":"real","data":%.6f}'] * len(scores)) + "]}")
+    return fmt % scores
+
+
+def _juid(uid: str) -> str:
+    # Zeek uids are letters and digits: no escaping needed, skip json.dumps.
+    return ('{"@data-type":"string","data":"' + uid + '"}') if uid.isalnum() and uid.isascii() \
+        else '{"@data-type":"string","data":' + json.dumps(uid) + "}"
 
 
 def result_json_text(r: Result) -> str:
     """One ``Multa::Result`` record as Broker JSON text."""
-    return (
-        '{"@data-type":"vector","data":['
-        + '{"@data-type":"string","data":' + json.dumps(r.uid) + "},"
-        + _jstr(r.model) + ","
-        + '{"@data-type":"vector","data":[' + ",".join(_jstr(t) for t in r.tasks) + "]},"
-        + '{"@data-type":"vector","data":[' + ",".join(_jstr(lb) for lb in r.labels) + "]},"
-        + '{"@data-type":"vector","data":[' + ",".join(_real(s) for s in r.scores) + "]}"
-        + "]}"
-    )
+    return ('{"@data-type":"vector","data":[' + _juid(r.uid) + "," + _jstr(r.model) + ","
+            + _jstrs(r.tasks) + "," + _jstrs(r.labels) + "," + _jreals(tuple(r.scores)) + "]}")
 
 
 def results_message_text(topic: str, results: Iterable[Result]) -> str:

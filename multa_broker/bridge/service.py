@@ -404,8 +404,7 @@ class BridgeService:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            verdicts = await loop.run_in_executor(self._infer_pool, clf.classify, flows)
-            results = modelmod.to_results(flows, verdicts, clf.tasks)
+            results = await loop.run_in_executor(self._infer_pool, modelmod.classify, clf, flows)
         except Exception as e:  # a model failure loses this batch, never the service
             m.flows_dropped.labels("inference_error").inc(len(items))
             self._inflight = 0

@@ -1,0 +1,418 @@
+"""``multa bench bridge``: end-to-end flows/s and latency through a real WebSocket on loopback.
+
+The bridge runs as its own process (``multa bridge``, exactly as deployed).
+This process plays Zeek: a :class:`~multa_broker.bridge.fakezeek.FakeZeek`
+WebSocket server speaking Broker's JSON v1 accepts the bridge's subscription,
+sends ``Multa::flows`` events in Zeek's wire format and checks every
+``Multa::results`` it gets back for Zeek's exact types. Three phases per run:
+
+* **throughput** -- closed loop: keep ``--window`` flows outstanding, count
+  results per second (sustained, after a warm-up);
+* **latency** -- open loop at ``--rate`` flows/s in messages of
+  ``--flows-per-message`` (Zeek's ``Multa::batch_size``): per-flow time from
+  the message leaving Zeek to its result arriving, p50 and p99;
+* **overload** -- open loop at ``--overload`` x the measured throughput (or as
+  fast as this process can send): the bridge's RSS over time and its drops.
+
+Figures are medians over ``--repeat`` runs, each with a fresh bridge. Both
+processes share this machine's cores, as a bridge beside Zeek would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+TOPIC = "multa/flows"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="stored model to serve (default: an untrained LMMoE of the "
+                                        "default size exported to a temporary store; speed does not "
+                                        "depend on training)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase (default 5)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs; figures are medians (default 3)")
+    parser.add_argument("--rate", type=float, default=5000.0, help="offered flows/s for the latency phase")
+    parser.add_argument("--overload", type=float, default=10.0,
+                        help="overload phase offers this many times the measured throughput")
+    parser.add_argument("--window", type=int, default=8000, help="flows outstanding in the throughput phase")
+    parser.add_argument("--flows-per-message", type=int, default=100, help="flows per Multa::flows event")
+    parser.add_argument("--packets", type=int, default=20, help="packets per flow")
+    parser.add_argument("--batch", type=int, default=256, help="bridge batch.max_flows")
+    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="bridge batch.max_wait_ms")
+    parser.add_argument("--threads", type=int, default=1, help="bridge model.threads")
+    parser.add_argument("--json-decoder", choices=("msgspec", "json"), default="msgspec",
+                        help="bridge websocket.use_msgspec (json: the stdlib fallback)")
+    parser.add_argument("--phases", default="throughput,latency,overload",
+                        help="comma-separated subset of throughput,latency,overload")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="run the bridge under cProfile and write its stats here (event-loop thread)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+# ------------------------------------------------------------ helpers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User+system CPU seconds of a process (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def _scrape(port: int) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = s.name + ("{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+                            if s.labels else "")
+            out[key] = s.value
+    return out
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q / 100.0 * (len(xs) - 1))))]
+
+
+def _bench_model(tmp: Path) -> str:
+    """An untrained LMMoE of the default size in a temporary store (speed needs no training)."""
+    from multa_broker import store
+    from multa_broker.model.lmmoe import LMMoE, LMMoEConfig
+    from multa_broker.taxonomy import TASKS
+
+    cfg = LMMoEConfig(tasks={t: list(c) for t, c in TASKS.items()})
+    manifest = {"name": "bench-untrained-lmmoe", "version": "1", "n": cfg.n,
+                "tasks": [{"name": t, "classes": list(c), "threshold": 0.0} for t, c in TASKS.items()],
+                "architecture": cfg.to_json()}
+    return str(store.export(LMMoE(cfg), manifest, tmp / "store" / "bench" / "1"))
+
+
+def _template_flows(count: int, packets: int) -> list[Any]:
+    from multa_broker.flow import Flow, FlowKey
+
+    rng = random.Random(7)
+    flows = []
+    for i in range(count):
+        proto = ("tcp", "udp")[i % 2]
+        flows.append(Flow(
+            FlowKey(proto, f"10.{i % 256}.{(i * 7) % 256}.{i % 250 + 1}", 1024 + rng.randrange(60000),
+                    f"192.0.2.{i % 200 + 1}", rng.choice((53, 443, 80, 22)), 1.7e9 + i),
+            [rng.randint(40, 1500) for _ in range(packets)], [rng.random() < 0.5 for _ in range(packets)],
+            [0] + [rng.randrange(500_000) for _ in range(packets - 1)], f"T{i}"))
+    return flows
+
+
+class Generator:
+    """Zeek's side: sends flows, matches results to send times."""
+
+    def __init__(self, zeek: Any, templates: Any, per_msg: int) -> None:
+        self.zeek, self.templates, self.per_msg = zeek, templates, per_msg
+        self.sent_at: dict[str, float] = {}
+        self.latencies: list[float] = []
+        self.done_times: list[float] = []
+        self.sent = 0
+        self.rejected_before = len(zeek.rejected)
+
+    def on_results(self, rec: Any) -> None:
+        now = time.monotonic()
+        for r in rec.results:
+            t0 = self.sent_at.pop(r.uid, None)
+            if t0 is not None:
+                self.latencies.append(now - t0)
+                self.done_times.append(now)
+
+    async def send_one(self) -> None:
+        text, uids = self.templates.message(TOPIC, "worker-1", self.per_msg)
+        now = time.monotonic()
+        for u in uids:
+            self.sent_at[u] = now
+        await self.zeek.send_text(TOPIC, text)
+        self.sent += len(uids)
+
+    def reset(self) -> None:
+        self.latencies.clear()
+        self.done_times.clear()
+        self.sent = 0
+
+    def forget_older_than(self, age: float) -> None:
+        cutoff = time.monotonic() - age
+        for u in [u for u, t in self.sent_at.items() if t < cutoff]:
+            del self.sent_at[u]
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Wait until every sent flow is answered (or was dropped: then give up at the timeout)."""
+        end = time.monotonic() + timeout
+        while self.sent_at and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        self.sent_at.clear()
+
+
+async def _throughput(gen: Generator, seconds: float, window: int) -> dict[str, float]:
+    warm = 1.0
+    gen.reset()
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + warm + seconds:
+        if len(gen.sent_at) + gen.per_msg <= window:
+            await gen.send_one()
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(0.0005)
+    t_end = time.monotonic()
+    n = sum(1 for t in gen.done_times if t0 + warm <= t <= t_end)
+    await gen.settle()
+    return {"flows_per_s": n / seconds}
+
+
+async def _open_loop(gen: Generator, rate: float, seconds: float, warm: float = 0.5) -> dict[str, float]:
+    gen.reset()
+    interval = gen.per_msg / rate
+    t0 = time.monotonic()
+    next_t = t0
+    measured_from = t0 + warm
+    lat_start = None
+    while True:
+        now = time.monotonic()
+        if now >= t0 + warm + seconds:
+            break
+        if lat_start is None and now >= measured_from:
+            lat_start = len(gen.latencies)
+            sent_start = gen.sent
+        if now < next_t:
+            await asyncio.sleep(next_t - now)
+            continue
+        await gen.send_one()
+        next_t += interval
+        if next_t < now - 1.0:  # far behind: we cannot offer this rate; do not burst to catch up
+            next_t = now
+    sent = gen.sent - (sent_start if lat_start is not None else 0)
+    await gen.settle(timeout=5.0)
+    lat = gen.latencies[lat_start or 0:]
+    return {"offered_per_s": sent / seconds, "answered": len(lat), "sent": sent,
+            "p50_ms": _percentile(lat, 50) * 1000, "p99_ms": _percentile(lat, 99) * 1000,
+            "max_ms": (max(lat) * 1000) if lat else float("nan")}
+
+
+async def _overload(gen: Generator, rate: float, seconds: float, pid: int, mport: int) -> dict[str, Any]:
+    before = await asyncio.to_thread(_scrape, mport)
+    samples: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        t0 = time.monotonic()
+        while not stop.is_set():
+            samples.append((time.monotonic() - t0, _rss_mib(pid)))
+            await asyncio.sleep(0.25)
+
+    task = asyncio.create_task(sample())
+    gen.reset()
+    t0 = time.monotonic()
+    r = await _open_loop_fast(gen, rate, seconds)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    await task
+    served = len(gen.done_times)
+    gen.sent_at.clear()
+    await asyncio.sleep(1.0)
+    after = await asyncio.to_thread(_scrape, mport)
+    dropped = {k.split("reason=")[1].rstrip("}"): after[k] - before.get(k, 0.0)
+               for k in after if k.startswith("multa_bridge_flows_dropped_total{")}
+    rss = [m for _, m in samples]
+    third = max(1, len(rss) // 3)
+    return {"offered_per_s": r["sent"] / elapsed, "served_per_s": served / elapsed,
+            "dropped": {k: v for k, v in dropped.items() if v},
+            "rss_start_mib": rss[0], "rss_first_third_max_mib": max(rss[:third]),
+            "rss_last_third_max_mib": max(rss[-third:]), "rss_max_mib": max(rss),
+            "rss_samples": [(round(t, 2), round(m, 1)) for t, m in samples]}
+
+
+async def _open_loop_fast(gen: Generator, rate: float, seconds: float) -> dict[str, float]:
+    """Like _open_loop but without waiting for answers (the bridge is meant to drop)."""
+    interval = gen.per_msg / rate
+    t0 = time.monotonic()
+    next_t = t0
+    while time.monotonic() < t0 + seconds:
+        now = time.monotonic()
+        if now < next_t:
+            await asyncio.sleep(next_t - now)
+            continue
+        await gen.send_one()
+        await asyncio.sleep(0)
+        next_t += interval
+        if next_t < now - 0.5:
+            next_t = now
+        if len(gen.sent_at) > 200_000:  # results for dropped flows never come: bound our own memory
+            gen.forget_older_than(2.0)
+    return {"sent": gen.sent}
+
+
+# ------------------------------------------------------------ one run
+
+
+async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int) -> dict[str, Any]:
+    import yaml
+
+    from multa_broker.bridge.fakezeek import FakeZeek, FlowTemplates
+
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    zeek = await FakeZeek(keep=False).start()
+    templates = FlowTemplates(_template_flows(512, args.packets), uid_prefix=f"R{run_no}x")
+    gen = Generator(zeek, templates, args.flows_per_message)
+    zeek.on_results = gen.on_results
+    mport = _free_port()
+    cfg = {
+        "websocket": {"url": zeek.url, "use_msgspec": args.json_decoder == "msgspec"},
+        "model": {"path": model, "poll_s": 0, "threads": args.threads},
+        "batch": {"max_flows": args.batch, "max_wait_ms": args.max_wait_ms},
+        "metrics": {"enabled": True, "port": mport},
+    }
+    cfg_path = tmp / f"bridge-{run_no}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable]
+    if args.profile:
+        cmd += ["-m", "cProfile", "-o", f"{args.profile}.{run_no}"]
+    cmd += ["-m", "multa_broker", "-q", "bridge", "-c", str(cfg_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    out: dict[str, Any] = {}
+    try:
+        await zeek.wait_subscribed(60)
+        await asyncio.sleep(0.5)
+        cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
+        if "throughput" in phases:
+            out["throughput"] = await _throughput(gen, args.seconds, args.window)
+        if "latency" in phases:
+            out["latency"] = await _open_loop(gen, args.rate, args.seconds)
+        cpu1 = _cpu_s(proc.pid)
+        m = await asyncio.to_thread(_scrape, mport)
+        out["bridge_cpu_s"] = cpu1 - cpu0
+        out["bridge_wall_s"] = time.monotonic() - t0
+        out["flows_out"] = m.get("multa_bridge_flows_out_total", 0.0)
+        out["inference_s"] = m.get("multa_bridge_inference_seconds_sum", 0.0)
+        out["batches"] = m.get("multa_bridge_batch_size_count", 0.0)
+        if "overload" in phases:
+            base = out.get("throughput", {}).get("flows_per_s") or args.rate
+            out["overload"] = await _overload(gen, base * args.overload, args.seconds, proc.pid, mport)
+        out["rejected_by_zeek"] = len(zeek.rejected)
+    finally:
+        proc.send_signal(15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        await zeek.stop()
+    if proc.returncode not in (0, None) and not out:
+        raise RuntimeError(f"bridge exited {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
+    out["exit_code"] = proc.returncode
+    return out
+
+
+def _median(runs: list[dict[str, Any]], *path: str) -> float:
+    vals = []
+    for r in runs:
+        v: Any = r
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(float(v))
+    return statistics.median(vals) if vals else float("nan")
+
+
+def run(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="multa-bench-bridge-") as d:
+        tmp = Path(d)
+        model = args.model or _bench_model(tmp)
+        from multa_broker.bridge import wire
+
+        runs = []
+        for i in range(args.repeat):
+            runs.append(asyncio.run(_one_run(args, model, tmp, i)))
+            print(f"run {i + 1}/{args.repeat} done", file=sys.stderr)
+    summary = {
+        "throughput_flows_per_s": _median(runs, "throughput", "flows_per_s"),
+        "latency_offered_per_s": _median(runs, "latency", "offered_per_s"),
+        "latency_p50_ms": _median(runs, "latency", "p50_ms"),
+        "latency_p99_ms": _median(runs, "latency", "p99_ms"),
+        "overload_offered_per_s": _median(runs, "overload", "offered_per_s"),
+        "overload_served_per_s": _median(runs, "overload", "served_per_s"),
+        "overload_rss_start_mib": _median(runs, "overload", "rss_start_mib"),
+        "overload_rss_first_third_max_mib": _median(runs, "overload", "rss_first_third_max_mib"),
+        "overload_rss_last_third_max_mib": _median(runs, "overload", "rss_last_third_max_mib"),
+        "bridge_cpu_ms_per_1k_flows": statistics.median(
+            [r["bridge_cpu_s"] * 1e6 / r["flows_out"] for r in runs if r.get("flows_out")] or [float("nan")]),
+        "inference_share_of_bridge_cpu": statistics.median(
+            [r["inference_s"] / r["bridge_cpu_s"] for r in runs if r.get("bridge_cpu_s")] or [float("nan")]),
+        "mean_batch": statistics.median([r["flows_out"] / r["batches"] for r in runs if r.get("batches")] or [0]),
+    }
+    info = {"model": model if args.model else "untrained LMMoE, default size (temporary store)",
+            "packets_per_flow": args.packets, "flows_per_message": args.flows_per_message,
+            "batch": args.batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
+            "json_decoder": args.json_decoder if wire.msgspec is not None else "json (msgspec missing)",
+            "seconds": args.seconds, "repeat": args.repeat, "cpus": os.cpu_count()}
+    if args.json:
+        print(json.dumps({"config": info, "median": summary, "runs": runs}, indent=2))
+        return 0
+    print(f"multa bench bridge: {info['model']}; {args.packets} packets/flow, {args.flows_per_message} "
+          f"flows/message, batch {args.batch}/{args.max_wait_ms:g} ms, decoder {info['json_decoder']}, "
+          f"{os.cpu_count()} CPUs; median of {args.repeat} runs x {args.seconds:g} s")
+    rows = [
+        ("sustained throughput (flows/s)", summary["throughput_flows_per_s"], ">= 20,000"),
+        (f"latency p50 at {summary['latency_offered_per_s']:,.0f} flows/s (ms)", summary["latency_p50_ms"], ""),
+        (f"latency p99 at {summary['latency_offered_per_s']:,.0f} flows/s (ms)", summary["latency_p99_ms"],
+         "<= 50"),
+        ("overload: offered (flows/s)", summary["overload_offered_per_s"], f"{args.overload:g}x throughput"),
+        ("overload: answered (flows/s)", summary["overload_served_per_s"], ""),
+        ("overload: RSS at start (MiB)", summary["overload_rss_start_mib"], ""),
+        ("overload: RSS max, first third (MiB)", summary["overload_rss_first_third_max_mib"], ""),
+        ("overload: RSS max, last third (MiB)", summary["overload_rss_last_third_max_mib"], "flat"),
+        ("bridge CPU per 1k flows (ms)", summary["bridge_cpu_ms_per_1k_flows"], ""),
+        ("model wall time / bridge CPU time", summary["inference_share_of_bridge_cpu"], ""),
+        ("mean batch (flows)", summary["mean_batch"], ""),
+    ]
+    for label, v, target in rows:
+        text = f"{v:,.2f}" if isinstance(v, float) and v < 100 else f"{v:,.0f}"
+        print(f"  {label:<44} {text:>12}   {target}")
+    drops: dict[str, list[float]] = {}
+    for r in runs:
+        for k, v in r.get("overload", {}).get("dropped", {}).items():
+            drops.setdefault(k, []).append(v)
+    if drops:
+        print("  overload drops (median per run): " + ", ".join(
+            f"{k}={statistics.median(v):,.0f}" for k, v in drops.items()))
+    rejected = sum(r.get("rejected_by_zeek", 0) for r in runs)
+    print(f"  results Zeek would reject for wrong types: {rejected}")
+    return 0
