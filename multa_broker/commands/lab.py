@@ -2,7 +2,7 @@
 
     multa lab setup [--ci]                   install the Debian packages (apt-get)
     multa lab list                           scenarios and whether they can run here
-    multa lab run --out DIR [--scenario NAME ...] [--seed S] [--quick]
+    multa lab run --out DIR [--scenario NAME ...] [--seed S] [--repeat K] [--quick]
     multa lab clean                          remove leftover lab namespaces (mlab-*)
 """
 
@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="scenario or group (all, benign, tunnel, threat); repeatable; default all")
     p.add_argument("--seed", type=int, default=1, help="drives sizes, pauses, tool options and link rates (default 1)")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="run every scenario K times, with seeds SEED..SEED+K-1 (default 1)")
     p.add_argument("--quick", action="store_true", help="shrink counts and durations (CI-sized runs)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (configs, keys)")
     sub.add_parser("list", help="list scenarios and whether each can run here")
@@ -44,13 +46,13 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from multa_broker.lab import runner
     manifest = runner.run(args.out, args.scenario, seed=args.seed, scale=0.25 if args.quick else 1.0,
-                          keep_work=args.keep_work)
+                          keep_work=args.keep_work, repeat=args.repeat)
     for s in manifest["scenarios"]:
         if s["status"] == "ran":
-            print(f"{s['name']:15} ran      {s['labelled']:6d} flows labelled ({s['unmatched']} unmatched, "
+            print(f"{s['name']:15} s{s['seed']:<3} ran      {s['labelled']:6d} flows labelled ({s['unmatched']} unmatched, "
                   f"{s['packets']} packets, {s['packets_dropped']} dropped) in {s['seconds']}s")
         else:
-            print(f"{s['name']:15} {s['status']:8} {s['reason']}")
+            print(f"{s['name']:15} s{s['seed']:<3} {s['status']:8} {s['reason']}")
     print(f"\n{manifest['flows']} labelled flows in {args.out / 'labels.jsonl'}")
     for task, counts in manifest["counts"].items():
         print(f"  {task:10} " + ", ".join(f"{k} {v}" for k, v in counts.items()))

@@ -129,6 +129,10 @@ class Procs:
             out, _ = proc.communicate()
             rc = None
             log.info("%s stopped at its %.0fs timeout", argv[0], timeout)
+        except BaseException:
+            # Ctrl-C or SIGTERM while waiting: the client is in its own session, stop it here.
+            _stop_group(proc, grace=1.0)
+            raise
         finally:
             self._running_clients.discard(proc)
         result = Result([str(a) for a in argv], rc, out.decode("utf-8", "replace"), time.monotonic() - t0)

@@ -48,6 +48,7 @@ class Outcome:
     name: str
     kind: str
     status: str  # ran | skipped | failed
+    seed: int = 0
     reason: str = ""
     capture: str | None = None
     seconds: float = 0.0
@@ -139,19 +140,19 @@ class Capture:
 def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: float) -> Outcome:
     import random
     spec = REGISTRY[name]
-    o = Outcome(name, spec.kind, "ran")
+    o = Outcome(name, spec.kind, "ran", seed)
     reason = spec.missing()
     if reason:
         o.status, o.reason = "skipped", reason
         log.warning("scenario %s skipped: %s", name, reason)
         return o
-    sdir = work / name
+    sdir = work / f"{name}-s{seed}"
     sdir.mkdir(parents=True)
     sdir.chmod(0o755)
-    procs = Procs(out / "logs", lab_env(work / "home"), client_log=f"{name}-clients")
+    procs = Procs(out / "logs", lab_env(work / "home"), client_log=f"{name}-s{seed}-clients")
     rng = random.Random(f"{seed}:{name}")
-    ctx = Context(name, net, procs, rng, sdir, scale)
-    pcap = out / f"{name}.pcap"
+    ctx = Context(f"{name}-s{seed}", net, procs, rng, sdir, scale)
+    pcap = out / f"{name}-s{seed}.pcap"
     t0 = time.monotonic()
     log.info("scenario %s: %s", name, spec.summary)
     try:
@@ -196,9 +197,15 @@ def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: f
 
 
 def run(out: Path, requested: Sequence[str] | None = None, seed: int = 1, scale: float = 1.0,
-        keep_work: bool = False) -> dict[str, Any]:
-    """Run the lab; write OUT/<scenario>.pcap, OUT/labels.jsonl, OUT/manifest.json; return the manifest."""
+        keep_work: bool = False, repeat: int = 1) -> dict[str, Any]:
+    """Run the lab; write OUT/<scenario>-s<seed>.pcap, OUT/labels.jsonl, OUT/manifest.json; return the manifest.
+
+    With ``repeat`` > 1 every scenario runs once per seed ``seed .. seed+repeat-1``.
+    """
     names = scenario_names(requested)
+    if repeat < 1:
+        raise MultaError(f"--repeat must be at least 1, not {repeat}")
+    seeds = list(range(seed, seed + repeat))
     preflight()
     out.mkdir(parents=True, exist_ok=True)
     (out / "labels.jsonl").write_text("")
@@ -211,36 +218,46 @@ def run(out: Path, requested: Sequence[str] | None = None, seed: int = 1, scale:
     outcomes: list[Outcome] = []
     try:
         with _signals_interrupt(), Network(run_id) as net:
-            for name in names:
-                if name in UNAVAILABLE:
-                    outcomes.append(Outcome(name, UNAVAILABLE[name][0], "skipped", UNAVAILABLE[name][1]))
-                    continue
-                outcomes.append(_run_one(name, net, out, work, seed, scale))
+            for s in seeds:
+                for name in names:
+                    if name in UNAVAILABLE:
+                        outcomes.append(Outcome(name, UNAVAILABLE[name][0], "skipped", s, UNAVAILABLE[name][1]))
+                        continue
+                    outcomes.append(_run_one(name, net, out, work, s, scale))
     finally:
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)
-    manifest = _manifest(out, seed, scale, run_id, started, outcomes)
+    manifest = _manifest(out, seeds, scale, run_id, started, outcomes)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def _manifest(out: Path, seed: int, scale: float, run_id: str, started: float,
+def _manifest(out: Path, seeds: list[int], scale: float, run_id: str, started: float,
               outcomes: list[Outcome]) -> dict[str, Any]:
     records = lab_labels.read(out / "labels.jsonl")
     tools = {t for o in outcomes if o.status == "ran" for t in REGISTRY[o.name].needs}
     tools |= set(CORE_TOOLS) | {t for t in OPTIONAL_TOOLS if find_tool(t)}
     return {
-        "seed": seed,
+        "seeds": seeds,
         "scale": scale,
         "run_id": run_id,
         "started": started,
         "seconds": round(time.time() - started, 1),
         "network": {"lan": str(LAN), "hosts": {r: [ip, *extra] for r, (ip, extra) in HOSTS.items()}},
-        "scenarios_run": [o.name for o in outcomes if o.status == "ran"],
-        "skipped": [{"scenario": o.name, "reason": o.reason} for o in outcomes if o.status == "skipped"],
-        "failed": [{"scenario": o.name, "reason": o.reason} for o in outcomes if o.status == "failed"],
+        "scenarios_run": sorted({o.name for o in outcomes if o.status == "ran"}),
+        "skipped": _reasons(outcomes, "skipped"),
+        "failed": [{"scenario": o.name, "seed": o.seed, "reason": o.reason} for o in outcomes if o.status == "failed"],
         "tool_versions": versions(sorted(tools)),
         "flows": len(records),
         "counts": lab_labels.counts(records),
         "scenarios": [asdict(o) for o in outcomes],
     }
+
+
+def _reasons(outcomes: list[Outcome], status: str) -> list[dict[str, str]]:
+    """One entry per scenario (not per seed) with its reason."""
+    seen: dict[str, str] = {}
+    for o in outcomes:
+        if o.status == status:
+            seen.setdefault(o.name, o.reason)
+    return [{"scenario": n, "reason": r} for n, r in seen.items()]
