@@ -305,3 +305,19 @@ def test_flow_longer_than_the_limit_is_rejected():
     with pytest.raises(FlowError, match="more than 20"):
         events.flow_from_json(args[1].data[0], 20)
     assert events.flow_from_json(args[1].data[0], MAX_N).packets == 30
+
+
+@pytest.mark.parametrize("field,value", [
+    (4, {"@data-type": "vector", "data": [{"@data-type": "count", "data": 1}]}),     # score as count
+    (4, {"@data-type": "vector", "data": [{"@data-type": "integer", "data": 1}]}),   # score as integer
+    (2, {"@data-type": "string", "data": "service"}),                                # tasks not a vector
+    (0, {"@data-type": "count", "data": 7}),                                         # uid not a string
+])
+def test_fake_zeek_refuses_results_zeek_would_refuse(field, value):
+    """The test double must catch what real Zeek rejects, or the service tests prove nothing."""
+    text = events.results_message_text("multa/results", [Result("C1", "m/1", ("service",), ("tls",), (1.0,))])
+    obj = json.loads(text)
+    obj["data"][2]["data"][1]["data"][0]["data"][0]["data"][field] = value
+    msg = wire.decode_message(json.dumps(obj))
+    with pytest.raises(codec.CodecError):
+        _check_results(msg.t, msg.data)

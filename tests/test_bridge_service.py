@@ -457,3 +457,38 @@ def test_pending_results_keep_the_newest_and_group_by_topic():
     assert p.take(10) == ("b", rs[2:])
     p.put_back("b", rs[3:])
     assert p.take(1) == ("b", [rs[3]]) and len(p) == 1
+
+
+# ------------------------------------------------------------ model in a worker process
+
+
+def test_worker_process_serves_reloads_and_survives_its_death(model):
+    """model.worker: process (the default): results, a reload, and a killed worker."""
+    async def main():
+        zeek = await FakeZeek().start()
+        cfg = bridge_config(zeek.url, model, model={"path": str(model), "poll_s": 0, "worker": "process"})
+        async with running(cfg, loader=None) as svc:
+            await zeek.wait_subscribed()
+            flows = [make_flow(i, proto="udp" if i % 2 else "tcp") for i in range(100)]
+            await zeek.send_flows(flows)
+            await wait_until(lambda: len(zeek.results()) == 100, 30)
+            check_results(zeek, flows)
+            # A reload goes through the worker; a broken model keeps the old one.
+            write_tiny_model(model, version="2")
+            svc.request_reload()
+            await wait_until(lambda: svc.classifier.name == "tiny/2", 30)
+            (model / "model.pt").write_bytes(b"not a model")
+            svc.request_reload()
+            await wait_until(lambda: svc.metrics.value("multa_bridge_model_reloads_total", result="failed") == 1, 30)
+            assert svc.classifier.name == "tiny/2"
+            # The worker dies: its batch is lost and counted, the next batch is served by a new worker.
+            os.kill(svc._runner._proc.pid, 9)
+            await asyncio.sleep(0.2)
+            await zeek.send_flows([make_flow(500)])
+            await wait_until(lambda: svc.metrics.dropped("inference_error") == 1, 30)
+            await zeek.send_flows([make_flow(501)])
+            await wait_until(lambda: any(r.uid == "Cf000501" for r in zeek.results()), 30)
+            assert zeek.results()[-1].model == "tiny/2"
+            balanced(svc)
+        await zeek.stop()
+    run(main())

@@ -65,6 +65,8 @@ class ModelConfig:
     thresholds: Union[str, float, None] = _f(
         None, "open-set thresholds: 'service=0.6,threat=0.8' or one number for all (null: the manifest's)")
     poll_s: float = _f(2.0, "check the model's files for changes this often (0: only on SIGHUP)")
+    worker: Literal["process", "thread"] = _f(
+        "process", "run the model in a worker process (no GIL shared with the network side) or a thread")
     threads: int = _f(1, "torch threads for inference (the event loop needs a core too)")
 
 

@@ -11,7 +11,9 @@ What clients publish is checked like Zeek would: a ``Multa::results`` event
 whose arguments are not exactly ``vector of Multa::Result`` (string, string,
 vector of string, vector of string, vector of real) is not delivered -- it is
 counted in :attr:`FakeZeek.rejected`, as Zeek would log a conversion error --
-so a test catches e.g. a score sent as a count.
+so a test catches e.g. a score sent as a count. Like Zeek 8.0.10
+(src/cluster/websocket/WebSocket.cc), the client then gets
+``{"type":"error","code":"deserialization_failed","context":"failed to create Zeek event"}``.
 """
 
 from __future__ import annotations
@@ -183,14 +185,18 @@ class FakeZeek:
             msg = wire.decode_message(text)
             if msg.type != "data-message":
                 raise wire.MessageError(f"unexpected message type {msg.type!r}")
-        except wire.MessageError as e:
+        except wire.MessageError:
             self.errors_sent += 1
-            await ws.send(json.dumps({"type": "error", "code": "deserialization_failed", "context": str(e)}))
+            await ws.send(json.dumps({"type": "error", "code": "deserialization_failed",
+                                      "context": "failed to decode JSON object"}))
             return
         try:
             results = _check_results(msg.t, msg.data)
         except (codec.CodecError, AttributeError, TypeError, ValueError) as e:
             self.rejected.append(f"{msg.topic}: {e}")
+            self.errors_sent += 1
+            await ws.send(json.dumps({"type": "error", "code": "deserialization_failed",
+                                      "context": "failed to create Zeek event"}))
             return
         rec = Received(msg.topic, results)
         if self.keep:

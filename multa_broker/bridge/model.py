@@ -8,6 +8,7 @@ attributes works, which is how tests plug in tiny models.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -71,39 +72,66 @@ def fingerprint(path: str | os.PathLike[str]) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def classify(clf: ClassifierLike, flows: Sequence[Flow]) -> list[Result]:
-    """Classify ``flows`` into Results, in the inference thread.
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the bridge needs to know about a model it runs in another process."""
 
-    With multa's Classifier this takes its calibrated probabilities and applies
-    the same open-set rule as ``Classifier.classify_batch`` (argmax; below the
-    task's threshold the label is ``unknown``) per task on whole arrays, then
-    zips them into Results: building a Verdict and two dicts per flow cost as
-    much as the model on a 2-core machine. tests/test_bridge_model.py pins the
-    two paths to the same output. Any other classifier goes through
-    ``classify()``.
+    name: str
+    tasks: tuple[str, ...]
+    n: int
+    classes: dict[str, tuple[str, ...]]
+    thresholds: dict[str, float]
+
+    @classmethod
+    def of(cls, clf: Any) -> "ModelInfo":
+        return cls(clf.name, tuple(clf.tasks), int(clf.n), {t: tuple(c) for t, c in clf.classes.items()},
+                   {t: float(v) for t, v in clf.thresholds.items()})
+
+
+def has_probabilities(clf: Any) -> bool:
+    """True for multa's Classifier (calibrated probabilities + open-set thresholds)."""
+    return callable(getattr(clf, "probabilities", None)) and hasattr(clf, "thresholds") \
+        and hasattr(clf, "classes")
+
+
+def results_from_probabilities(info: Any, flows: Sequence[Flow], probs: Sequence[Any]) -> list[Result]:
+    """Results from per-task [B, C] probabilities, by ``Classifier.classify_batch``'s rule.
+
+    Argmax per task; below the task's threshold the label is ``unknown``. Done
+    on whole arrays and zipped into Results: building a Verdict and two dicts
+    per flow cost as much as the model on a 2-core machine.
+    tests/test_bridge_model.py pins this to ``Classifier.classify``.
     """
-    probabilities = getattr(clf, "probabilities", None)
-    if probabilities is None or not hasattr(clf, "thresholds"):
-        return to_results(flows, clf.classify(flows), clf.tasks)
     import numpy as np
 
-    from multa_broker.flow import encode
     from multa_broker.taxonomy import UNKNOWN
 
-    if not flows:
-        return []
-    probs = probabilities(encode(flows, clf.n))
     labels, scores = [], []
-    for task, p in zip(clf.tasks, probs):
+    for task, p in zip(info.tasks, probs):
         best = p.argmax(axis=1)
         score = p[np.arange(len(best)), best]
-        names = np.array(tuple(clf.classes[task]) + (UNKNOWN,), dtype=object)
-        idx = np.where(score >= clf.thresholds[task], best, len(clf.classes[task]))
+        names = np.array(tuple(info.classes[task]) + (UNKNOWN,), dtype=object)
+        idx = np.where(score >= info.thresholds[task], best, len(info.classes[task]))
         labels.append(names[idx].tolist())
         scores.append(score.astype(float).tolist())
-    tasks, name = tuple(clf.tasks), clf.name
+    tasks, name = tuple(info.tasks), info.name
     return [Result(f.uid or "", name, tasks, lb, sc)
             for f, lb, sc in zip(flows, zip(*labels), zip(*scores))]
+
+
+def classify(clf: ClassifierLike, flows: Sequence[Flow]) -> list[Result]:
+    """Classify ``flows`` into Results in this process (the inference thread).
+
+    multa's Classifier goes through :func:`results_from_probabilities`; any
+    other classifier through its ``classify()``.
+    """
+    if not flows:
+        return []
+    if not has_probabilities(clf):
+        return to_results(flows, clf.classify(flows), clf.tasks)
+    from multa_broker.flow import encode
+
+    return results_from_probabilities(clf, flows, clf.probabilities(encode(flows, clf.n)))
 
 
 def to_results(flows: Sequence[Flow], verdicts: Sequence[Any], tasks: Sequence[str]) -> list[Result]:

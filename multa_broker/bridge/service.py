@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from concurrent.futures import ThreadPoolExecutor
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -33,6 +33,7 @@ from multa_broker.bridge.config import BridgeConfig
 from multa_broker.bridge.events import check_result
 from multa_broker.bridge.metrics import BridgeMetrics
 from multa_broker.bridge.ratelog import RateLimitedLog
+from multa_broker.bridge.runner import make_runner
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
 from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_N, Flow
@@ -150,7 +151,7 @@ class BridgeService:
                  metrics: BridgeMetrics | None = None) -> None:
         self.cfg = cfg
         self.metrics = metrics or BridgeMetrics()
-        self._loader = loader or modelmod.load_classifier
+        self._loader = loader  # None: multa's Classifier (in a worker process unless model.worker: thread)
         self._make_transport = transport_factory or make_transport
         self._ratelog = RateLimitedLog(log, cfg.log_interval_s)
         self.classifier: modelmod.ClassifierLike | None = None
@@ -182,17 +183,28 @@ class BridgeService:
     _reload_event: asyncio.Event | None = None
 
     def load_model(self) -> modelmod.ClassifierLike:
-        """Load the configured model; MultaError (one line, naming the path) if it cannot be used."""
+        """Load the configured model here and now (``--check``); MultaError if it cannot be used."""
         path = self.cfg.model.path
         try:
-            clf = self._loader(path, self.cfg.model.thresholds)
+            clf = (self._loader or modelmod.load_classifier)(path, self.cfg.model.thresholds)
         except MultaError:
             raise
         except Exception as e:  # torch/pickle/IO errors: the user needs one line, not a traceback
             raise MultaError(f"{path}: cannot load model: {type(e).__name__}: {e}") from None
+        return self._checked(clf)
+
+    def _checked(self, clf: Any) -> Any:
         if not 1 <= int(clf.n) <= MAX_N:
-            raise MultaError(f"{path}: model reads {clf.n} packets, outside 1..{MAX_N}")
+            raise MultaError(f"{self.cfg.model.path}: model reads {clf.n} packets, outside 1..{MAX_N}")
         return clf
+
+    async def _load(self) -> Any:
+        path = self.cfg.model.path
+        try:
+            return self._checked(await self._runner.load(path, self.cfg.model.thresholds))
+        except MultaError as e:
+            msg = str(e)
+            raise MultaError(msg if path in msg else f"{path}: cannot load model: {msg}") from None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -201,15 +213,21 @@ class BridgeService:
         self._queue = FlowQueue(self.cfg.queue.max_flows, self.cfg.queue.drop)
         if self._stopping:
             self._stop_event.set()
-        self.classifier = self.load_model()
-        log.info("model %s: tasks %s, N=%d", self.classifier.name, ",".join(self.classifier.tasks),
-                 self.classifier.n)
-        server = self._start_metrics()
-        # One inference thread: torch parallelises inside it (model.threads) and
-        # batches stay in order. Reloads get their own thread so a slow load never
-        # delays a batch.
-        self._infer_pool = ThreadPoolExecutor(1, "multa-infer", initializer=self._init_infer_thread)
-        self._load_pool = ThreadPoolExecutor(1, "multa-load")
+        self._runner = make_runner(self.cfg.model.worker, self.cfg.model.threads, self._loader)
+        try:
+            self.classifier = await self._load()
+        except BaseException:
+            await self._runner.close()
+            raise
+        log.info("model %s: tasks %s, N=%d (%s)", self.classifier.name, ",".join(self.classifier.tasks),
+                 self.classifier.n, type(self._runner).__name__)
+        try:
+            server = self._start_metrics()
+        except BaseException:
+            await self._runner.close()
+            raise
+        # Reload checks stat() the model's files in this thread, off the loop.
+        self._stat_pool = ThreadPoolExecutor(1, "multa-stat")
         tasks = [asyncio.create_task(self._link(), name="link"),
                  asyncio.create_task(self._batcher(), name="batcher"),
                  asyncio.create_task(self._watch_model(), name="watcher")]
@@ -228,8 +246,8 @@ class BridgeService:
             await asyncio.gather(stop, *tasks, return_exceptions=True)
             if self._transport is not None:
                 await self._transport.close()
-            self._infer_pool.shutdown(wait=True)
-            self._load_pool.shutdown(wait=False)
+            await self._runner.close()
+            self._stat_pool.shutdown(wait=False)
             if server is not None:
                 server.shutdown()
                 server.server_close()
@@ -237,14 +255,6 @@ class BridgeService:
         s = self.metrics.summary()
         log.info("stopped: %s", ", ".join(f"{k}={int(v)}" for k, v in s.items() if v or k.startswith("flows")))
         return 0
-
-    def _init_infer_thread(self) -> None:
-        try:
-            import torch
-
-            torch.set_num_threads(self.cfg.model.threads)
-        except ImportError:  # a model without torch (tests) needs no threads setting
-            pass
 
     def _start_metrics(self) -> Any:
         if not self.cfg.metrics.enabled:
@@ -398,13 +408,13 @@ class BridgeService:
 
     async def _process(self, items: list[_Queued]) -> None:
         m = self.metrics
-        clf = self.classifier  # taken once: a reload swaps it only between batches
+        clf = self.classifier
         assert clf is not None
         flows = [it.flow for it in items]
-        loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
-            results = await loop.run_in_executor(self._infer_pool, modelmod.classify, clf, flows)
+            # The runner serves one call at a time, so a reload lands between batches.
+            results = await self._runner.classify(flows)
         except Exception as e:  # a model failure loses this batch, never the service
             m.flows_dropped.labels("inference_error").inc(len(items))
             self._inflight = 0
@@ -473,7 +483,7 @@ class BridgeService:
         assert self._reload_event is not None
         path, poll = self.cfg.model.path, self.cfg.model.poll_s
         loop = asyncio.get_running_loop()
-        last = await loop.run_in_executor(self._load_pool, modelmod.fingerprint, path)
+        last = await loop.run_in_executor(self._stat_pool, modelmod.fingerprint, path)
         while True:
             try:
                 await asyncio.wait_for(self._reload_event.wait(), poll if poll > 0 else None)
@@ -481,23 +491,22 @@ class BridgeService:
                 pass
             asked = self._reload_event.is_set()
             self._reload_event.clear()
-            fp = await loop.run_in_executor(self._load_pool, modelmod.fingerprint, path)
+            fp = await loop.run_in_executor(self._stat_pool, modelmod.fingerprint, path)
             if not asked and fp == last:
                 continue
             if not asked:
                 # A copy may still be in progress: reload once the files stop changing.
                 await asyncio.sleep(min(0.2, poll))
-                again = await loop.run_in_executor(self._load_pool, modelmod.fingerprint, path)
+                again = await loop.run_in_executor(self._stat_pool, modelmod.fingerprint, path)
                 if again != fp:
                     continue
             last = fp
             await self._reload("SIGHUP" if asked else "model files changed")
 
     async def _reload(self, why: str) -> None:
-        loop = asyncio.get_running_loop()
         old = self.classifier
         try:
-            new = await loop.run_in_executor(self._load_pool, self.load_model)
+            new = await self._load()
         except Exception as e:
             self.metrics.reloads.labels("failed").inc()
             log.error("reload (%s) failed, keeping model %s: %s", why, old.name if old else "?", e)

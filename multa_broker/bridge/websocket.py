@@ -62,6 +62,8 @@ class WebSocketTransport(Transport):
                 # Messages read off the socket but not yet taken by the bridge; beyond it
                 # TCP pushes back on Zeek. Bounded so memory stays bounded.
                 max_queue=64,
+                # Zeek 8 names WebSocket clients by this header in its logs.
+                additional_headers={"X-Application-Name": "multa-bridge"},
             )
             await self._ws.send(json.dumps(list(topics)))
             reply = await asyncio.wait_for(self._ws.recv(), self.cfg.open_timeout_s)

@@ -1,0 +1,201 @@
+"""Where the model runs, off the event loop: a thread, or a worker process.
+
+Both runners load a model (a failed load keeps the previous one), classify a
+batch of flows into Results, and swap models only between batches because
+calls are served one at a time.
+
+* :class:`ThreadRunner` -- one inference thread in the bridge process. Works
+  with any classifier (tests plug in their own); the model shares the GIL with
+  the event loop.
+* :class:`ProcessRunner` -- :mod:`.worker` in a child process: the bridge encodes
+  flows (``flow.encode``), the worker returns probabilities, the bridge turns
+  them into Results. The worker loads a private copy of the model's files, so a
+  worker that dies is restarted with the model it had even if the files on
+  disk changed meanwhile (its batch is lost and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import shutil
+import struct
+import sys
+import tempfile
+from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from multa_broker.bridge import model as modelmod
+from multa_broker.errors import MultaError
+from multa_broker.flow import Flow, encode
+from multa_broker.protocol import Result
+
+log = logging.getLogger("multa.bridge.runner")
+_LEN = struct.Struct("!I")
+
+
+class WorkerDied(RuntimeError):
+    """The worker process exited; the batch it had is lost."""
+
+
+class ThreadRunner:
+    def __init__(self, loader: modelmod.Loader, threads: int) -> None:
+        self._loader = loader
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(1, "multa-infer", initializer=self._init_thread)
+        self._load_pool = ThreadPoolExecutor(1, "multa-load")  # a slow load never delays a batch
+        self.model: Any = None
+
+    def _init_thread(self) -> None:
+        try:
+            import torch
+
+            torch.set_num_threads(self._threads)
+        except ImportError:  # a classifier without torch needs no threads setting
+            pass
+
+    def _load_sync(self, path: str, thresholds: Any) -> Any:
+        try:
+            return self._loader(path, thresholds)
+        except MultaError:
+            raise
+        except Exception as e:  # torch/pickle/IO errors: one line, not a traceback
+            raise MultaError(f"{path}: cannot load model: {type(e).__name__}: {e}") from None
+
+    async def load(self, path: str, thresholds: Any) -> Any:
+        """Load (and on success use) the model at ``path``; returns it. MultaError on failure."""
+        loop = asyncio.get_running_loop()
+        clf = await loop.run_in_executor(self._load_pool, self._load_sync, path, thresholds)
+        self.model = clf  # swapped on the loop thread: the next batch uses it
+        return clf
+
+    async def classify(self, flows: Sequence[Flow]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, modelmod.classify, self.model, flows)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._load_pool.shutdown(wait=False)
+
+
+class ProcessRunner:
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._source: tuple[str, Any] | None = None  # the snapshot the worker should have loaded
+        self._snapshot: Path | None = None
+        self.model: modelmod.ModelInfo | None = None
+
+    @staticmethod
+    def _copy_model(path: str) -> Path:
+        """Copy the stored model (archive + manifest) to a private directory."""
+        from multa_broker import store
+
+        src = store.resolve(path)
+        dst = Path(tempfile.mkdtemp(prefix="multa-bridge-model-"))
+        try:
+            for name in (store.MODEL_FILE, store.MANIFEST_FILE):
+                shutil.copy2(src / name, dst / name)
+        except OSError as e:
+            shutil.rmtree(dst, ignore_errors=True)
+            raise MultaError(f"{path}: cannot read model files: {e}") from None
+        return dst
+
+    async def _start(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "multa_broker.bridge.worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        log.info("model worker process %d started", self._proc.pid)
+
+    async def _call(self, *req: Any) -> Any:
+        """One request/response with the worker; WorkerDied if it is gone."""
+        if self._proc is None or self._proc.returncode is not None:
+            raise WorkerDied("model worker is not running")
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            self._proc.stdin.write(_LEN.pack(len(data)) + data)
+            await self._proc.stdin.drain()
+            (n,) = _LEN.unpack(await self._proc.stdout.readexactly(_LEN.size))
+            status, payload = pickle.loads(await self._proc.stdout.readexactly(n))
+        except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError) as e:
+            raise WorkerDied(f"model worker died ({type(e).__name__})") from None
+        if status != "ok":
+            raise MultaError(str(payload))
+        return payload
+
+    async def load(self, path: str, thresholds: Any) -> modelmod.ModelInfo:
+        snap = await asyncio.to_thread(self._copy_model, path)
+        try:
+            async with self._lock:
+                if self._proc is None or self._proc.returncode is not None:
+                    await self._start()
+                info = await self._call("load", str(snap), thresholds, self._threads)
+        except MultaError as e:
+            shutil.rmtree(snap, ignore_errors=True)
+            # Name the user's files, not our private copy.
+            from multa_broker import store
+
+            raise MultaError(str(e).replace(str(snap), str(store.resolve(path)))) from None
+        except BaseException:
+            shutil.rmtree(snap, ignore_errors=True)
+            raise
+        old, self._snapshot = self._snapshot, snap
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._source = (str(snap), thresholds)
+        self.model = info
+        return info
+
+    async def _restart(self) -> None:
+        await self._kill()
+        await self._start()
+        if self._source is not None:
+            self.model = await self._call("load", *self._source, self._threads)
+            log.warning("model worker restarted with %s", self.model.name)
+
+    async def classify(self, flows: Sequence[Flow]) -> list[Result]:
+        info = self.model
+        assert info is not None
+        b = encode(flows, info.n)
+        async with self._lock:
+            try:
+                probs = await self._call("probs", b.sizes, b.dirs, b.iats, b.lengths, b.proto)
+            except WorkerDied:
+                log.error("model worker died; restarting it (this batch of %d flows is lost)", len(flows))
+                try:
+                    await self._restart()
+                except Exception as e:  # next batch tries again
+                    log.error("model worker restart failed: %s", e)
+                raise
+        return modelmod.results_from_probabilities(info, flows, probs)
+
+    async def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.returncode is None:
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                await asyncio.wait_for(proc.wait(), 5)
+            except (asyncio.TimeoutError, ConnectionError):
+                proc.kill()
+                await proc.wait()
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._kill()
+        if self._snapshot is not None:
+            shutil.rmtree(self._snapshot, ignore_errors=True)
+            self._snapshot = None
+
+
+def make_runner(worker: str, threads: int, loader: modelmod.Loader | None) -> Any:
+    """``process`` needs multa's own loader (the worker imports it); a custom loader runs in a thread."""
+    if worker == "process" and loader is None:
+        return ProcessRunner(threads)
+    return ThreadRunner(loader or modelmod.load_classifier, threads)
