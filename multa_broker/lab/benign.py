@@ -45,10 +45,10 @@ def curl_session(ctx: Context, base: str, paths: list[str], extra: list[str] | N
 def http(ctx: Context) -> None:
     ctx.rule(HTTP, server=ctx.srv.ip, ports=ports(80), protos=("tcp",), what="nginx")
     dns_side_rule(ctx)
-    site = web_content(ctx)
+    site = web_content(ctx, hi=800_000)
     nginx(ctx, site, ctx.srv.ip)
     host = web_name(ctx, ctx.srv.ip)
-    for _ in range(ctx.count(6, 16, minimum=2)):
+    for _ in range(ctx.count(12, 30, minimum=2)):
         paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 6)))
         style = ctx.rng.random()
         if style < 0.15 and find_tool("wget"):
@@ -78,11 +78,11 @@ def http(ctx: Context) -> None:
 def https(ctx: Context) -> None:
     ctx.rule(TLS, server=ctx.srv.ip, ports=ports(443), protos=("tcp",), what="nginx TLS")
     dns_side_rule(ctx)
-    site = web_content(ctx)
+    site = web_content(ctx, hi=800_000)
     nginx(ctx, site, ctx.srv.ip, http=False, https=True)
     host = web_name(ctx, ctx.srv.ip)
     resolve = [] if host != ctx.srv.ip else ["--resolve", f"www.{LAB_DOMAIN}:443:{ctx.srv.ip}"]
-    for _ in range(ctx.count(6, 16, minimum=2)):
+    for _ in range(ctx.count(12, 30, minimum=2)):
         paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 6)))
         extra = ["-k", *resolve, ctx.choice(["--http1.1", "--http2", "--http2"])]
         if ctx.rng.random() < 0.3:
@@ -105,7 +105,7 @@ def dns(ctx: Context) -> None:
               f"srv-host=_mqtt._tcp.{LAB_DOMAIN},{names[1]},1883"]
     dnsmasq(ctx, lines)
     qnames = names + [f"t{i}.{LAB_DOMAIN}" for i in range(8)] + [f"www.{LAB_DOMAIN}", LAB_DOMAIN]
-    for _ in range(ctx.count(30, 90, minimum=6)):
+    for _ in range(ctx.count(40, 120, minimum=6)):
         name = ctx.choice(qnames) if ctx.rng.random() < 0.85 else f"nx{ctx.rng.randrange(10**6)}.{LAB_DOMAIN}"
         qtype = ctx.choice(["A", "A", "A", "AAAA", "TXT", "MX", "SRV", "ANY", "CNAME"])
         argv = ["dig", f"@{RESOLVER}", name, qtype, "+time=2", "+tries=1"]
@@ -123,9 +123,9 @@ def ssh(ctx: Context) -> None:
     ctx.rule(SSH, server=ctx.srv.ip, ports=ports(22), protos=("tcp",), what="sshd")
     setup = sshd(ctx, ctx.srv.ip)
     opts = ssh_opts(setup.client_key)
-    up = ctx.blob("ssh/upload.bin", ctx.size(2_000, 3_000_000))
-    ctx.blob("ssh/download.bin", ctx.size(2_000, 3_000_000))
-    for _ in range(ctx.count(4, 10, minimum=2)):
+    up = ctx.blob("ssh/upload.bin", ctx.size(2_000, 1_500_000))
+    ctx.blob("ssh/download.bin", ctx.size(2_000, 1_500_000))
+    for _ in range(ctx.count(8, 20, minimum=2)):
         cipher = ctx.choice(["aes128-ctr", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"])
         copts = [*opts, "-c", cipher] + (["-C"] if ctx.rng.random() < 0.3 else [])
         kind = ctx.rng.random()
@@ -147,7 +147,7 @@ def ssh(ctx: Context) -> None:
 def ftp(ctx: Context) -> None:
     ctx.rule(FTP, server=ctx.srv.ip, ports=ports(21, 20, FTP_PASV), protos=("tcp",), what="vsftpd")
     _, files = vsftpd(ctx, ctx.srv.ip)
-    for _ in range(ctx.count(4, 10, minimum=2)):
+    for _ in range(ctx.count(6, 14, minimum=2)):
         pick = ctx.rng.sample(files, k=ctx.rng.randint(1, min(3, len(files))))
         if find_tool("lftp") and ctx.rng.random() < 0.35:
             cmds = f"set net:timeout 10; set net:max-retries 1; set ftp:passive-mode {ctx.choice(['on', 'off'])}; " \
@@ -178,7 +178,7 @@ def smtp(ctx: Context) -> None:
     ctx.rule(MAIL, server=ctx.srv.ip, ports=ports(25), protos=("tcp",), what="aiosmtpd")
     ctx.daemon("srv", ["/usr/bin/python3", "-m", "aiosmtpd", "-n", "-l", f"{ctx.srv.ip}:25",
                        "-c", "aiosmtpd.handlers.Sink"], "aiosmtpd", listen=[("tcp", ctx.srv.ip, 25)])
-    for i in range(ctx.count(6, 16, minimum=2)):
+    for i in range(ctx.count(10, 25, minimum=2)):
         argv = ["swaks", "--server", ctx.srv.ip, "--port", "25", "--timeout", "20",
                 "--from", f"user{ctx.rng.randrange(100)}@{LAB_DOMAIN}", "--to", f"box{ctx.rng.randrange(100)}@{LAB_DOMAIN}",
                 "--helo", f"cli.{LAB_DOMAIN}", "--h-Subject", f"report {i}", "--silent", "2",
@@ -197,7 +197,7 @@ def mqtt(ctx: Context) -> None:
     conf = ctx.write("mosquitto.conf", f"listener 1883 {ctx.srv.ip}\nallow_anonymous true\npersistence false\n"
                                        "log_dest stderr\nuser root\n")
     ctx.daemon("srv", ["mosquitto", "-c", conf], "mosquitto", listen=[("tcp", ctx.srv.ip, 1883)])
-    total = ctx.count(10, 30, minimum=3)
+    total = ctx.count(15, 40, minimum=3)
     sub = ctx.procs.start(ctx.cli.ns, ["mosquitto_sub", "-h", ctx.srv.ip, "-t", "lab/#", "-q", "1",
                                        "-C", str(total), "-W", str(int(60 + total * 3)), "-k", str(ctx.rng.randint(5, 30))],
                           f"{ctx.name}-mosquitto_sub")
@@ -224,7 +224,7 @@ def redis(ctx: Context) -> None:
                        "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(ctx.dir)],
                "redis", listen=[("tcp", ctx.srv.ip, 6379)])
     cli = ["redis-cli", "-h", ctx.srv.ip, "-p", "6379"]
-    for i in range(ctx.count(6, 16, minimum=2)):
+    for i in range(ctx.count(10, 25, minimum=2)):
         cmds = []
         for j in range(ctx.rng.randint(1, 20)):
             op = ctx.choice(["SET", "GET", "LPUSH", "HSET", "INCR", "LRANGE"])

@@ -176,7 +176,7 @@ def vsftpd(ctx: Context, addr: str, files: int = 6) -> tuple[Daemon, list[str]]:
     ctx.mkdir("ftp/pub")
     names = []
     for i in range(files):
-        ctx.blob(f"ftp/pub/file{i}.dat", ctx.size(500, 3_000_000))
+        ctx.blob(f"ftp/pub/file{i}.dat", ctx.size(500, 1_500_000))
         names.append(f"pub/file{i}.dat")
     Path("/var/run/vsftpd/empty").mkdir(parents=True, exist_ok=True)
     conf = ctx.write("vsftpd.conf", f"""

@@ -128,16 +128,17 @@ def scan_ping(ctx: Context) -> None:
 
 
 def _wordlists(ctx: Context, users: list[str], extra_pw: list[str] = ()) -> tuple[str, str]:
-    u = ctx.rng.sample(users, k=min(len(users), ctx.count(2, 5, minimum=1)))
-    p = ctx.rng.sample(PASSWORDS, k=min(len(PASSWORDS), ctx.count(12, 32, minimum=3))) + list(extra_pw)
+    u = ctx.rng.sample(users, k=min(len(users), ctx.count(3, 6, minimum=1)))
+    p = ctx.rng.sample(PASSWORDS, k=min(len(PASSWORDS), ctx.count(20, 32, minimum=3))) + list(extra_pw)
     ctx.rng.shuffle(p)
     return str(ctx.write("hydra/users.txt", "\n".join(u) + "\n")), str(ctx.write("hydra/pass.txt", "\n".join(p) + "\n"))
 
 
 def _hydra(ctx: Context, users: str, pwds: str, target: list[str], timeout: float) -> None:
     tasks = str(ctx.rng.randint(2, 4))
+    extra = ["-e", ctx.choice(["ns", "nsr", "s"])] if ctx.rng.random() < 0.5 else []
     ctx.client("atk", ["hydra", "-I", "-q", "-t", tasks, "-w", "10", "-o", str(ctx.path("hydra/found.txt")),
-                       "-L", users, "-P", pwds, *target], timeout=timeout)
+                       *extra, "-L", users, "-P", pwds, *target], timeout=timeout)
 
 
 @scenario("bf-ssh", "threat", "hydra password guessing against OpenSSH (small wordlists)",
@@ -208,11 +209,15 @@ def exploit_sqli(ctx: Context) -> None:
     limit = 240 * max(ctx.scale, 0.3)
     ctx.daemon("srv", [sys.executable, "-m", "multa_broker.lab.vulnapp", "--bind", ctx.srv.ip, "--port", "8080",
                        "--max-seconds", str(int(limit + 60))], "vulnapp", listen=[("tcp", ctx.srv.ip, 8080)])
-    technique = ctx.choice(["BEU", "BU", "BEUS", "U", "BEUST"])
-    action = ctx.choice([["--dbs"], ["--tables"], ["--dump", "-T", "users"], ["--banner", "--current-user"]])
+    technique = ctx.choice(["BEU", "BU", "BEUS", "U", "BEUST", "B"])
+    action: list[str] = []
+    for extra in ctx.rng.sample([["--banner"], ["--current-user"], ["--tables"], ["--count"], ["--schema"],
+                                 ["--dump", "-T", "users"], ["--dump", "-T", "items"]], k=ctx.rng.randint(1, 4)):
+        action += extra
     argv = ["sqlmap", "-u", f"http://{ctx.target(ctx.srv.ip)}:8080/item?id=1", "--batch", "--flush-session",
             "--output-dir", str(ctx.path("sqlmap")), "--timeout", "5", "--retries", "0", "--time-sec", "1",
-            "--threads", str(ctx.rng.randint(1, 3)), "--level", str(ctx.rng.randint(1, 2)), "--risk", "1",
+            "--threads", str(ctx.rng.randint(1, 3)), "--level", str(ctx.rng.randint(1, 3)),
+            "--risk", str(ctx.rng.randint(1, 2)),
             "--technique", technique, "--disable-coloring", *action]
     if ctx.rng.random() < 0.5:
         argv += ["--dbms", "SQLite"]  # else sqlmap fingerprints the back end itself

@@ -12,7 +12,7 @@ from pathlib import Path
 from multa_broker.lab.benign import curl_session
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, ScenarioError, scenario
-from multa_broker.lab.services import nginx, web_content
+from multa_broker.lab.services import WebSite, nginx, web_content
 
 VPN = Labels("vpn", "encrypted", "vpn", "benign")
 #: iodine encodes but does not encrypt: the DNS messages and what they carry are readable.
@@ -25,19 +25,24 @@ IPSEC_NET = ("10.77.103.1", "10.77.103.2")
 CHARON = "/usr/lib/ipsec/charon"
 
 
-def _inner_traffic(ctx: Context, inner_srv: str, sessions: tuple[int, int], hi: int) -> None:
-    """Browse a site served on the server's inner address, through the tunnel."""
+def _inner_site(ctx: Context, hi: int) -> WebSite:
+    """A site on every server address (the tunnel's inner one comes and goes with each session)."""
     site = web_content(ctx, n=ctx.count(4, 10, minimum=2), hi=hi)
-    nginx(ctx, site, ctx.srv.ip, http=False, inner=inner_srv)
-    for _ in range(ctx.count(*sessions, minimum=2)):
+    nginx(ctx, site, "0.0.0.0", http=True)
+    return site
+
+
+def _browse(ctx: Context, site: WebSite, inner_srv: str, sessions: tuple[int, int]) -> None:
+    """Fetch objects from the server's inner address, through the tunnel."""
+    for _ in range(ctx.count(*sessions, minimum=1)):
         paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 4)))
         ctx.client("cli", curl_session(ctx, f"http://{ctx.target(inner_srv)}", paths), timeout=120, ok=True)
         ctx.pause(0.2, 2.0)
 
 
-def _has_ip(ctx: Context, role: str, ip: str) -> bool:
-    out = ctx.procs.run(ctx.net.hosts[role].ns, ["ip", "-4", "-o", "addr", "show"], timeout=10).output
-    return f"inet {ip}/" in out or f"inet {ip} " in out
+def _sessions(ctx: Context) -> range:
+    """Tunnel sessions per scenario: each is a new outer connection, so a new labelled flow."""
+    return range(ctx.count(4, 8, minimum=2))
 
 
 def _pki(ctx: Context) -> dict[str, Path]:
@@ -59,32 +64,41 @@ def _openvpn(ctx: Context, proto: str) -> None:
     port = ctx.choice([1194, 1194, 443, 8443]) if proto == "tcp" else ctx.choice([1194, 1194, 1195])
     ctx.rule(VPN, server=addr, ports=ports(port), protos=(proto,), what=f"openvpn {proto}")
     pki = _pki(ctx)
-    cipher = ctx.choice(["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"])
-    common = ["--dev", "tun", "--disable-dco", "--verb", "3", "--ca", pki["ca.crt"], "--dh", "none",
-              "--data-ciphers", cipher, "--ping", str(ctx.rng.randint(2, 10)), "--ping-exit", "120",
-              "--tls-version-min", ctx.choice(["1.2", "1.3"])]
-    wrap = ctx.choice(["none", "tls-auth", "tls-crypt"])
-    if wrap != "none":
-        key = ctx.path("pki/ta.key")
-        ctx.client("srv", ["openvpn", "--genkey", "secret" if wrap == "tls-auth" else "tls-crypt", key],
-                   timeout=30, ok=True)
-        common += [f"--{wrap}", key] + (["0"] if wrap == "tls-auth" else [])
-    if ctx.rng.random() < 0.3:
-        common += ["--compress", "lz4-v2", "--allow-compression", "yes"]
-    srv_proto = "udp" if proto == "udp" else "tcp-server"
-    cli_proto = "udp" if proto == "udp" else "tcp-client"
-    ctx.daemon("srv", ["openvpn", *common, "--tls-server", "--cert", pki["server.crt"], "--key", pki["server.key"],
-                       "--local", addr, "--lport", str(port), "--proto", srv_proto,
-                       "--ifconfig", OVPN_NET[0], OVPN_NET[1]], "openvpn-server", listen=[(proto, addr, port)])
-    if "tls-auth" in common:
-        common[common.index("0")] = "1"
-    client = ctx.daemon("cli", ["openvpn", *common, "--tls-client", "--cert", pki["client.crt"],
-                                "--key", pki["client.key"], "--remote-cert-tls", "server", "--nobind",
-                                "--remote", ctx.target(addr), str(port), "--proto", cli_proto,
-                                "--ifconfig", OVPN_NET[1], OVPN_NET[0]], "openvpn-client")
-    ctx.wait_until("openvpn tunnel", lambda: "Initialization Sequence Completed" in client.log_path.read_text(
-        errors="replace"), timeout=30)
-    _inner_traffic(ctx, OVPN_NET[0], (3, 8), hi=1_500_000)
+    site = _inner_site(ctx, hi=1_000_000)
+    for n in _sessions(ctx):
+        cipher = ctx.choice(["AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305"])
+        common = ["--dev", "tun", "--disable-dco", "--verb", "3", "--ca", pki["ca.crt"], "--dh", "none",
+                  "--data-ciphers", cipher, "--ping", str(ctx.rng.randint(2, 10)), "--ping-exit", "120",
+                  "--tls-version-min", ctx.choice(["1.2", "1.3"])]
+        if ctx.rng.random() < 0.3:
+            common += ["--compress", "lz4-v2", "--allow-compression", "yes"]
+        if ctx.rng.random() < 0.3:
+            common += ["--tun-mtu", str(ctx.choice([1400, 1440, 1500])), "--mssfix", "0" if proto == "tcp" else "1360"]
+        wrap = ctx.choice(["none", "tls-auth", "tls-crypt"])
+        srv_wrap: list = []
+        cli_wrap: list = []
+        if wrap != "none":
+            key = ctx.path(f"pki/ta{n}.key")
+            ctx.client("srv", ["openvpn", "--genkey", "secret" if wrap == "tls-auth" else "tls-crypt", key],
+                       timeout=30, ok=True)
+            srv_wrap = [f"--{wrap}", key] + (["0"] if wrap == "tls-auth" else [])
+            cli_wrap = [f"--{wrap}", key] + (["1"] if wrap == "tls-auth" else [])
+        server = ctx.daemon("srv", ["openvpn", *common, *srv_wrap, "--tls-server", "--cert", pki["server.crt"],
+                                    "--key", pki["server.key"], "--local", addr, "--lport", str(port),
+                                    "--proto", "udp" if proto == "udp" else "tcp-server",
+                                    "--ifconfig", OVPN_NET[0], OVPN_NET[1]], f"openvpn-server{n}",
+                            listen=[(proto, addr, port)])
+        client = ctx.daemon("cli", ["openvpn", *common, *cli_wrap, "--tls-client", "--cert", pki["client.crt"],
+                                    "--key", pki["client.key"], "--remote-cert-tls", "server", "--nobind",
+                                    "--remote", ctx.target(addr), str(port),
+                                    "--proto", "udp" if proto == "udp" else "tcp-client",
+                                    "--ifconfig", OVPN_NET[1], OVPN_NET[0]], f"openvpn-client{n}")
+        ctx.wait_until("openvpn tunnel", lambda: "Initialization Sequence Completed" in client.log_path.read_text(
+            errors="replace"), timeout=30)
+        _browse(ctx, site, OVPN_NET[0], (1, 3))
+        ctx.procs.stop(client)
+        ctx.procs.stop(server)
+        ctx.pause(0.5, 2.0)
 
 
 @scenario("openvpn-udp", "tunnel", "OpenVPN over UDP, TLS with a PKI made at run time, HTTP inside",
@@ -99,42 +113,55 @@ def openvpn_tcp(ctx: Context) -> None:
     _openvpn(ctx, "tcp")
 
 
+def _wg_socket(name: str) -> Path:
+    return Path(f"/var/run/wireguard/{name}.sock")
+
+
 @scenario("wireguard", "tunnel", "wireguard-go (userspace WireGuard) between client and server, HTTP inside",
           needs=("wireguard-go", "wg", "nginx", "curl"))
 def wireguard(ctx: Context) -> None:
     addr = ctx.srv.extra[1]
     port = ctx.choice([51820, 51820, 51821, 4500])
     ctx.rule(VPN, server=addr, ports=ports(port), protos=("udp",), what="wireguard-go")
+    site = _inner_site(ctx, hi=1_000_000)
     rid = ctx.net.prefix.split("-")[1]
+    # wireguard-go keeps its control socket in /var/run/wireguard, shared by all namespaces:
+    # interface names carry the run id so two lab runs cannot collide, and stale sockets go.
     ifs = {"srv": f"wgs{rid}", "cli": f"wgc{rid}"}
+    for name in ifs.values():
+        ctx.cleanups.append(lambda n=name: _wg_socket(n).unlink(missing_ok=True))
     keys = {}
     for role in ("srv", "cli"):
         priv = ctx.client(role, ["wg", "genkey"], timeout=10, ok=True).output.strip()
         pub = ctx.client(role, ["wg", "pubkey"], timeout=10, ok=True, input=(priv + "\n").encode()).output.strip()
         ctx.write(f"wg/{role}.key", priv + "\n", mode=0o600)
         keys[role] = pub
-    # wireguard-go keeps its control socket in /var/run/wireguard, shared by all namespaces:
-    # interface names carry the run id so two lab runs cannot collide, and stale sockets go.
-    for name in ifs.values():
-        ctx.cleanups.append(lambda n=name: Path(f"/var/run/wireguard/{n}.sock").unlink(missing_ok=True))
-    for role, inner, peer_role, peer_inner in (("srv", WG_NET[0], "cli", WG_NET[1]), ("cli", WG_NET[1], "srv", WG_NET[0])):
-        ctx.daemon(role, ["wireguard-go", "-f", ifs[role]], f"wireguard-go-{role}",
-                   env={**ctx.procs.env, "LOG_LEVEL": "error"})
-        ctx.wait_until(f"wireguard-go socket {ifs[role]}",
-                       lambda n=ifs[role]: Path(f"/var/run/wireguard/{n}.sock").exists(), timeout=10)
-        argv = ["wg", "set", ifs[role], "private-key", str(ctx.path(f"wg/{role}.key")),
-                "peer", keys[peer_role], "allowed-ips", f"{peer_inner}/32"]
-        if role == "srv":
-            argv[3:3] = ["listen-port", str(port)]
-        else:
-            argv += ["endpoint", f"{ctx.target(addr)}:{port}"]
-            if ctx.rng.random() < 0.5:
-                argv += ["persistent-keepalive", str(ctx.rng.randint(2, 25))]
-        ctx.client(role, argv, timeout=10, ok=True)
-        ctx.client(role, ["ip", "addr", "add", f"{inner}/24", "dev", ifs[role]], timeout=10, ok=True)
-        ctx.client(role, ["ip", "link", "set", ifs[role], "mtu", str(ctx.choice([1420, 1420, 1380, 1280])), "up"],
-                   timeout=10, ok=True)
-    _inner_traffic(ctx, WG_NET[0], (3, 8), hi=1_500_000)
+    for n in _sessions(ctx):
+        mtu = str(ctx.choice([1420, 1420, 1380, 1280]))
+        daemons = []
+        for role, inner, peer_role, peer_inner in (("srv", WG_NET[0], "cli", WG_NET[1]),
+                                                   ("cli", WG_NET[1], "srv", WG_NET[0])):
+            daemons.append(ctx.daemon(role, ["wireguard-go", "-f", ifs[role]], f"wireguard-go-{role}{n}",
+                                      env={**ctx.procs.env, "LOG_LEVEL": "error"}))
+            ctx.wait_until(f"wireguard-go socket {ifs[role]}", lambda r=role: _wg_socket(ifs[r]).exists(), timeout=10)
+            argv = ["wg", "set", ifs[role], "private-key", str(ctx.path(f"wg/{role}.key"))]
+            if role == "srv":
+                argv += ["listen-port", str(port)]
+            argv += ["peer", keys[peer_role], "allowed-ips", f"{peer_inner}/32"]
+            if role == "cli":
+                # No listen-port: each session's client picks a new one, so each is a new outer flow.
+                argv += ["endpoint", f"{ctx.target(addr)}:{port}"]
+                if ctx.rng.random() < 0.5:
+                    argv += ["persistent-keepalive", str(ctx.rng.randint(2, 25))]
+            ctx.client(role, argv, timeout=10, ok=True)
+            ctx.client(role, ["ip", "addr", "add", f"{inner}/24", "dev", ifs[role]], timeout=10, ok=True)
+            ctx.client(role, ["ip", "link", "set", ifs[role], "mtu", mtu, "up"], timeout=10, ok=True)
+        _browse(ctx, site, WG_NET[0], (1, 3))
+        for d in reversed(daemons):
+            ctx.procs.stop(d)
+        for i in ifs.values():
+            _wg_socket(i).unlink(missing_ok=True)  # gone already unless it was killed hard
+        ctx.pause(0.5, 2.0)
 
 
 @scenario("iodine", "tunnel", "iodine IP-over-DNS tunnel (iodined authoritative for t.lab.test), HTTP inside",
@@ -142,19 +169,24 @@ def wireguard(ctx: Context) -> None:
 def iodine(ctx: Context) -> None:
     addr = ctx.srv.extra[1]
     ctx.rule(DNS_TUNNEL, server=addr, ports=ports(53), protos=("udp",), what="iodine")
-    password = f"lab{ctx.rng.randrange(10**8)}"
+    # iodine is slow (a few KB/s): small objects only.
+    site = _inner_site(ctx, hi=40_000)
     domain = "t.lab.test"
-    ctx.daemon("srv", ["iodined", "-f", "-c", "-P", password, "-l", addr, "-p", "53", "-d", "dns0",
-                       f"{IODINE_NET}/27", domain], "iodined", listen=[("udp", addr, 53)])
-    qtype = ctx.choice(["NULL", "NULL", "TXT", "CNAME", "MX", "SRV", "PRIVATE"])
-    argv = ["iodine", "-f", "-r", "-P", password, "-d", "dns0", "-T", qtype, "-I", str(ctx.rng.randint(1, 4))]
-    if qtype not in ("NULL", "PRIVATE"):
-        argv += ["-O", ctx.choice(["Base32", "Base64", "Base128"])]
-    client = ctx.daemon("cli", [*argv, ctx.target(addr), domain], "iodine-client")
-    ctx.wait_until("iodine tunnel", lambda: "Connection setup complete" in client.log_path.read_text(errors="replace"),
-                   timeout=40)
-    # iodine is slow (a few KB/s per query budget): small objects only.
-    _inner_traffic(ctx, IODINE_NET, (2, 5), hi=60_000)
+    for n in _sessions(ctx):
+        password = f"lab{ctx.rng.randrange(10**8)}"
+        server = ctx.daemon("srv", ["iodined", "-f", "-c", "-P", password, "-l", addr, "-p", "53", "-d", "dns0",
+                                    f"{IODINE_NET}/27", domain], f"iodined{n}", listen=[("udp", addr, 53)])
+        qtype = ctx.choice(["NULL", "NULL", "TXT", "CNAME", "MX", "SRV", "PRIVATE"])
+        argv = ["iodine", "-f", "-r", "-P", password, "-d", "dns0", "-T", qtype, "-I", str(ctx.rng.randint(1, 4))]
+        if qtype not in ("NULL", "PRIVATE"):
+            argv += ["-O", ctx.choice(["Base32", "Base64", "Base128"])]
+        client = ctx.daemon("cli", [*argv, ctx.target(addr), domain], f"iodine-client{n}")
+        ctx.wait_until("iodine tunnel", lambda: "Connection setup complete" in client.log_path.read_text(
+            errors="replace"), timeout=40)
+        _browse(ctx, site, IODINE_NET, (1, 2))
+        ctx.procs.stop(client)
+        ctx.procs.stop(server)
+        ctx.pause(0.5, 2.0)
 
 
 def _ipsec_missing() -> str | None:
@@ -163,30 +195,21 @@ def _ipsec_missing() -> str | None:
     return None
 
 
-@scenario("ipsec", "tunnel", "strongSwan IKEv2 (PSK) with userspace ESP-in-UDP (kernel-libipsec), HTTP inside",
-          needs=(CHARON, "swanctl", "nginx", "curl"), check=_ipsec_missing)
-def ipsec(ctx: Context) -> None:
-    addr = ctx.srv.extra[0]
-    # IKE on 500, then NAT-T style UDP 4500 carrying ESP (encap=yes): both are the VPN's outer flows.
-    ctx.rule(VPN, server=addr, ports=ports(500, 4500), protos=("udp",), what="strongswan")
-    psk = f"lab-{ctx.rng.randrange(10**12)}"
-    ike = ctx.choice(["aes128-sha256-modp2048", "aes256-sha256-modp3072", "aes256-sha384-modp2048"])
-    esp = ctx.choice(["aes128-sha256", "aes256-sha256", "aes128-sha1"])
-    ends = {"srv": (addr, ctx.cli.ip, IPSEC_NET[0], IPSEC_NET[1]), "cli": (ctx.cli.ip, addr, IPSEC_NET[1], IPSEC_NET[0])}
-    for role, (local, remote, inner, peer_inner) in ends.items():
-        d = ctx.mkdir(f"ipsec-{role}", 0o700)
-        ctx.client(role, ["ip", "addr", "add", f"{inner}/32", "dev", "lo"], timeout=10, ok=True)
-        (d / "strongswan.conf").write_text(f"""
+def _charon(ctx: Context, role: str, n: int, local: str, remote: str, inner: str, peer_inner: str,
+            ports_: tuple[int, int], ike: str, esp: str, psk: str) -> tuple[object, Path]:
+    d = ctx.mkdir(f"ipsec-{role}{n}", 0o700)
+    (d / "strongswan.conf").write_text(f"""
 charon {{
   load = random nonce aes sha1 sha2 hmac kdf gmp pem pkcs1 x509 kernel-libipsec kernel-netlink socket-default vici
-  port = 500
-  port_nat_t = 4500
+  port = {ports_[0]}
+  port_nat_t = {ports_[1]}
   install_routes = yes
   filelog {{ stderr {{ default = 1 }} }}
   plugins {{ vici {{ socket = unix://{d}/charon.vici }} }}
 }}
 """)
-        (d / "swanctl.conf").write_text(f"""
+    peer = "cli" if role == "srv" else "srv"
+    (d / "swanctl.conf").write_text(f"""
 connections {{
   lab {{
     version = 2
@@ -197,7 +220,7 @@ connections {{
     local {{ auth = psk
       id = {role}.lab.test }}
     remote {{ auth = psk
-      id = {'cli' if role == 'srv' else 'srv'}.lab.test }}
+      id = {peer}.lab.test }}
     children {{ lab {{ local_ts = {inner}/32
       remote_ts = {peer_inner}/32
       esp_proposals = {esp} }} }}
@@ -207,14 +230,37 @@ secrets {{ ike-lab {{ id-1 = srv.lab.test
   id-2 = cli.lab.test
   secret = "{psk}" }} }}
 """)
-        # charon keeps its pid file in /run: give each charon a private /run so two can run at once.
-        ctx.daemon(role, ["sh", "-c", f"mount -t tmpfs lab-run /run && exec {CHARON}"], f"charon-{role}",
-                   env={**ctx.procs.env, "STRONGSWAN_CONF": str(d / "strongswan.conf")})
-        ctx.wait_until(f"charon {role}", lambda p=d / "charon.vici": p.exists(), timeout=15)
-        ctx.client(role, ["swanctl", "--load-all", "--file", str(d / "swanctl.conf"), "--uri", f"unix://{d}/charon.vici"],
-                   timeout=20, ok=True)
-    r = ctx.client("cli", ["swanctl", "--initiate", "--child", "lab", "--timeout", "20",
-                           "--uri", f"unix://{ctx.dir}/ipsec-cli/charon.vici"], timeout=30)
-    if r.returncode != 0:
-        raise ScenarioError("IKE negotiation failed: " + " | ".join(r.output.strip().splitlines()[-3:]))
-    _inner_traffic(ctx, IPSEC_NET[0], (3, 8), hi=1_000_000)
+    # charon keeps its pid file in /run: each charon gets a private /run so two can run at once.
+    daemon = ctx.daemon(role, ["sh", "-c", f"mount -t tmpfs lab-run /run && exec {CHARON}"], f"charon-{role}{n}",
+                        env={**ctx.procs.env, "STRONGSWAN_CONF": str(d / "strongswan.conf")})
+    ctx.wait_until(f"charon {role}", lambda: (d / "charon.vici").exists(), timeout=15)
+    ctx.client(role, ["swanctl", "--load-all", "--file", str(d / "swanctl.conf"), "--uri", f"unix://{d}/charon.vici"],
+               timeout=20, ok=True)
+    return daemon, d
+
+
+@scenario("ipsec", "tunnel", "strongSwan IKEv2 (PSK) with userspace ESP-in-UDP (kernel-libipsec), HTTP inside",
+          needs=(CHARON, "swanctl", "nginx", "curl"), check=_ipsec_missing)
+def ipsec(ctx: Context) -> None:
+    addr = ctx.srv.extra[0]
+    # IKE on 500, then UDP 4500 carrying IKE and ESP (encap=yes): both are the VPN's outer flows.
+    ctx.rule(VPN, server=addr, ports=ports(500, 4500), protos=("udp",), what="strongswan")
+    site = _inner_site(ctx, hi=1_000_000)
+    for role, inner in (("srv", IPSEC_NET[0]), ("cli", IPSEC_NET[1])):
+        ctx.client(role, ["ip", "addr", "add", f"{inner}/32", "dev", "lo"], timeout=10, ok=True)
+    for n in _sessions(ctx):
+        psk = f"lab-{ctx.rng.randrange(10**12)}"
+        ike = ctx.choice(["aes128-sha256-modp2048", "aes256-sha256-modp3072", "aes256-sha384-modp2048"])
+        esp = ctx.choice(["aes128-sha256", "aes256-sha256", "aes128-sha1"])
+        # The client's ports change per session (as a roaming client's would), so each session is new flows.
+        cli_ports = (ctx.rng.randint(20000, 40000), ctx.rng.randint(40001, 60000))
+        srv_d, _ = _charon(ctx, "srv", n, addr, ctx.cli.ip, IPSEC_NET[0], IPSEC_NET[1], (500, 4500), ike, esp, psk)
+        cli_d, cdir = _charon(ctx, "cli", n, ctx.cli.ip, addr, IPSEC_NET[1], IPSEC_NET[0], cli_ports, ike, esp, psk)
+        r = ctx.client("cli", ["swanctl", "--initiate", "--child", "lab", "--timeout", "20",
+                               "--uri", f"unix://{cdir}/charon.vici"], timeout=30)
+        if r.returncode != 0:
+            raise ScenarioError("IKE negotiation failed: " + " | ".join(r.output.strip().splitlines()[-3:]))
+        _browse(ctx, site, IPSEC_NET[0], (1, 3))
+        ctx.procs.stop(cli_d)
+        ctx.procs.stop(srv_d)
+        ctx.pause(0.5, 2.0)
