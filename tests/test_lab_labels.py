@@ -158,3 +158,17 @@ def test_fixture_labels_follow_the_scenarios():
             assert "10.77.0.66" in (r["orig_h"], r["resp_h"])
         if r["service"] == "http" and r["threat"] == "benign":
             assert 80 in (r["orig_p"], r["resp_p"]) and "10.77.0.20" in (r["orig_h"], r["resp_h"])
+
+
+def test_fixture_labels_load_in_the_corpus_builder():
+    """The corpus builder's JSON-lines source reads the lab's file and labels every flow."""
+    from multa_broker.capture import read_flows
+    from multa_broker.dataset.jsonl import JsonlLabels
+    _fixture_records()
+    source = JsonlLabels.load(FIXTURES / "labels.jsonl")
+    assert source.captures == ["http-s5.pcap", "scan-syn-s5.pcap"]
+    for capture in source.captures:
+        label = source.labeller(capture)
+        for f in read_flows(FIXTURES / capture, verify_checksums=False):
+            got = label(f.key)
+            assert got.get("threat") in ("benign", "scan"), (capture, f.key, got)

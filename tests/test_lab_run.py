@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -44,13 +45,20 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 
 def _own_namespaces(before: set[str]) -> set[str]:
-    return set(list_lab_namespaces()) - before
+    """Lab namespaces (and their /etc/netns files) that appeared since ``before``."""
+    etc = Path("/etc/netns")
+    files = {p.name for p in etc.iterdir() if p.name.startswith(NS_PREFIX)} if etc.is_dir() else set()
+    return (set(list_lab_namespaces()) | files) - before
+
+
+def _lab_state() -> set[str]:
+    return _own_namespaces(set())
 
 
 def test_small_lab_labels_match_the_capture(tmp_path):
     from multa_broker.capture import read_flows
     from multa_broker.lab import runner
-    before = set(list_lab_namespaces())
+    before = _lab_state()
     out = tmp_path / "lab"
     m = runner.run(out, ["http", "scan-syn"], seed=7, scale=0.25)
     assert not _own_namespaces(before), "lab namespaces left behind"
@@ -81,7 +89,7 @@ def test_small_lab_labels_match_the_capture(tmp_path):
 
 def test_interrupt_cleans_up_namespaces_and_processes(tmp_path):
     """Ctrl-C in the middle of a scenario: the run stops and leaves nothing behind."""
-    before = set(list_lab_namespaces())
+    before = _lab_state()
     out = tmp_path / "lab"
     proc = subprocess.Popen([sys.executable, "-m", "multa_broker.cli", "lab", "run", "--out", str(out),
                              "--scenario", "http", "--quick"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

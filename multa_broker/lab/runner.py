@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import re
 import secrets
 import shutil
@@ -138,7 +139,6 @@ class Capture:
 
 
 def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: float) -> Outcome:
-    import random
     spec = REGISTRY[name]
     o = Outcome(name, spec.kind, "ran", seed)
     reason = spec.missing()

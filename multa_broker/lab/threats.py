@@ -9,6 +9,7 @@ that are told apart by host.
 
 from __future__ import annotations
 
+import random
 import sys
 import threading
 
@@ -45,7 +46,7 @@ class Browsing:
         self.ctx, self.site, self.max = ctx, site, max_requests
         self.stop_event = threading.Event()
         # Its own RNG, so the attack's seeded choices do not depend on thread timing.
-        self.rng = __import__("random").Random(ctx.rng.random())
+        self.rng = random.Random(ctx.rng.random())
         self.thread = threading.Thread(target=self._loop, name="lab-browsing", daemon=True)
 
     def __enter__(self) -> "Browsing":
