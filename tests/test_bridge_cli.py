@@ -48,7 +48,7 @@ def test_print_config_shows_the_files_values(tmp_path):
     f.write_text("batch:\n  max_flows: 64\ntopics:\n  per_node: true\n")
     out = multa("bridge", "-c", str(f), "--print-config")
     cfg = config.from_dict(yaml.safe_load(out.stdout))
-    assert cfg.batch.max_flows == 64 and cfg.topics.per_node is True and cfg.batch.max_wait_ms == 5.0
+    assert cfg.batch.max_flows == 64 and cfg.topics.per_node is True and cfg.batch.max_wait_ms == 1.0
 
 
 @pytest.mark.parametrize("text,message", [

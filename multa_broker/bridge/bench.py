@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                         "default size exported to a temporary store; speed does not "
                                         "depend on training)")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per phase (default 5)")
+    parser.add_argument("--overload-seconds", type=float, default=12.0,
+                        help="length of the overload phase (default 12; RSS is sampled throughout)")
     parser.add_argument("--repeat", type=int, default=3, help="runs; figures are medians (default 3)")
     parser.add_argument("--rate", type=float, default=5000.0, help="offered flows/s for the latency phase")
     parser.add_argument("--overload", type=float, default=10.0,
@@ -51,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flows-per-message", type=int, default=100, help="flows per Multa::flows event")
     parser.add_argument("--packets", type=int, default=20, help="packets per flow")
     parser.add_argument("--batch", type=int, default=256, help="bridge batch.max_flows")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0, help="bridge batch.max_wait_ms")
+    parser.add_argument("--max-wait-ms", type=float, default=1.0, help="bridge batch.max_wait_ms")
     parser.add_argument("--threads", type=int, default=1, help="bridge model.threads")
+    parser.add_argument("--worker", choices=("process", "thread"), default="process", help="bridge model.worker")
     parser.add_argument("--json-decoder", choices=("msgspec", "json"), default="msgspec",
                         help="bridge websocket.use_msgspec (json: the stdlib fallback)")
     parser.add_argument("--phases", default="throughput,latency,overload",
@@ -60,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", metavar="FILE",
                         help="run the bridge under cProfile and write its stats here (event-loop thread)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--json-out", metavar="FILE", help="also write the JSON (config, medians, every run) here")
 
 
 # ------------------------------------------------------------ helpers
@@ -71,23 +75,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the bridge and its model worker)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
 def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    """Resident memory of the bridge and its worker, MiB."""
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024.0
+        except OSError:
+            pass
+    return total
 
 
-def _cpu_s(pid: int) -> float:
-    """User+system CPU seconds of a process (all its threads)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+def _cpu_s(pid: int, only: str = "all") -> float:
+    """User+system CPU seconds of the bridge and its worker (all threads); ``only``: main/children."""
+    total = 0.0
+    pids = _tree(pid)
+    pids = pids[:1] if only == "main" else pids[1:] if only == "children" else pids
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -257,6 +283,7 @@ async def _overload(gen: Generator, rate: float, seconds: float, pid: int, mport
     return {"offered_per_s": r["sent"] / elapsed, "served_per_s": served / elapsed,
             "dropped": {k: v for k, v in dropped.items() if v},
             "rss_start_mib": rss[0], "rss_first_third_max_mib": max(rss[:third]),
+            "rss_middle_third_max_mib": max(rss[third:-third] or rss),
             "rss_last_third_max_mib": max(rss[-third:]), "rss_max_mib": max(rss),
             "rss_samples": [(round(t, 2), round(m, 1)) for t, m in samples]}
 
@@ -297,7 +324,7 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
     mport = _free_port()
     cfg = {
         "websocket": {"url": zeek.url, "use_msgspec": args.json_decoder == "msgspec"},
-        "model": {"path": model, "poll_s": 0, "threads": args.threads},
+        "model": {"path": model, "poll_s": 0, "threads": args.threads, "worker": args.worker},
         "batch": {"max_flows": args.batch, "max_wait_ms": args.max_wait_ms},
         "metrics": {"enabled": True, "port": mport},
     }
@@ -313,11 +340,14 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
         await zeek.wait_subscribed(60)
         await asyncio.sleep(0.5)
         cpu0, t0 = _cpu_s(proc.pid), time.monotonic()
+        main0, gen0 = _cpu_s(proc.pid, "main"), time.process_time()
         if "throughput" in phases:
             out["throughput"] = await _throughput(gen, args.seconds, args.window)
         if "latency" in phases:
             out["latency"] = await _open_loop(gen, args.rate, args.seconds)
         cpu1 = _cpu_s(proc.pid)
+        out["bridge_main_cpu_s"] = _cpu_s(proc.pid, "main") - main0
+        out["generator_cpu_s"] = time.process_time() - gen0
         m = await asyncio.to_thread(_scrape, mport)
         out["bridge_cpu_s"] = cpu1 - cpu0
         out["bridge_wall_s"] = time.monotonic() - t0
@@ -326,7 +356,7 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
         out["batches"] = m.get("multa_bridge_batch_size_count", 0.0)
         if "overload" in phases:
             base = out.get("throughput", {}).get("flows_per_s") or args.rate
-            out["overload"] = await _overload(gen, base * args.overload, args.seconds, proc.pid, mport)
+            out["overload"] = await _overload(gen, base * args.overload, args.overload_seconds, proc.pid, mport)
         out["rejected_by_zeek"] = len(zeek.rejected)
     finally:
         proc.send_signal(15)
@@ -353,6 +383,7 @@ def _median(runs: list[dict[str, Any]], *path: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="multa-bench-bridge-") as d:
         tmp = Path(d)
         model = args.model or _bench_model(tmp)
@@ -371,24 +402,37 @@ def run(args: argparse.Namespace) -> int:
         "overload_served_per_s": _median(runs, "overload", "served_per_s"),
         "overload_rss_start_mib": _median(runs, "overload", "rss_start_mib"),
         "overload_rss_first_third_max_mib": _median(runs, "overload", "rss_first_third_max_mib"),
+        "overload_rss_middle_third_max_mib": _median(runs, "overload", "rss_middle_third_max_mib"),
         "overload_rss_last_third_max_mib": _median(runs, "overload", "rss_last_third_max_mib"),
         "bridge_cpu_ms_per_1k_flows": statistics.median(
             [r["bridge_cpu_s"] * 1e6 / r["flows_out"] for r in runs if r.get("flows_out")] or [float("nan")]),
         "inference_share_of_bridge_cpu": statistics.median(
             [r["inference_s"] / r["bridge_cpu_s"] for r in runs if r.get("bridge_cpu_s")] or [float("nan")]),
         "mean_batch": statistics.median([r["flows_out"] / r["batches"] for r in runs if r.get("batches")] or [0]),
+        "cpu_us_per_flow_bridge_main": statistics.median(
+            [r["bridge_main_cpu_s"] * 1e6 / r["flows_out"] for r in runs if r.get("flows_out")] or [float("nan")]),
+        "cpu_us_per_flow_model_worker": statistics.median(
+            [(r["bridge_cpu_s"] - r["bridge_main_cpu_s"]) * 1e6 / r["flows_out"]
+             for r in runs if r.get("flows_out")] or [float("nan")]),
+        "cpu_us_per_flow_generator": statistics.median(
+            [r["generator_cpu_s"] * 1e6 / r["flows_out"] for r in runs if r.get("flows_out")] or [float("nan")]),
     }
     info = {"model": model if args.model else "untrained LMMoE, default size (temporary store)",
             "packets_per_flow": args.packets, "flows_per_message": args.flows_per_message,
             "batch": args.batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
             "json_decoder": args.json_decoder if wire.msgspec is not None else "json (msgspec missing)",
-            "seconds": args.seconds, "repeat": args.repeat, "cpus": os.cpu_count()}
+            "seconds": args.seconds, "repeat": args.repeat, "cpus": os.cpu_count(),
+            "worker": args.worker, "loadavg_before": load_before}
+    doc = {"config": info, "median": summary, "runs": runs}
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:
-        print(json.dumps({"config": info, "median": summary, "runs": runs}, indent=2))
+        print(json.dumps(doc, indent=2))
         return 0
     print(f"multa bench bridge: {info['model']}; {args.packets} packets/flow, {args.flows_per_message} "
           f"flows/message, batch {args.batch}/{args.max_wait_ms:g} ms, decoder {info['json_decoder']}, "
-          f"{os.cpu_count()} CPUs; median of {args.repeat} runs x {args.seconds:g} s")
+          f"model worker {args.worker}, {os.cpu_count()} CPUs, load average before "
+          f"{info['loadavg_before']}; median of {args.repeat} runs x {args.seconds:g} s")
     rows = [
         ("sustained throughput (flows/s)", summary["throughput_flows_per_s"], ">= 20,000"),
         (f"latency p50 at {summary['latency_offered_per_s']:,.0f} flows/s (ms)", summary["latency_p50_ms"], ""),
@@ -398,10 +442,17 @@ def run(args: argparse.Namespace) -> int:
         ("overload: answered (flows/s)", summary["overload_served_per_s"], ""),
         ("overload: RSS at start (MiB)", summary["overload_rss_start_mib"], ""),
         ("overload: RSS max, first third (MiB)", summary["overload_rss_first_third_max_mib"], ""),
+        ("overload: RSS max, middle third (MiB)", summary["overload_rss_middle_third_max_mib"], ""),
         ("overload: RSS max, last third (MiB)", summary["overload_rss_last_third_max_mib"], "flat"),
-        ("bridge CPU per 1k flows (ms)", summary["bridge_cpu_ms_per_1k_flows"], ""),
-        ("model wall time / bridge CPU time", summary["inference_share_of_bridge_cpu"], ""),
+        ("bridge+worker CPU per 1k flows (ms)", summary["bridge_cpu_ms_per_1k_flows"], ""),
+        ("model call time / bridge+worker CPU time", summary["inference_share_of_bridge_cpu"], ""),
         ("mean batch (flows)", summary["mean_batch"], ""),
+        ("CPU per flow: bridge event loop (us)", summary["cpu_us_per_flow_bridge_main"], ""),
+        ("CPU per flow: model worker (us)", summary["cpu_us_per_flow_model_worker"], ""),
+        ("CPU per flow: load generator / fake Zeek (us)", summary["cpu_us_per_flow_generator"], ""),
+        ("ceiling on 2 idle cores (flows/s)", 2e6 / (summary["cpu_us_per_flow_bridge_main"]
+                                                   + summary["cpu_us_per_flow_model_worker"]
+                                                   + summary["cpu_us_per_flow_generator"]), "CPU-bound"),
     ]
     for label, v, target in rows:
         text = f"{v:,.2f}" if isinstance(v, float) and v < 100 else f"{v:,.0f}"

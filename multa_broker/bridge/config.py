@@ -73,7 +73,8 @@ class ModelConfig:
 @dataclass
 class BatchConfig:
     max_flows: int = _f(256, "run the model once this many flows wait ...")
-    max_wait_ms: float = _f(5.0, "... or when the oldest waiting flow is this old")
+    max_wait_ms: float = _f(1.0, "... or when the oldest waiting flow is this old (Zeek batches already; "
+                                 "while the model is busy, flows pile up into bigger batches anyway)")
 
 
 @dataclass

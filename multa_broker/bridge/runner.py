@@ -17,6 +17,7 @@ calls are served one at a time.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import pickle
 import shutil
@@ -34,6 +35,8 @@ from multa_broker.protocol import Result
 
 log = logging.getLogger("multa.bridge.runner")
 _LEN = struct.Struct("!I")
+#: Batches the worker may hold at once (the service keeps two in flight).
+SLOTS = 2
 
 
 class WorkerDied(RuntimeError):
@@ -81,10 +84,18 @@ class ThreadRunner:
 
 
 class ProcessRunner:
+    """The model in :mod:`.worker`, with requests pipelined: the next batch is
+    written while the worker computes the current one, answers come back in order."""
+
     def __init__(self, threads: int) -> None:
         self._threads = threads
         self._proc: asyncio.subprocess.Process | None = None
-        self._lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        # A load takes every slot: it waits for batches in flight, and batches wait for it.
+        self._slots = asyncio.Semaphore(SLOTS)
+        self._waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._reader: asyncio.Task[None] | None = None
+        self._restart_lock = asyncio.Lock()
         self._source: tuple[str, Any] | None = None  # the snapshot the worker should have loaded
         self._snapshot: Path | None = None
         self.model: modelmod.ModelInfo | None = None
@@ -104,25 +115,50 @@ class ProcessRunner:
             raise MultaError(f"{path}: cannot read model files: {e}") from None
         return dst
 
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None and self._reader is not None \
+            and not self._reader.done()
+
     async def _start(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "multa_broker.bridge.worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        self._reader = asyncio.create_task(self._read_replies(self._proc))
         log.info("model worker process %d started", self._proc.pid)
 
-    async def _call(self, *req: Any) -> Any:
-        """One request/response with the worker; WorkerDied if it is gone."""
-        if self._proc is None or self._proc.returncode is not None:
-            raise WorkerDied("model worker is not running")
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
+    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
         try:
-            self._proc.stdin.write(_LEN.pack(len(data)) + data)
-            await self._proc.stdin.drain()
-            (n,) = _LEN.unpack(await self._proc.stdout.readexactly(_LEN.size))
-            status, payload = pickle.loads(await self._proc.stdout.readexactly(n))
-        except (ConnectionError, asyncio.IncompleteReadError, BrokenPipeError) as e:
-            raise WorkerDied(f"model worker died ({type(e).__name__})") from None
+            while True:
+                (n,) = _LEN.unpack(await proc.stdout.readexactly(_LEN.size))
+                reply = pickle.loads(await proc.stdout.readexactly(n))
+                fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_result(reply)
+        except (asyncio.IncompleteReadError, ConnectionError, IndexError):
+            pass
+        finally:
+            while self._waiting:
+                fut = self._waiting.popleft()
+                if not fut.done():
+                    fut.set_exception(WorkerDied("model worker died"))
+
+    async def _call(self, *req: Any) -> Any:
+        """One request; its reply (in order); WorkerDied if the worker is gone."""
+        data = pickle.dumps(req, protocol=pickle.HIGHEST_PROTOCOL)
+        fut = asyncio.get_running_loop().create_future()
+        async with self._write_lock:
+            if not self._alive():
+                raise WorkerDied("model worker is not running")
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None
+            self._waiting.append(fut)
+            try:
+                proc.stdin.write(_LEN.pack(len(data)) + data)
+                await proc.stdin.drain()
+            except (ConnectionError, BrokenPipeError):
+                pass  # the reader sees EOF and fails every waiting future
+        status, payload = await fut
         if status != "ok":
             raise MultaError(str(payload))
         return payload
@@ -130,10 +166,16 @@ class ProcessRunner:
     async def load(self, path: str, thresholds: Any) -> modelmod.ModelInfo:
         snap = await asyncio.to_thread(self._copy_model, path)
         try:
-            async with self._lock:
-                if self._proc is None or self._proc.returncode is not None:
+            for _ in range(SLOTS):
+                await self._slots.acquire()
+            try:
+                if not self._alive():
+                    await self._kill()
                     await self._start()
                 info = await self._call("load", str(snap), thresholds, self._threads)
+            finally:
+                for _ in range(SLOTS):
+                    self._slots.release()
         except MultaError as e:
             shutil.rmtree(snap, ignore_errors=True)
             # Name the user's files, not our private copy.
@@ -151,33 +193,34 @@ class ProcessRunner:
         return info
 
     async def _restart(self) -> None:
-        await self._kill()
-        await self._start()
-        if self._source is not None:
-            self.model = await self._call("load", *self._source, self._threads)
-            log.warning("model worker restarted with %s", self.model.name)
+        async with self._restart_lock:
+            if self._alive():
+                return  # another batch restarted it already
+            await self._kill()
+            await self._start()
+            if self._source is not None:
+                self.model = await self._call("load", *self._source, self._threads)
+                log.warning("model worker restarted with %s", self.model.name)
 
     async def classify(self, flows: Sequence[Flow]) -> list[Result]:
-        info = self.model
-        assert info is not None
-        b = encode(flows, info.n)
-        async with self._lock:
+        async with self._slots:
+            info = self.model  # a load holds every slot, so this is the worker's model
+            assert info is not None
+            b = encode(flows, info.n)
             try:
                 probs = await self._call("probs", b.sizes, b.dirs, b.iats, b.lengths, b.proto)
             except WorkerDied:
                 log.error("model worker died; restarting it (this batch of %d flows is lost)", len(flows))
                 try:
                     await self._restart()
-                except Exception as e:  # next batch tries again
+                except Exception as e:  # the next batch tries again
                     log.error("model worker restart failed: %s", e)
                 raise
         return modelmod.results_from_probabilities(info, flows, probs)
 
     async def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             try:
                 if proc.stdin is not None:
                     proc.stdin.close()
@@ -185,9 +228,12 @@ class ProcessRunner:
             except (asyncio.TimeoutError, ConnectionError):
                 proc.kill()
                 await proc.wait()
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
 
     async def close(self) -> None:
-        async with self._lock:
+        async with self._write_lock:
             await self._kill()
         if self._snapshot is not None:
             shutil.rmtree(self._snapshot, ignore_errors=True)

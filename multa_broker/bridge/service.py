@@ -41,6 +41,9 @@ from multa_broker.protocol import FLOWS_EVENT, NODE_RESULT_TOPIC_PREFIX, Result
 
 log = logging.getLogger("multa.bridge")
 
+#: Batches handed to the model at once (one computing, one waiting).
+INFLIGHT_BATCHES = 2
+
 
 @dataclass(slots=True)
 class _Queued:
@@ -384,27 +387,38 @@ class BridgeService:
         q = self._queue
         assert q is not None
         max_flows, max_wait = self.cfg.batch.max_flows, self.cfg.batch.max_wait_ms / 1000.0
-        while True:
-            while not len(q):
-                q.changed.clear()
-                await q.changed.wait()
-            # Wait for a full batch, but never past the oldest flow's max_wait.
-            while len(q) < max_flows and not self._stopping:
-                remaining = q.oldest() + max_wait - time.monotonic()  # type: ignore[operator]
-                if remaining <= 0:
-                    break
-                q.changed.clear()
-                try:
-                    await asyncio.wait_for(q.changed.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            items = q.take(max_flows)
-            self.metrics.queue_depth.set(len(q))
-            self._inflight = len(items)
-            try:
-                await self._process(items)
-            finally:
-                self._inflight = 0
+        # Two batches in flight: while the model works on one, the next is encoded
+        # and queued, and the previous one's results go out, so the model never
+        # waits for the event loop. Flows arriving meanwhile wait in the queue and
+        # make the next batch bigger.
+        slots = asyncio.Semaphore(INFLIGHT_BATCHES)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                while not len(q):
+                    q.changed.clear()
+                    await q.changed.wait()
+                # Wait for a full batch, but never past the oldest flow's max_wait.
+                while len(q) < max_flows and not self._stopping:
+                    remaining = q.oldest() + max_wait - time.monotonic()  # type: ignore[operator]
+                    if remaining <= 0:
+                        break
+                    q.changed.clear()
+                    try:
+                        await asyncio.wait_for(q.changed.wait(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                items = q.take(max_flows)
+                self.metrics.queue_depth.set(len(q))
+                self._inflight += len(items)
+                task = asyncio.create_task(self._process(items))
+                running.add(task)
+                task.add_done_callback(lambda t: (running.discard(t), slots.release()))
+        finally:
+            for t in running:
+                t.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _process(self, items: list[_Queued]) -> None:
         m = self.metrics
@@ -413,11 +427,12 @@ class BridgeService:
         flows = [it.flow for it in items]
         t0 = time.perf_counter()
         try:
-            # The runner serves one call at a time, so a reload lands between batches.
+            # Runners serve calls in order and load a new model only between
+            # batches, so each batch is classified by exactly one model.
             results = await self._runner.classify(flows)
         except Exception as e:  # a model failure loses this batch, never the service
             m.flows_dropped.labels("inference_error").inc(len(items))
-            self._inflight = 0
+            self._inflight -= len(items)
             self._ratelog.warning("inference", f"model {clf.name} failed on a batch of {len(items)}: {e!r}")
             return
         m.inference_seconds.observe(time.perf_counter() - t0)
