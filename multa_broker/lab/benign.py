@@ -172,6 +172,21 @@ def _aiosmtpd_missing() -> str | None:
     return None if ok else "missing python3-aiosmtpd (install with `multa lab setup`)"
 
 
+def _mail_body(ctx: Context, size: int) -> str:
+    """Text of about ``size`` bytes in lines of at most 76 characters, as mail clients write it."""
+    words = ["lab", "report", "status", "sensor", "value", "meeting", "invoice", "update", "the", "of", "and"]
+    lines, line, total = [], [], 0
+    while total < size:
+        w = ctx.choice(words)
+        if sum(len(x) + 1 for x in line) + len(w) > 76:
+            lines.append(" ".join(line))
+            line = []
+        line.append(w)
+        total += len(w) + 1
+    lines.append(" ".join(line))
+    return "\n".join(lines)
+
+
 @scenario("smtp", "benign", "aiosmtpd SMTP server + swaks messages with bodies and attachments of varied sizes",
           needs=("swaks", "/usr/bin/python3"), check=_aiosmtpd_missing)
 def smtp(ctx: Context) -> None:
@@ -182,7 +197,7 @@ def smtp(ctx: Context) -> None:
         argv = ["swaks", "--server", ctx.srv.ip, "--port", "25", "--timeout", "20",
                 "--from", f"user{ctx.rng.randrange(100)}@{LAB_DOMAIN}", "--to", f"box{ctx.rng.randrange(100)}@{LAB_DOMAIN}",
                 "--helo", f"cli.{LAB_DOMAIN}", "--h-Subject", f"report {i}", "--silent", "2",
-                "--body", "lab message " + "lorem ipsum " * ctx.size(1, 4000)]
+                "--body", _mail_body(ctx, ctx.size(20, 50_000))]
         if ctx.rng.random() < 0.4:
             att = ctx.blob(f"mail/att{i}.bin", ctx.size(1_000, 1_000_000))
             argv += ["--attach-type", "application/octet-stream", "--attach", f"@{att}"]
