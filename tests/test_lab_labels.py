@@ -172,3 +172,10 @@ def test_fixture_labels_load_in_the_corpus_builder():
         for f in read_flows(FIXTURES / capture, verify_checksums=False):
             got = label(f.key)
             assert got.get("threat") in ("benign", "scan"), (capture, f.key, got)
+
+
+def test_missing_tools_skip_a_scenario_with_the_reason():
+    from multa_broker.lab.scenario import ScenarioSpec
+    spec = ScenarioSpec("x", "benign", "", lambda ctx: None, needs=("sh", "no-such-lab-tool"))
+    assert spec.missing() == "missing no-such-lab-tool (install with `multa lab setup`)"
+    assert ScenarioSpec("y", "benign", "", lambda ctx: None, needs=("sh",)).missing() is None

@@ -25,14 +25,31 @@ def package_of(tool: str) -> tuple[str, str] | None:
             return None
         if p.returncode == 0 and ":" in p.stdout:
             pkg = p.stdout.split(":", 1)[0].split(",")[0].strip()
-            v = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True, timeout=20)
-            return pkg, v.stdout.strip()
+            return pkg, package_version(pkg) or "?"
     return None
 
 
+def package_version(pkg: str) -> str | None:
+    try:
+        p = subprocess.run(["dpkg-query", "-W", "-f", "${Status} ${Version}", pkg], capture_output=True,
+                           text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    parts = p.stdout.split()
+    return parts[-1] if p.returncode == 0 and "installed" in parts[:3] and len(parts) == 4 else None
+
+
+#: Packages the lab uses that ship no executable of their own (a Python module).
+MODULE_PACKAGES = ("python3-aiosmtpd",)
+
+
 def versions(tools: list[str]) -> dict[str, str]:
-    """tool -> "package version" (or "not from a Debian package")."""
+    """tool -> "package version" (or "not from a Debian package"), plus module-only packages."""
     out = {}
+    for pkg in MODULE_PACKAGES:
+        v = package_version(pkg)
+        if v:
+            out[pkg] = f"{pkg} {v}"
     for t in sorted(set(tools)):
         pv = package_of(t)
         if pv:
