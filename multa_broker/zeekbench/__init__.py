@@ -1,0 +1,240 @@
+"""``multa bench zeek``: what the multa package costs Zeek, side by side.
+
+On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
+
+``plain``      Zeek's default scripts only;
+``multa``      plus the multa package in offline mode with a live bridge
+               (collection, batching, publishing, results, multa.log);
+``collect``    plus the package collecting and publishing with no bridge
+               connected (``Multa::pause_without_bridge = F``);
+``new_packet`` plus a reference collector that handles ``new_packet`` for every
+               packet (the zeek-flowmeter approach), with the same output as
+               ``collect``: the same flows, batched into the same events.
+
+It reports the median wall time, CPU time and peak RSS of the Zeek process
+and their ratios to plain Zeek. ``collect`` against ``new_packet`` compares
+equal work; ``multa`` is the full product. Flow counts of ``collect`` and
+``new_packet`` are printed so that "equal output" is checked, not assumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from multa_broker.errors import MultaError
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
+REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
+SETUPS = ("plain", "multa", "collect", "new_packet")
+
+# Prints the number of flows a set-up emitted, so outputs can be compared.
+_COUNT_PACKAGE = ('global multa_bench_flows = 0; hook Multa::flow_policy(f: Multa::Flow) '
+                  '{ ++multa_bench_flows; } event zeek_done() &priority=-100 '
+                  '{ print fmt("MULTA_BENCH_FLOWS %d", multa_bench_flows); }')
+_COUNT_REFERENCE = ('event zeek_done() &priority=-100 '
+                    '{ print fmt("MULTA_BENCH_FLOWS %d", MultaBenchRef::emitted); }')
+
+
+@dataclass
+class Run:
+    wall_s: float
+    cpu_s: float
+    rss_mb: float
+    flows: int | None
+
+
+@dataclass
+class SetupResult:
+    name: str
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, attr: str) -> float:
+        return statistics.median(getattr(r, attr) for r in self.runs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("captures", nargs="*", metavar="CAPTURE",
+                        help="capture(s); several are concatenated into one trace (Ethernet only)")
+    parser.add_argument("--tiny", type=int, default=0, metavar="N",
+                        help="instead, synthesise a worst-case trace of N two-packet connections")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per set-up (default: %(default)s)")
+    parser.add_argument("--zeek", default=shutil.which("zeek") or "zeek", help="zeek binary")
+    parser.add_argument("--setups", default=",".join(SETUPS),
+                        help="comma-separated subset of: " + ", ".join(SETUPS))
+    parser.add_argument("--model", default="default", help="model for the bridge (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+MAX_GAP_S = 10.0
+
+
+def concatenate(captures: list[Path], out: Path) -> tuple[int, int]:
+    """Write one Ethernet pcap holding every capture back to back.
+
+    Time only moves forward, and gaps over MAX_GAP_S are shortened to it:
+    public captures are often spliced from sessions years apart, and such
+    jumps would only measure Zeek's timer expiry.
+    """
+    from multa_broker.capture.reader import open_capture
+    from multa_broker.capture.pcapwriter import pcap
+
+    frames: list[tuple[float, bytes]] = []
+    now = 1_000_000_000.0
+    for path in captures:
+        prev = None
+        for ts, data, _wirelen, linktype in open_capture(path):
+            if linktype != 1:
+                raise MultaError(f"{path}: link type {linktype}; only Ethernet captures can be concatenated")
+            gap = 1.0 if prev is None else min(max(ts - prev, 0.0), MAX_GAP_S)
+            prev = ts
+            now += gap
+            frames.append((now, data))
+    out.write_bytes(pcap(frames))
+    return len(captures), len(frames)
+
+
+def tiny_trace(n: int, out: Path) -> int:
+    """N connections of a SYN and a RST each: the most connections per packet Zeek can see."""
+    from multa_broker.capture import pcapwriter as w
+
+    frames = []
+    t = 1_700_000_000.0
+    for i in range(n):
+        src = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
+        sport = 1024 + i % 60000
+        frames.append((t, w.ether(w.ip(w.tcp(src, sport, "192.0.2.1", 80, w.SYN)))))
+        frames.append((t + 0.0001, w.ether(w.ip(w.tcp("192.0.2.1", 80, src, sport, w.RST | w.ACK, ack=1001)))))
+        t += 0.0005
+    out.write_bytes(w.pcap(frames))
+    return 2 * n
+
+
+def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int) -> list[str]:
+    base = [zeek, "-C", "-r", str(trace)]
+    if setup == "plain":
+        return base
+    if setup == "new_packet":
+        return base + [str(REFERENCE), "-e", _COUNT_REFERENCE]
+    if setup == "collect":
+        return base + [str(PACKAGE_DIR), "-e", "redef Multa::pause_without_bridge = F; " + _COUNT_PACKAGE]
+    return base + [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek"), "-e",
+                   f"redef Multa::websocket_port = {port}/tcp; " + _COUNT_PACKAGE]
+
+
+def _run_zeek(cmd: list[str], workdir: Path) -> Run:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out = proc.stdout.read().decode(errors="replace")
+    err = proc.stderr.read().decode(errors="replace")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = (err.strip().splitlines() or ["(no output)"])[-1]
+        raise MultaError(f"zeek exited {proc.returncode} ({' '.join(cmd[4:]) or 'plain'}): {tail}")
+    flows = None
+    for line in out.splitlines():
+        if line.startswith("MULTA_BENCH_FLOWS "):
+            flows = int(line.split()[1])
+    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, flows)
+
+
+def _start_bridge(port: int, model: str, workdir: Path) -> subprocess.Popen:
+    cfg = workdir / "bridge.yaml"
+    cfg.write_text(
+        f"websocket:\n  url: ws://127.0.0.1:{port}/v1/messages/json\n"
+        f"model:\n  path: {model}\n  poll_s: 0\n"
+        "reconnect:\n  initial_s: 0.02\n  max_s: 0.05\n  jitter: 0.0\n"
+        "metrics:\n  enabled: false\n"
+    )
+    log = open(workdir / "bridge.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "multa_broker", "-q", "bridge", "--config", str(cfg)],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(args: argparse.Namespace) -> int:
+    if shutil.which(args.zeek) is None and not Path(args.zeek).is_file():
+        raise MultaError(f"zeek binary {args.zeek!r} not found (put Zeek 8 on PATH or pass --zeek)")
+    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
+    bad = set(setups) - set(SETUPS)
+    if bad:
+        raise MultaError(f"--setups: unknown set-up(s) {sorted(bad)}; known: {', '.join(SETUPS)}")
+    if "plain" not in setups:
+        setups.insert(0, "plain")
+    with tempfile.TemporaryDirectory(prefix="multa-bench-zeek-") as tmp:
+        work = Path(tmp)
+        trace = work / "trace.pcap"
+        if args.tiny:
+            packets = tiny_trace(args.tiny, trace)
+            what = f"synthetic worst case: {args.tiny} two-packet connections"
+        elif args.captures:
+            files, packets = concatenate([Path(c) for c in args.captures], trace)
+            what = f"{files} capture(s) concatenated"
+        else:
+            raise MultaError("give one or more captures, or --tiny N")
+        port = _free_port()
+        bridge = _start_bridge(port, args.model, work) if "multa" in setups else None
+        results = {s: SetupResult(s) for s in setups}
+        try:
+            for _ in range(args.repeat):
+                for setup in setups:  # alternate, so drift hits every set-up alike
+                    rundir = work / setup
+                    rundir.mkdir(exist_ok=True)
+                    if bridge is not None and bridge.poll() is not None:
+                        raise MultaError(f"the bridge exited early; see {work / 'bridge.log'}")
+                    results[setup].runs.append(_run_zeek(_zeek_cmd(args.zeek, trace, setup, port), rundir))
+        finally:
+            if bridge is not None:
+                bridge.terminate()
+                bridge.wait(timeout=30)
+    report = _report(results, what, packets, args.repeat)
+    print(json.dumps(report, indent=1) if args.json else _table(report))
+    return 0
+
+
+def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: int) -> dict:
+    plain = results["plain"]
+    rows = {}
+    for name, res in results.items():
+        rows[name] = {
+            "wall_s": round(res.median("wall_s"), 4),
+            "cpu_s": round(res.median("cpu_s"), 4),
+            "rss_mb": round(res.median("rss_mb"), 1),
+            "wall_ratio": round(res.median("wall_s") / plain.median("wall_s"), 3),
+            "cpu_ratio": round(res.median("cpu_s") / plain.median("cpu_s"), 3),
+            "rss_ratio": round(res.median("rss_mb") / plain.median("rss_mb"), 3),
+            "flows": res.runs[-1].flows,
+        }
+    return {"trace": what, "packets": packets, "repeat": repeat, "setups": rows}
+
+
+def _table(report: dict) -> str:
+    lines = [f"multa bench zeek: {report['trace']}, {report['packets']:,} packets, "
+             f"median of {report['repeat']} alternating runs",
+             f"{'set-up':<12}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
+             f"{'RSS MB':>9}{'x plain':>9}{'flows':>9}"]
+    for name, r in report["setups"].items():
+        flows = "-" if r["flows"] is None else f"{r['flows']:,}"
+        lines.append(f"{name:<12}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
+                     f"{r['cpu_ratio']:>9.3f}{r['rss_mb']:>9.1f}{r['rss_ratio']:>9.3f}{flows:>9}")
+    s = report["setups"]
+    if "collect" in s and "new_packet" in s and s["collect"]["flows"] != s["new_packet"]["flows"]:
+        lines.append("note: collect and new_packet emitted different flow counts; see docs/zeek.md")
+    return "\n".join(lines)
