@@ -300,3 +300,18 @@ def test_teredo_detection_needs_teredo_shape(tmp_path):
     plain = pw.ip(pw.udp("2001:db8::9", 1, s6, 2, b"t" * 8))
     recs = run([(1.0, eth(pw.udp(C, 40000, S, 50000, plain)))], tmp_path)
     assert [r.flow.key.orig_h for r in recs] == [C]
+
+
+def test_dns_and_ntp_analyzers_flip_on_first_message(tmp_path):
+    dns_response = b"\x12\x34\x81\x80" + b"\x00\x01\x00\x01\x00\x00\x00\x00" + b"a" * 20
+    ntp_server = bytes([0x24]) + b"\x00" * 47  # version 4, mode 4 (server)
+    frames = [
+        (1.0, eth(pw.udp(S, 53, C, 53, dns_response))),       # both ports likely: no port flip
+        (1.1, eth(pw.udp(C, 53, S, 53, dns_response[:2] + b"\x01\x00" + dns_response[4:]))),
+        (2.0, eth(pw.udp(S, 123, C, 123, ntp_server))),
+    ]
+    dns, ntp = run(frames, tmp_path)
+    # The response's sender becomes the responder; the flipping packet itself is
+    # still counted for the side that was originator when it arrived.
+    assert (dns.flow.key.orig_h, dns.flow.dirs, dns.orig_pkts, dns.resp_pkts) == (C, [True, True], 2, 0)
+    assert (ntp.flow.key.orig_h, ntp.flow.dirs) == (C, [True])

@@ -58,11 +58,17 @@ def test_http_get_default_n_is_first_20():
     assert f.sizes == GET_SIZES[:5] and f.iats == GET_IATS[:5]
 
 
-def test_dns53_udp_both_ports_likely_keeps_first_sender():
+def test_dns53_response_first_flips_like_zeeks_dns_analyzer():
+    # One DNS *response* from 207.158.192.40:53 to 10.20.1.31:53. Both ports are
+    # likely server ports, so the sender starts as originator; then Zeek's DNS
+    # analyzer sees a response coming from the originator and flips the roles.
+    # ConnSize counts the packet after the flip with the old direction, so
+    # conn.log (checked with Zeek 8.0.10) has orig 10.20.1.31, orig_pkts 1.
     r = one("dns53.pcap")
     k = r.flow.key
-    assert (k.proto, k.orig_h, k.orig_p, k.resp_h, k.resp_p) == ("udp", "207.158.192.40", 53, "10.20.1.31", 53)
+    assert (k.proto, k.orig_h, k.orig_p, k.resp_h, k.resp_p) == ("udp", "10.20.1.31", 53, "207.158.192.40", 53)
     assert (r.flow.sizes, r.flow.dirs) == ([461], [True])
+    assert (r.orig_pkts, r.resp_pkts, r.orig_ip_bytes) == (1, 0, 461)
 
 
 def test_icmp_ping():

@@ -81,6 +81,9 @@ _BCAST4 = b"\xff\xff\xff\xff"
 
 # UDP ports whose connections Zeek hands to a tunnel decapsulator.
 _VXLAN, _GENEVE, _TEREDO, _AYIYA, _GRE_UDP = 4789, 6081, 3544, 5072, 4754
+# Application analyzers that flip roles (attached to UDP by responder port).
+_DNS_UDP_PORTS = frozenset({53, 137, 5353, 5355})
+_APP_DNS, _APP_NTP, _APP_NTP_ORIG_DONE, _APP_NTP_RESP_DONE = 1, 2, 4, 8
 # Per-connection "analyzer violated" bits of those decapsulators.
 _V_VXLAN, _V_GENEVE, _V_TEREDO, _V_AYIYA, _V_GTP = 1, 2, 4, 8, 16
 
@@ -101,7 +104,7 @@ class _Conn:
 
     __slots__ = ("proto", "ipproto", "oa", "op", "ra", "rp", "keys", "ts", "seq", "last_time",
                  "sizes", "dirs", "iats", "last_nt", "opk", "rpk", "ob", "rb", "alive",
-                 "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established", "viol")
+                 "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established", "viol", "app")
 
     def __init__(self, proto: str, ipproto: int, oa: bytes, op: int, ra: bytes, rp: int,
                  keys: tuple, ts: float, seq: int) -> None:
@@ -127,6 +130,7 @@ class _Conn:
         self.hstate = 0  # history: 0 empty, 1 exactly "H", 2 anything else
         self.established = False
         self.viol = 0
+        self.app = 0
 
 
 def _teredo_inner(data: bytes, p: int, end: int) -> int:
@@ -185,6 +189,10 @@ def _teredo_detect(data: bytes, p: int, end: int) -> bool:
         n -= 8
         return n >= 40 and data[p] >> 4 == 6
     return False
+
+
+def _multicast(a: bytes) -> bool:
+    return a[0] & 0xF0 == 0xE0 if len(a) == 4 else a[0] == 0xFF
 
 
 def _addr_str(a: bytes) -> str:
@@ -965,6 +973,11 @@ class FlowExtractor:
             if sport in LIKELY_SERVER_PORTS_UDP and dport not in LIKELY_SERVER_PORTS_UDP and dst != _BCAST4:
                 self._flip(c)
             self._set_inactivity(c, UDP_INACTIVITY_TIMEOUT)
+            # Application analyzers that may flip roles are attached by responder port.
+            if c.rp in _DNS_UDP_PORTS:
+                c.app = _APP_DNS
+            elif c.rp == 123:
+                c.app = _APP_NTP
         is_orig = src == c.oa and sport == c.op
         ulen = plen or caprem
         if self.verify and caprem >= ulen and not self._truncated:
@@ -975,6 +988,10 @@ class FlowExtractor:
                     src, dst, 17, data[poff:poff + ulen]):
                 return
         c.last_time = ts
+        if c.app:
+            self._udp_app_flip(c, is_orig, data, poff + 8, poff + min(ulen, caprem))
+        # A flip by the DNS or NTP analyzer happens before ConnSize counts the packet,
+        # which still counts it for the side that was the originator (stale is_orig).
         self._count(c, is_orig, size)
         # Tunnels are chosen by the connection's responder port (or detected by content).
         rp = c.rp
@@ -999,6 +1016,31 @@ class FlowExtractor:
                     self._ayiya(c, data, pay, end, wirelen, ts, depth)
                 elif end - pay >= 40 and _teredo_detect(data, pay, end):
                     self._teredo(c, data, pay, end, wirelen, ts, depth)
+
+    def _udp_app_flip(self, c: _Conn, is_orig: bool, data: bytes, p: int, end: int) -> None:
+        if c.app == _APP_DNS:
+            # DNS_Interpreter::ParseMessage: the first message that is a QUERY-opcode
+            # message (or NetBIOS) decides; a response sent by the originator flips.
+            if end - p < 12:
+                return
+            flags = data[p + 2] << 8 | data[p + 3]
+            if (flags >> 11) & 0xF != 0 and not (c.op == 137 or c.rp == 137):
+                return
+            c.app = 0
+            if flags & 0x8000 and is_orig and not _multicast(c.ra):
+                self._flip(c)
+        else:
+            # NTP (ntp-analyzer.pac): a server-mode message from the originator or a
+            # client-mode message from the responder flips, once per direction.
+            if end - p < 48:
+                return
+            mode = data[p] & 7
+            bit = _APP_NTP_ORIG_DONE if is_orig else _APP_NTP_RESP_DONE
+            if c.app & bit:
+                return
+            if (mode == 4 and is_orig) or (mode == 3 and not is_orig):
+                c.app |= bit
+                self._flip(c)
 
     # ---------------------------------------------------------------- ICMP
 
