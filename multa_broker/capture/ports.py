@@ -5,8 +5,11 @@ Zeek builds the set at script load time: every analyzer script in
 ``redef likely_server_ports += { ports };``. This static copy was derived from
 Zeek v8.0.10's ``scripts/base/{protocols,packet-protocols}/*/main.zeek`` (all
 loaded by the default ``base/init-default.zeek``) by collecting the port sets
-each of those redefs adds, and checked against
-``zeek -e 'print likely_server_ports'`` (see docs/features.md). A Zeek
+each of those redefs adds. ``zeek -e 'print likely_server_ports'`` on a Zeek
+8.0.10 built *without* Spicy printed the same set minus the ports of the
+Spicy-based analyzers, whose scripts load only ``@if ( have_spicy_analyzers() )``:
+LDAP (389/tcp, 3268/tcp, 389/udp), PostgreSQL (5432/tcp) and Redis
+(6379/tcp). Standard Zeek builds include Spicy, so they are kept here. A Zeek
 deployment that redefines the set, or loads scripts that add to it, must be
 mirrored here, or originators will differ for those ports.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 #: script -> ports it adds (tcp, udp); kept per script so a diff against a new
 #: Zeek release is easy to review.
+SPICY_ONLY = ("protocols/ldap", "protocols/postgresql", "protocols/redis")
 _BY_SCRIPT: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "packet-protocols/ayiya": ((), (5072,)),
     "packet-protocols/geneve": ((), (6081,)),
