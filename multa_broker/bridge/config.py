@@ -36,8 +36,11 @@ class WebSocketConfig:
     verify: bool = _f(True, "wss: check Zeek's certificate and host name (false only for testing)")
     open_timeout_s: float = _f(10.0, "give up a connection attempt (TCP, TLS, WebSocket, Broker ack) after this")
     ping_interval_s: Union[float, None] = _f(20.0, "WebSocket keepalive ping period (null: no pings)")
-    max_message_bytes: int = _f(64 * 1024 * 1024,
-                                "largest message accepted from Zeek; a bigger one closes the connection")
+    max_message_bytes: int = _f(16 * 1024 * 1024,
+                                "largest message accepted from Zeek; a bigger one closes the connection "
+                                "(100 flows of 64 packets are about 1 MB)")
+    max_queue: int = _f(16, "messages read ahead of the bridge; beyond this TCP pushes back on Zeek "
+                            "(memory bound: max_queue x max_message_bytes)")
     use_msgspec: bool = _f(True, "parse JSON with msgspec when installed (about 5x faster than json)")
 
 
@@ -53,7 +56,7 @@ class NativeConfig:
 @dataclass
 class TopicsConfig:
     flows: list[str] = _f([DEFAULT_FLOW_TOPIC],
-                          "topic prefixes to subscribe to (one shard: [multa/flows/3])")
+                          "topic prefixes to subscribe to (one shard of Multa::shards=4: [multa/flows/0-of-4])")
     results: str = _f(DEFAULT_RESULT_TOPIC, "where results go unless per_node is set")
     per_node: bool = _f(False, "answer each node on multa/results/<node> instead of results")
 
@@ -122,6 +125,7 @@ class BridgeConfig:
             "batch.max_flows": self.batch.max_flows, "queue.max_flows": self.queue.max_flows,
             "queue.max_pending_results": self.queue.max_pending_results,
             "model.threads": self.model.threads, "websocket.max_message_bytes": self.websocket.max_message_bytes,
+            "websocket.max_queue": self.websocket.max_queue,
             "reconnect.initial_s": self.reconnect.initial_s, "reconnect.max_s": self.reconnect.max_s,
             "websocket.open_timeout_s": self.websocket.open_timeout_s,
         }

@@ -61,7 +61,7 @@ class WebSocketTransport(Transport):
                 proxy=None,
                 # Messages read off the socket but not yet taken by the bridge; beyond it
                 # TCP pushes back on Zeek. Bounded so memory stays bounded.
-                max_queue=64,
+                max_queue=self.cfg.max_queue,
                 # Zeek 8 names WebSocket clients by this header in its logs.
                 additional_headers={"X-Application-Name": "multa-bridge"},
             )
@@ -89,7 +89,9 @@ class WebSocketTransport(Transport):
         if self._ws is None:
             raise TransportClosed("not connected")
         try:
-            text = await self._ws.recv()
+            # Raw bytes: msgspec checks UTF-8 while parsing, so decoding to str first
+            # would only add a pass over ~300 KB per message.
+            text = await self._ws.recv(decode=False)
         except ConnectionClosed as e:
             raise TransportClosed(f"connection closed: {e}") from None
         return self.parse(text)
