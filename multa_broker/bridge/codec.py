@@ -27,14 +27,15 @@ table          ``dict``                                    array of ``{"key":..,
 Vectors decode as tuples (as Broker's own Python bindings return them) so they
 can be set members and table keys.
 
-Why our own codec rather than ``zeekclient.brokertypes`` (PyPI zeek-client 1.5.0),
-the maintained one: measured on this machine (see docs/bridge.md) it is several
-times slower because every value becomes an object, and it is wrong for two
-things we receive: it cannot parse the ``us`` timespan suffix that Broker itself
-emits, and it turns Broker's zone-less UTC timestamps into naive datetimes
-that Python then reads as local time. The hot path (``Multa::flows`` in,
-``Multa::results`` out) does not use this generic codec at all; see
-:mod:`multa_broker.bridge.events`.
+Why our own codec rather than ``zeekclient.brokertypes`` (PyPI zeek-client 1.5.0,
+the maintained one): measured on this machine on one ``Multa::flows`` event of
+200 flows x 20 packets, it took 95 us per flow to turn parsed JSON into values
+(every value becomes an object), against 41 us for :func:`decode` here and
+13 us for the bridge's hot path (msgspec parse + :mod:`.events`, which do
+not use this module). And it is wrong for two things Broker writes: it cannot
+parse the ``us`` timespan suffix Broker itself writes (``"1500us"`` raises),
+and it returns Broker's zone-less UTC timestamps as naive datetimes, which
+Python then reads as local time.
 """
 
 from __future__ import annotations
