@@ -492,3 +492,42 @@ def test_worker_process_serves_reloads_and_survives_its_death(model):
             balanced(svc)
         await zeek.stop()
     run(main())
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed: cannot make a test certificate")
+    cert, key = tmp_path / "zeek.pem", tmp_path / "zeek.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
+
+
+def test_wss_with_ca_file_and_verification(model, tmp_path):
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+    async def main():
+        zeek = await FakeZeek(ssl=ctx).start()
+        assert zeek.url.startswith("wss://")
+        # Unknown CA with verification on: refused, retried, never connected.
+        cfg = bridge_config(zeek.url, model)
+        async with running(cfg) as svc:
+            await wait_until(lambda: svc.metrics.value("multa_bridge_connect_failures_total") >= 2)
+            assert zeek.clients == 0
+        # Zeek's certificate given as the CA: connects and works.
+        cfg = bridge_config(zeek.url, model, websocket={"url": zeek.url, "ca_file": str(cert),
+                                                        "open_timeout_s": 2.0})
+        async with running(cfg):
+            await zeek.wait_subscribed()
+            await zeek.send_flows([make_flow(1)])
+            await wait_until(lambda: len(zeek.results()) == 1)
+        await zeek.stop()
+    run(main())

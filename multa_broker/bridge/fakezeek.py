@@ -112,8 +112,10 @@ class FakeZeek:
     """An in-process Broker WebSocket server (JSON v1) playing Zeek's side."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
-                 on_results: Callable[[Received], None] | None = None, keep: bool = True) -> None:
+                 on_results: Callable[[Received], None] | None = None, keep: bool = True,
+                 ssl: Any = None) -> None:
         self.host, self.port = host, port
+        self.ssl = ssl  # an ssl.SSLContext: serve wss://
         self.endpoint = f"{uuid.uuid4()}-websocket-0"
         self.received: list[Received] = []
         self.rejected: list[str] = []
@@ -127,13 +129,13 @@ class FakeZeek:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}{WS_PATH}"
+        return f"{'wss' if self.ssl else 'ws'}://{self.host}:{self.port}{WS_PATH}"
 
     async def start(self) -> "FakeZeek":
         from websockets.asyncio.server import serve
 
         self._server = await serve(self._serve, self.host, self.port, compression=None,
-                                   max_size=None, max_queue=64)
+                                   max_size=None, max_queue=64, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
