@@ -51,6 +51,7 @@ TCP_CONNECTION_LINGER = 5.0
 TCP_ATTEMPT_DELAY = 5.0
 TCP_CLOSE_DELAY = 5.0
 TUNNEL_MAX_DEPTH = 4
+DNS_SESSION_TIMEOUT = 10.0
 
 #: Link types we decode (DLT numbers); anything else is a CaptureError.
 LINK_TYPES: dict[int, str] = {
@@ -64,7 +65,7 @@ INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
 _HANDSHAKE = (INACTIVE, SYN_SENT, SYN_ACK_SENT)
 
 # Timer kinds.
-_T_INACT, _T_ATTEMPT, _T_EXPIRE, _T_DELETE, _T_FRAG = range(5)
+_T_INACT, _T_ATTEMPT, _T_EXPIRE, _T_DELETE, _T_FRAG, _T_DNS = range(6)
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 
@@ -976,6 +977,8 @@ class FlowExtractor:
             # Application analyzers that may flip roles are attached by responder port.
             if c.rp in _DNS_UDP_PORTS:
                 c.app = _APP_DNS
+                # The DNS analyzer ends UDP "sessions" idle for dns_session_timeout.
+                self._push_timer(self._nt + DNS_SESSION_TIMEOUT, _T_DNS, c, 0)
             elif c.rp == 123:
                 c.app = _APP_NTP
         is_orig = src == c.oa and sport == c.op
@@ -1274,6 +1277,13 @@ class FlowExtractor:
                     self._remove(c)
                 else:
                     self._push_timer(c.last_time + c.inact, _T_INACT, c, gen)
+                continue
+            if kind == _T_DNS:
+                # DNS_Analyzer::ExpireTimer (the 1 s slack is Zeek's).
+                if now - c.last_time >= DNS_SESSION_TIMEOUT - 1.0:
+                    self._remove(c)
+                else:
+                    self._push_timer(now + DNS_SESSION_TIMEOUT, _T_DNS, c, 0)
                 continue
             if gen != c.an_gen:
                 continue
