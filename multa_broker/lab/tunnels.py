@@ -261,6 +261,10 @@ def ipsec(ctx: Context) -> None:
         if r.returncode != 0:
             raise ScenarioError("IKE negotiation failed: " + " | ".join(r.output.strip().splitlines()[-3:]))
         _browse(ctx, site, IPSEC_NET[0], (1, 3))
+        # Close the SA the way a client disconnects: otherwise the server's next message
+        # hits the stopped client's closed port and draws an ICMP error no rule can label.
+        ctx.client("cli", ["swanctl", "--terminate", "--ike", "lab", "--timeout", "10",
+                           "--uri", f"unix://{cdir}/charon.vici"], timeout=20)
         ctx.procs.stop(cli_d)
         ctx.procs.stop(srv_d)
         ctx.pause(0.5, 2.0)
