@@ -321,3 +321,48 @@ def test_fake_zeek_refuses_results_zeek_would_refuse(field, value):
     msg = wire.decode_message(json.dumps(obj))
     with pytest.raises(codec.CodecError):
         _check_results(msg.t, msg.data)
+
+
+# ------------------------------------------------------------ the typed fast path
+
+
+def _both_paths(text: str, max_n: int = MAX_N):
+    fast = wire.decode_flows(text)
+    msg = wire.decode_message(text)
+    _, args = wire.split_event(msg.t, msg.data)
+    return fast, events.flows_from_json(args, max_n)
+
+
+def _key(m):
+    return [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in m.flows]
+
+
+@pytest.mark.skipif(wire.msgspec is None, reason="msgspec not installed")
+def test_typed_fast_path_equals_generic_path():
+    flows = [make_flow(i, n=1 + i % 20, proto=("tcp", "udp", "icmp")[i % 3]) for i in range(60)]
+    fast, generic = _both_paths(flows_message("multa/flows", "w-1", flows))
+    assert fast is not None and fast.topic == "multa/flows"
+    got = events.flows_from_wire(fast)
+    assert got.node == generic.node == "w-1" and _key(got) == _key(generic) and not got.rejected
+    # Right types, wrong values: the fast path still takes the message and rejects the same flows.
+    bad = [make_flow(1), make_flow(2, first=10), make_flow(3), make_flow(4, n=30)]
+    bad[2].iats[0] = 7
+    text = flows_message("multa/flows", "w", bad)
+    fast, generic = _both_paths(text, max_n=20)
+    got = events.flows_from_wire(fast, 20)
+    assert _key(got) == _key(generic) == _key(events.FlowsMessage("w", [bad[0]]))
+    assert got.rejected == generic.rejected and len(got.rejected) == 3
+
+
+@pytest.mark.skipif(wire.msgspec is None, reason="msgspec not installed")
+@pytest.mark.parametrize("field,value", [
+    (6, _counts([60.0] * 20, "real")),
+    (7, _counts([1] * 20, "count")),
+    (1, {"@data-type": "string", "data": "10.0.0.1"}),
+    (0, {"@data-type": "count", "data": 5}),
+])
+def test_wrong_types_leave_the_fast_path(field, value):
+    """A type error fails the typed schema, so the generic path names the bad flow."""
+    assert wire.decode_flows(_with_field(field, value)) is None
+    other = json.dumps({"type": "data-message", "topic": "t", **codec.event_data("Other::event", [])})
+    assert wire.decode_flows(other) is None

@@ -17,7 +17,7 @@ from multa_broker.bridge import events, wire
 from multa_broker.bridge.codec import CodecError
 from multa_broker.bridge.config import WebSocketConfig
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
-from multa_broker.protocol import Result
+from multa_broker.protocol import FLOWS_EVENT, Result
 
 
 def ssl_context(cfg: WebSocketConfig) -> ssl.SSLContext | None:
@@ -98,6 +98,12 @@ class WebSocketTransport(Transport):
 
     def parse(self, text: str | bytes) -> Inbound:
         """Classify one received message (public so tests and the benchmark can time it)."""
+        if self._use_msgspec:
+            # The common case, a well-formed Multa::flows, in one typed pass.
+            fast = wire.decode_flows(text)
+            if fast is not None:
+                return Inbound("event", topic=fast.topic, name=FLOWS_EVENT, args=fast,
+                               parse_flows=events.flows_from_wire)
         try:
             msg = wire.decode_message(text, use_msgspec=self._use_msgspec)
         except wire.MessageError as e:

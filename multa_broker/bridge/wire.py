@@ -58,6 +58,56 @@ if msgspec is not None:
 
     _decoder = msgspec.json.Decoder(Message)
 
+    # --- The exact shape of a well-formed ``Multa::flows`` message -----------------
+    # msgspec checks every "@data-type" tag and every value's JSON type in C while
+    # parsing, so the Python walk over a flow shrinks to building lists. Anything
+    # else (a bad flow, another event, Zeek adding metadata) fails this schema and
+    # goes through the generic path above, which names what is wrong per flow.
+    from typing import Annotated
+
+    _U = Annotated[int, msgspec.Meta(ge=0)]
+
+    def _tagged(tag: str, data_type: Any) -> Any:
+        return msgspec.defstruct(f"_{tag.title().replace('-', '')}", [("data", data_type)],
+                                 tag_field="@data-type", tag=tag, gc=False)
+
+    _S = _tagged("string", str)
+    _A = _tagged("address", str)
+    _P = _tagged("port", str)
+    _T = _tagged("timestamp", str)
+    _C = _tagged("count", _U)
+    _B = _tagged("boolean", bool)
+    _VC = msgspec.defstruct("_VC", [("data", list[_C])], tag_field="@data-type", tag="vector", gc=False)
+    _VB = msgspec.defstruct("_VB", [("data", list[_B])], tag_field="@data-type", tag="vector", gc=False)
+    _Rec = msgspec.defstruct("_Rec", [("data", tuple[_S, _A, _P, _A, _P, _T, _VC, _VB, _VC])],
+                             tag_field="@data-type", tag="vector", gc=False)
+    _Flows = msgspec.defstruct("_Flows", [("data", list[_Rec])], tag_field="@data-type", tag="vector", gc=False)
+    _Args = msgspec.defstruct("_Args", [("data", tuple[_S, _Flows])], tag_field="@data-type", tag="vector",
+                              gc=False)
+    _Body = msgspec.defstruct("_Body", [("data", tuple[_S, _Args])], tag_field="@data-type", tag="vector",
+                              gc=False)
+
+    class FlowsWire(msgspec.Struct, gc=False):
+        """A data-message carrying one well-formed ``Multa::flows`` event."""
+
+        type: str
+        topic: str
+        t: str = msgspec.field(name="@data-type")
+        data: tuple[_C, _C, _Body]
+
+    _flows_decoder = msgspec.json.Decoder(FlowsWire)
+
+    def decode_flows(text: str | bytes) -> "FlowsWire | None":
+        """The message as :class:`FlowsWire` if it has exactly that shape, else None."""
+        try:
+            m = _flows_decoder.decode(text)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        if (m.type != "data-message" or m.t != "vector" or m.data[0].data != 1 or m.data[1].data != 1
+                or m.data[2].data[0].data != "Multa::flows"):
+            return None
+        return m
+
     def _decode_fast(text: str | bytes) -> "Message":
         try:
             return _decoder.decode(text)
@@ -82,6 +132,9 @@ else:
                 setattr(self, k, kw.get(k, None if k == "data" else ""))
 
     DECODER = "json"
+
+    def decode_flows(text: str | bytes) -> None:  # type: ignore[misc]
+        return None
 
 
 def _hook(d: dict[str, Any]) -> Any:
