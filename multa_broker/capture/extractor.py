@@ -39,6 +39,8 @@ from multa_broker.capture.fragments import FRAG_TIMEOUT, Reassembler
 from multa_broker.capture.ports import (LIKELY_SERVER_PORTS_TCP, LIKELY_SERVER_PORTS_UDP,
                                         LONG_INACTIVITY_TCP_PORTS, LONG_INACTIVITY_TIMEOUT)
 from multa_broker.capture.records import ConnectionRecord
+from multa_broker.capture.tcpstate import (CLOSED, ESTABLISHED, INACTIVE, PARTIAL, RESET, SYN_ACK_SENT, SYN_SENT,
+                                           Endpoint, seq_delta)
 
 
 # Zeek 8.0 defaults (scripts/base/init-bare.zeek).
@@ -60,8 +62,6 @@ LINK_TYPES: dict[int, str] = {
     239: "NFLOG", 276: "LINUX_SLL2",
 }
 
-# TCP endpoint states, in Zeek's order (analyzer/protocol/tcp/TCP_Endpoint.h).
-INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
 _HANDSHAKE = (INACTIVE, SYN_SENT, SYN_ACK_SENT)
 
 # Timer kinds.
@@ -89,23 +89,13 @@ _APP_DNS, _APP_NTP, _APP_NTP_ORIG_DONE, _APP_NTP_RESP_DONE = 1, 2, 4, 8
 _V_VXLAN, _V_GENEVE, _V_TEREDO, _V_AYIYA, _V_GTP = 1, 2, 4, 8, 16
 
 
-class _Endpoint:
-    __slots__ = ("state", "prev_state", "did_close", "start_seq", "last_syn")
-
-    def __init__(self) -> None:
-        self.state = INACTIVE
-        self.prev_state = INACTIVE
-        self.did_close = False
-        self.start_seq = 0
-        self.last_syn = -1
-
-
 class _Conn:
     """A connection in the session table (only what the counts depend on)."""
 
     __slots__ = ("proto", "ipproto", "oa", "op", "ra", "rp", "keys", "ts", "seq", "last_time",
                  "sizes", "dirs", "iats", "last_nt", "opk", "rpk", "ob", "rb", "alive",
-                 "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established", "viol", "app")
+                 "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established", "viol", "app",
+                 "is_partial", "fps", "close_deferred", "deferred_gen")
 
     def __init__(self, proto: str, ipproto: int, oa: bytes, op: int, ra: bytes, rp: int,
                  keys: tuple, ts: float, seq: int) -> None:
@@ -126,12 +116,17 @@ class _Conn:
         self.inact_gen = 0
         self.an_gen = 0
         self.active = True
-        self.eo: _Endpoint | None = None
-        self.er: _Endpoint | None = None
+        self.eo: Endpoint | None = None
+        self.er: Endpoint | None = None
         self.hstate = 0  # history: 0 empty, 1 exactly "H", 2 anything else
         self.established = False
         self.viol = 0
         self.app = 0
+        # TCP session adapter flags.
+        self.is_partial = False
+        self.fps = 0  # first_packet_seen: 1 originator, 2 responder
+        self.close_deferred = False
+        self.deferred_gen = False
 
 
 def _teredo_inner(data: bytes, p: int, end: int) -> int:
@@ -728,6 +723,8 @@ class FlowExtractor:
         c.opk, c.rpk = c.rpk, c.opk
         c.ob, c.rb = c.rb, c.ob
         c.eo, c.er = c.er, c.eo
+        c.fps = ((c.fps & 1) << 1) | ((c.fps & 2) >> 1)
+        c.is_partial = False
         c.dirs = [not d for d in c.dirs]
         c.hstate = 2  # history gains '^'
 
@@ -763,13 +760,8 @@ class FlowExtractor:
             if c.hstate != 2:
                 c.hstate = 2  # 'C' enters the history
             return
-        if not flags & 0x07 and c.hstate == 2 and c.eo.state == ESTABLISHED and c.er.state == ESTABLISHED:
-            # Mid-connection segment: nothing below would change roles or state.
-            c.last_time = ts
-            self._count(c, is_orig, size)
-            return
         orig_before = c.eo
-        self._tcp_process(c, is_orig, flags, seq, ack, dlen, win, ts)
+        self._tcp_process(c, is_orig, flags, seq, ack, dlen, caprem - hl, win, ts)
         if c.eo is not orig_before:
             is_orig = not is_orig
         self._count(c, is_orig, size)
@@ -779,7 +771,7 @@ class FlowExtractor:
 
     def _new_tcp(self, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float) -> _Conn:
         c = self._new_conn("tcp", 6, src, sport, dst, dport, ts)
-        c.eo, c.er = _Endpoint(), _Endpoint()
+        c.eo, c.er = Endpoint(), Endpoint()
         flip = False
         if not flags & _SYN or flags & _ACK:
             # Partial connection: guess the responder from the ports (TCPAnalyzer::WantConnection).
@@ -814,31 +806,45 @@ class FlowExtractor:
                 return False
         return True
 
-    def _tcp_process(self, c: _Conn, is_orig: bool, flags: int, seq: int, ack: int, dlen: int,
+    def _tcp_process(self, c: _Conn, is_orig: bool, flags: int, seq: int, ack: int, dlen: int, caplen: int,
                      win: int, ts: float) -> None:
         """TCPSessionAdapter::Process, reduced to what decides roles and lifetime."""
         ep = c.eo if is_orig else c.er
         peer = c.er if is_orig else c.eo
-        syn = flags & _SYN
+        syn, fin, rst, ackf = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
+        # SetPartialStatus
+        if ep is c.eo:
+            if not c.fps & 1:
+                c.is_partial = not syn or bool(ackf)
+        elif not c.fps & 2 and not c.is_partial:
+            c.is_partial = not syn
+        seg_len = (0 if rst else dlen) + (1 if syn else 0) + (1 if fin else 0)
+        one_past = (seq + seg_len) & 0xFFFFFFFF
         st = ep.state
         first_of_ep = st == INACTIVE
-        # init_endpoint: sequence bases used by IsReuse.
-        if st == INACTIVE:
-            ep.start_seq = seq if syn else (seq - 1) & 0xFFFFFFFF
-        elif st == SYN_SENT or st == SYN_ACK_SENT or st == ESTABLISHED or st == PARTIAL:
-            if syn:
-                ep.start_seq = seq
-        elif st == RESET and syn and ep.prev_state == INACTIVE:
-            ep.start_seq = seq
+        ep.init_from_packet(bool(syn), seq, one_past)
+        rel_seq = seq_delta(seq, ep.start_seq)
         if c.hstate != 2:
             self._tcp_history(c, ep, peer, flags, seq, dlen, win, first_of_ep)
         if not (c.eo.did_close and c.er.did_close):
             c.last_time = ts
-        if flags & _ACK and peer.state == INACTIVE:
-            peer.start_seq = (ack - 1) & 0xFFFFFFFF
+        if fin:
+            ep.fin_cnt += 1
+            ep.fin_seq = rel_seq + seg_len
+        rel_ack = 0
+        if ackf:
+            if peer.state == INACTIVE:
+                rel_ack = 1
+                peer.init_as_peer(ack)
+            else:
+                rel_ack = seq_delta(ack, peer.start_seq)
+                if rel_ack < 0:
+                    rel_ack = 0
+                elif not rst:
+                    peer.update_ack(ack)
+        ep.update_last(one_past, bool(syn), bool(fin), bool(rst))
         # UpdateStateMachine (is_orig is the value from before any flip above, as in Zeek).
         do_close = gen_event = False
-        fin, rst, ackf = flags & _FIN, flags & _RST, flags & _ACK
         if st == INACTIVE:
             if syn:
                 if is_orig:
@@ -849,6 +855,7 @@ class FlowExtractor:
                         # SYN/SYN-ACK reversal: the SYN's sender is the originator.
                         self._flip(c)
                         self._set_state(c, peer, ESTABLISHED)
+                        c.fps |= 1
                     if peer.state == SYN_SENT:
                         self._set_state(c, peer, ESTABLISHED)
                     self._set_state(c, ep, ESTABLISHED)
@@ -870,6 +877,8 @@ class FlowExtractor:
                     pass
                 elif ackf and peer.state == ESTABLISHED:
                     self._set_state(c, ep, ESTABLISHED)
+                    c.is_partial = False
+                    c.fps |= 1 if is_orig else 2
                 else:
                     self._set_state(c, ep, PARTIAL)
         elif st == SYN_SENT or st == SYN_ACK_SENT:
@@ -900,10 +909,30 @@ class FlowExtractor:
                     do_close = True
                 # The reset timer is only armed when a connection_reset handler
                 # exists; Zeek's base scripts have none.
+        if ackf:
+            peer.ack_received(rel_ack, c.is_partial)
+            self._check_eof(c, peer)
+        # CheckPIA_FirstPacket, with the is_orig from before any flip.
+        c.fps |= 1 if is_orig else 2
+        if dlen > 0 and not rst and rel_seq >= 0 and caplen >= dlen:
+            ep.data_sent(rel_seq + 1 if syn else rel_seq, dlen)
+        self._check_eof(c, ep)
         if do_close:
             self._tcp_closed(c, ep, peer, gen_event)
 
-    def _tcp_history(self, c: _Conn, ep: _Endpoint, peer: _Endpoint, flags: int, seq: int, dlen: int,
+    def _check_eof(self, c: _Conn, ep: Endpoint) -> None:
+        """TCP_Reassembler::CheckEOF and TCPSessionAdapter::EndpointEOF: a deferred close resumes."""
+        if ep.did_eof or not (ep.fin_cnt > 0 or ep.state == CLOSED or ep.state == RESET):
+            return
+        peer = c.er if ep is c.eo else c.eo
+        if ep.data_pending(peer):
+            return
+        ep.did_eof = True
+        if c.close_deferred:
+            self._tcp_closed(c, ep, peer, c.deferred_gen)
+            c.close_deferred = False
+
+    def _tcp_history(self, c: _Conn, ep: Endpoint, peer: Endpoint, flags: int, seq: int, dlen: int,
                      win: int, first_of_ep: bool) -> None:
         """Track whether Zeek's history is exactly "H" and do its SYN-ACK-first flip."""
         syn, fin, rst = flags & _SYN, flags & _FIN, flags & _RST
@@ -925,12 +954,13 @@ class FlowExtractor:
             if c.hstate == 1:
                 # A pure ACK or data after a lone SYN-ACK: flip (TCP_Endpoint::CheckHistory).
                 self._flip(c)
+                c.fps |= 1
             c.hstate = 2
         if c.hstate != 2 and ((win == 0 and not rst and peer.state != CLOSED and ep.state != RESET)
                               or (first_of_ep and syn and dlen > 0)):
             c.hstate = 2  # zero window 'W', or 'T': a SYN with data counts as its own retransmission
 
-    def _set_state(self, c: _Conn, ep: _Endpoint, new: int) -> None:
+    def _set_state(self, c: _Conn, ep: Endpoint, new: int) -> None:
         if new == ep.state:
             return
         if new not in _HANDSHAKE and ep.state in _HANDSHAKE:
@@ -940,14 +970,25 @@ class FlowExtractor:
         ep.prev_state = ep.state
         ep.state = new
 
-    def _tcp_closed(self, c: _Conn, ep: _Endpoint, peer: _Endpoint, gen_event: bool) -> None:
-        """TCPSessionAdapter::ConnectionClosed (no reassembly, so no deferred close)."""
+    def _tcp_closed(self, c: _Conn, ep: Endpoint, peer: Endpoint, gen_event: bool) -> None:
+        """TCPSessionAdapter::ConnectionClosed."""
+        if ep.data_pending(peer):
+            # Data still outstanding in the reassembler: close when it reaches EOF.
+            c.close_deferred = True
+            if not c.deferred_gen:
+                c.deferred_gen = gen_event
+            return
+        c.close_deferred = False
         if ep.did_close:
             return
         ep.did_close = True
         if ep.state == RESET or peer.did_close or peer.state == INACTIVE:
-            if gen_event and (ep.prev_state != INACTIVE or peer.state != INACTIVE):
-                c.active = False  # ConnectionFinished
+            if ep.prev_state != INACTIVE or peer.state != INACTIVE:
+                if c.deferred_gen:
+                    gen_event = True
+                    c.deferred_gen = False
+                if gen_event:
+                    c.active = False  # ConnectionFinished
             c.an_gen += 1  # CancelTimers() on the TCP analyzer
             self._push_timer(c.last_time + TCP_CLOSE_DELAY, _T_DELETE, c, c.an_gen)
         elif ep.prev_state != INACTIVE:

@@ -130,7 +130,8 @@ def _iter_pcap(name: str, buf: _Buffer, bo: str, nano: bool) -> Iterator[tuple[f
     # The top bits of the link-type field carry FCS information (pcap-savefile(5)).
     linktype = network & 0x0FFFFFFF
     buf.pos += 24
-    rec = struct.Struct(bo + "IIII")
+    # libpcap reads the record's seconds and fraction as signed 32-bit values.
+    rec = struct.Struct(bo + "iiII")
     unpack = rec.unpack_from
     while True:
         data = buf.data
@@ -146,7 +147,7 @@ def _iter_pcap(name: str, buf: _Buffer, bo: str, nano: bool) -> Iterator[tuple[f
                 raise CaptureError(f"{name}: corrupt pcap record at offset {buf.offset()} "
                                    f"(captured length {incl} exceeds {MAX_CAPLEN})")
             if nano:
-                frac //= 1000
+                frac = int(frac / 1000)  # C division: truncates toward zero
             yield sec + frac / 1e6, data[pos + 16:pos + 16 + incl], orig, linktype
             pos += 16 + incl
         buf.pos = pos
