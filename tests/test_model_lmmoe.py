@@ -84,7 +84,9 @@ def test_ports_are_not_an_input() -> None:
         assert np.array_equal(getattr(ea, name), getattr(eb, name))
 
 
-def test_preprocess_scales_and_clamps_bad_values() -> None:
+def test_preprocess_scales_reverses_and_clamps_bad_values() -> None:
+    from multa_broker.model.preprocess import IAT_RAMPS, SIZE_RAMPS, STEP_FEATURES
+
     pre = Preprocess(3)
     sizes = torch.tensor([[1500.0, 65535.0, 0.0]])
     dirs = torch.tensor([[1.0, 0.0, 0.0]])
@@ -92,13 +94,30 @@ def test_preprocess_scales_and_clamps_bad_values() -> None:
     x, summary, last = pre(sizes, dirs, iats, torch.tensor([2]), torch.tensor([7]))
     assert x.shape == (1, 3, INPUT_DIM)
     assert last.tolist() == [1]
-    assert x[0, 0, 0].item() == pytest.approx(1.0)  # 1500 bytes -> 1.0
-    assert x[0, 1, 0].item() == pytest.approx(2.0)  # jumbo frames saturate
-    assert x[0, 0, 2].item() == 1.0 and x[0, 1, 2].item() == -1.0  # direction +-1
-    assert torch.all(x[0, 2, :5] == 0)  # padding zeroed
-    assert x[0, 0, 5:].tolist() == [0.0, 0.0, 1.0]  # protocol index clamped into range
+    # Last packet first: step 0 is the 65535-byte responder packet, step 1 the first packet.
+    assert x[0, 1, 0].item() == pytest.approx(1.0)  # 1500 bytes -> 1.0
+    assert x[0, 0, 0].item() == pytest.approx(2.0)  # jumbo frames saturate
+    assert x[0, 1, 2].item() == 1.0 and x[0, 0, 2].item() == -1.0  # direction +-1
+    assert torch.all(x[0, 2, :-3] == 0)  # padding zeroed and left at the end
+    assert x[0, 0, -3:].tolist() == [0.0, 0.0, 1.0]  # protocol index clamped into range
+    code = x[0, 1, STEP_FEATURES:STEP_FEATURES + SIZE_RAMPS]
+    assert torch.all(code[:-1] >= code[1:]) and code[0] == 1.0 and code[-1] < 1.0  # thermometer
+    gap = x[0, 0, STEP_FEATURES + SIZE_RAMPS:STEP_FEATURES + SIZE_RAMPS + IAT_RAMPS]
+    assert 0 < gap.sum() < IAT_RAMPS and torch.all(gap[:-1] >= gap[1:])
+    assert summary[0, -1].item() == pytest.approx(2 / 3)
     _, _, last0 = pre(sizes, dirs, iats, torch.tensor([0]), torch.tensor([0]))
     assert last0.tolist() == [0]  # length 0 cannot index before the first packet
+
+
+def test_first_packets_reach_the_output_after_a_long_flow(lmmoe: LMMoE) -> None:
+    """The first packet of a full-length flow still moves every task's output."""
+    x = [a.clone() for a in _inputs(b=3)]
+    x[3][:] = 20
+    y = [a.clone() for a in x]
+    y[0][:, 0] = 1400.0
+    x[0][:, 0] = 60.0
+    for a, b in zip(lmmoe(*x), lmmoe(*y)):
+        assert (a - b).abs().max() > 1e-4
 
 
 def test_torchscript_matches_eager(lmmoe: LMMoE) -> None:

@@ -25,9 +25,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="comma-separated tasks (default: every task with labelled rows)")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"packets per flow (default {DEFAULT_N})")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    parser.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
-    parser.add_argument("--patience", type=int, default=6,
-                        help="stop after this many epochs without a better validation mean macro-F1 (default 6)")
+    parser.add_argument("--epochs", type=int, default=60, help="maximum epochs (default 60)")
+    parser.add_argument("--patience", type=int, default=10,
+                        help="stop after this many epochs without a better validation mean macro-F1 (default 10)")
+    parser.add_argument("--min-epochs", type=int, default=15, help="never stop before this epoch (default 15)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt",
@@ -36,7 +37,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loss weight per task, e.g. service=1,threat=2 (default 1 each)")
     parser.add_argument("--sampling", choices=("round-robin", "proportional"), default="round-robin",
                         help="separate paradigm: how batches are drawn across tasks")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: on a busy 2-core machine 2 threads ran 3x slower)")
     parser.add_argument("--single-hidden", type=int, default=64,
                         help="LSTM width of the single-task baselines (default 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -78,6 +80,7 @@ def train_config(args: argparse.Namespace):
     from multa_broker.model.training import TrainConfig
 
     return TrainConfig(paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
+                       min_epochs=args.min_epochs,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
                        seed=args.seed, progress=not args.no_progress)

@@ -1,8 +1,8 @@
 """``multa tune``: search expert count, expert width and tower width (docs/model.md).
 
-The default grid (12 points) runs in about a quarter of an hour on two CPU
-cores with the default dataset; ``--grid big`` (75 points) or explicit
-``--experts/--hidden/--tower`` lists search further.
+The default grid (12 points, one seed) runs in about a quarter of an hour on
+one CPU core with the default dataset; ``--grid big`` (75 points),
+``--seeds 3`` or explicit ``--experts/--hidden/--tower`` lists search further.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0.01)")
     parser.add_argument("--single-tower", type=int, default=32, help="tower width of the single-task models")
     parser.add_argument("--repeats", type=int, default=7, help="timing repeats per point (default 7)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="seeds per point, validation F1 averaged (default 1; 3 for a steadier choice)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     result = tune.run(args.dataset, args.out, train_config(args),
                       tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
                       grid=grid, tolerance=args.tolerance, single_hidden=args.single_hidden,
-                      single_tower=args.single_tower, repeats=args.repeats)
+                      single_tower=args.single_tower, repeats=args.repeats, seeds=args.seeds)
     print((args.out / "tune.md").read_text(), end="")
     print(f"wrote {args.out}/tune.csv, tune.md, tune.png, tune.json")
     return 0
