@@ -1,0 +1,192 @@
+"""End to end: a real Zeek with the multa package and a real bridge on captures.
+
+For each capture, the bridge runs with the default model, ``zeek -r`` runs the
+package in offline mode with the WebSocket server on a free loopback port, and
+the test checks that:
+
+- every connection the offline extractor finds has exactly one multa.log entry;
+- the sequences Zeek sent equal ``multa flows`` on the same capture (packet
+  count, sizes, directions, gaps within Zeek's microsecond resolution);
+- the verdicts equal ``multa classify`` on the same capture;
+- the lab's scan and brute-force captures raise multa notices.
+
+Skipped, saying why, without a ``zeek`` binary on PATH or without the default
+model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SHARED_DATA
+
+ZEEK = shutil.which("zeek")
+pytestmark = [
+    pytest.mark.zeek,
+    pytest.mark.skipif(ZEEK is None, reason="no zeek binary on PATH: the end-to-end test needs Zeek 8.0+"),
+]
+
+PACKAGE = REPO / "zeek_scripts"
+LAB_FIXTURES = REPO / "tests" / "fixtures" / "lab"
+LAB_DATA = REPO / "data" / "lab"
+
+# Writes every flow the package hands to the bridge, as JSON, to sent.jsonl.
+SENT_SCRIPT = """
+global multa_e2e_sent = open("sent.jsonl");
+hook Multa::flow_policy(f: Multa::Flow) &priority=-100
+	{
+	print multa_e2e_sent, to_json(f);
+	}
+"""
+
+SHARED_CAPTURES = [
+    "zeek-traces/http/get.pcap",
+    "zeek-traces/dns53.pcap",
+    "zeek-traces/http-vlan-0.pcap",
+    "ndpi/pcap/443-chrome.pcap",
+    "ndpi/pcap/ssh.pcap",
+    "ndpi/pcap/dns-tunnel-iodine.pcap",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    from multa_broker.errors import MultaError
+    from multa_broker.inference import Classifier
+
+    try:
+        return Classifier.load("default")
+    except MultaError as e:
+        pytest.skip(f"no default model: {e}")
+
+
+def run_zeek_with_bridge(capture: Path, workdir: Path) -> dict:
+    """Run bridge + zeek on one capture; return the parsed logs and sent flows."""
+    port = _free_port()
+    cfg = workdir / "bridge.yaml"
+    cfg.write_text(
+        f"websocket:\n  url: ws://127.0.0.1:{port}/v1/messages/json\n"
+        "model:\n  path: default\n  poll_s: 0\n  worker: thread\n"
+        "reconnect:\n  initial_s: 0.05\n  max_s: 0.2\n"
+        "metrics:\n  enabled: false\n"
+    )
+    (workdir / "sent.zeek").write_text(SENT_SCRIPT)
+    bridge_log = open(workdir / "bridge.log", "w")
+    bridge = subprocess.Popen([sys.executable, "-m", "multa_broker", "bridge", "--config", str(cfg)],
+                              stdout=bridge_log, stderr=subprocess.STDOUT)
+    try:
+        zeek = subprocess.run(
+            [ZEEK, "-C", "-r", str(capture), str(PACKAGE), str(PACKAGE / "offline.zeek"),
+             str(workdir / "sent.zeek"), "-e",
+             f"redef Multa::websocket_port = {port}/tcp; redef LogAscii::use_json = T;"],
+            cwd=workdir, capture_output=True, text=True, timeout=180,
+        )
+    finally:
+        bridge.terminate()
+        bridge.wait(timeout=30)
+        bridge_log.close()
+    assert zeek.returncode == 0, f"zeek failed: {zeek.stderr[-2000:]}"
+
+    def read_log(name: str) -> list[dict]:
+        path = workdir / f"{name}.log"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    sent_path = workdir / "sent.jsonl"
+    sent = [json.loads(line) for line in sent_path.read_text().splitlines()] if sent_path.exists() else []
+    return {"multa": read_log("multa"), "conn": read_log("conn"), "notice": read_log("notice"),
+            "sent": sent, "stderr": zeek.stderr}
+
+
+def _proto_of(port_text) -> str:
+    return str(port_text).rsplit("/", 1)[-1]
+
+
+def _tuple_key(proto, oh, op, rh, rp) -> tuple:
+    return (proto, oh, int(op), rh, int(rp))
+
+
+def check_capture(capture: Path, workdir: Path, classifier) -> dict:
+    from multa_broker.capture import read_flows
+
+    out = run_zeek_with_bridge(capture, workdir)
+    offline = list(read_flows(capture, n=classifier.n, verify_checksums=False))
+    assert offline, f"{capture}: the extractor found no flows"
+
+    # Zeek's sent flows, keyed by 5-tuple (+ ts to tell reused tuples apart).
+    sent = {}
+    for f in out["sent"]:
+        key = _tuple_key(_proto_of(f["orig_p"]["proto"] if isinstance(f["orig_p"], dict) else f["orig_p"]),
+                         f["orig_h"], f["orig_p"]["port"] if isinstance(f["orig_p"], dict) else
+                         str(f["orig_p"]).split("/")[0], f["resp_h"],
+                         f["resp_p"]["port"] if isinstance(f["resp_p"], dict) else str(f["resp_p"]).split("/")[0])
+        sent.setdefault(key, []).append(f)
+
+    # 1. exactly one multa.log entry per connection, and per offline flow.
+    uids = [r["uid"] for r in out["multa"]]
+    assert len(uids) == len(set(uids)), f"{capture}: a connection was logged twice"
+    assert len(out["multa"]) == len(out["sent"]), (
+        f"{capture}: {len(out['sent'])} flows sent but {len(out['multa'])} multa.log entries")
+    assert len(out["sent"]) == len(offline), (
+        f"{capture}: Zeek sent {len(out['sent'])} flows, multa flows finds {len(offline)}")
+
+    # 2. identical sequences.
+    by_uid = {r["uid"]: r for r in out["multa"]}
+    verdicts = classifier.classify(offline)
+    for flow, verdict in zip(offline, verdicts):
+        k = flow.key
+        cands = sent.get(_tuple_key(k.proto, k.orig_h, k.orig_p, k.resp_h, k.resp_p), [])
+        assert cands, f"{capture}: Zeek sent no flow for {k}"
+        z = min(cands, key=lambda f: abs(float(f["ts"]) - k.ts))
+        assert abs(float(z["ts"]) - k.ts) < 1e-5, f"{capture}: start time differs for {k}"
+        assert z["sizes"] == flow.sizes, f"{capture}: sizes differ for {k}"
+        assert z["dirs"] == flow.dirs, f"{capture}: directions differ for {k}"
+        assert len(z["iats"]) == len(flow.iats)
+        assert all(abs(a - b) <= 1 for a, b in zip(z["iats"], flow.iats)), f"{capture}: gaps differ for {k}"
+        # 3. the same verdicts as offline classification.
+        row = by_uid[z["uid"]]
+        for task in classifier.tasks:
+            if task in row:
+                assert row[task] == verdict.labels[task], f"{capture}: {task} differs for {k}"
+                assert abs(row[f"{task}_score"] - verdict.scores[task]) < 1e-3
+    return out
+
+
+@pytest.mark.parametrize("rel", SHARED_CAPTURES)
+def test_shared_capture_end_to_end(rel, tmp_path, classifier):
+    capture = SHARED_DATA / rel
+    if not capture.exists():
+        pytest.skip(f"{capture} not found")
+    check_capture(capture, tmp_path, classifier)
+
+
+@pytest.mark.parametrize("name", ["http-s5.pcap", "scan-syn-s5.pcap"])
+def test_lab_fixture_end_to_end(name, tmp_path, classifier):
+    check_capture(LAB_FIXTURES / name, tmp_path, classifier)
+
+
+def _lab_captures(prefix: str) -> list[Path]:
+    return sorted(LAB_DATA.glob(f"{prefix}*.pcap")) + sorted(LAB_FIXTURES.glob(f"{prefix}*.pcap"))
+
+
+@pytest.mark.parametrize("prefix, cls", [("scan-syn", "scan"), ("hydra-ssh", "bruteforce")])
+def test_lab_threats_raise_notices(prefix, cls, tmp_path, classifier):
+    captures = _lab_captures(prefix)
+    if not captures:
+        pytest.skip(f"no lab capture {prefix}*.pcap (run `multa lab run --out data/lab`)")
+    out = check_capture(captures[0], tmp_path, classifier)
+    notes = [n for n in out["notice"] if n.get("note", "").startswith("Multa::")]
+    assert any(n.get("sub") == cls for n in notes), (
+        f"{captures[0]}: no Multa notice for {cls}; notices: {[(n['note'], n.get('sub')) for n in notes]}")
