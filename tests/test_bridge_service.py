@@ -531,3 +531,58 @@ def test_wss_with_ca_file_and_verification(model, tmp_path):
             await wait_until(lambda: len(zeek.results()) == 1)
         await zeek.stop()
     run(main())
+
+
+@pytest.mark.parametrize("use_msgspec", [True, False])
+def test_fuzzed_messages_never_raise_and_stay_accounted(use_msgspec, model):
+    """Randomly damaged Multa::flows messages: each is skipped or split into good and bad flows."""
+    import random
+
+    from multa_broker.bridge.websocket import WebSocketTransport
+
+    rng = random.Random(1234)
+    base = json.loads(flows_message("multa/flows", "w", [make_flow(i, n=1 + i % 5) for i in range(4)]))
+    junk = [None, True, -1, 2**70, 1.5, "", "x", [], {}, {"@data-type": "count"}, {"data": 1},
+            {"@data-type": "vector", "data": [1, 2]}, {"@data-type": "count", "data": 1.0}]
+
+    def nodes(x, path=()):
+        yield path
+        if isinstance(x, dict):
+            for k, v in x.items():
+                yield from nodes(v, path + (k,))
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                yield from nodes(v, path + (i,))
+
+    def mutate(doc):
+        doc = json.loads(json.dumps(doc))
+        for _ in range(rng.randint(1, 3)):
+            paths = [p for p in nodes(doc) if p]
+            p = rng.choice(paths)
+            parent = doc
+            for k in p[:-1]:
+                parent = parent[k]
+            if isinstance(parent, list) and rng.random() < 0.2:
+                del parent[p[-1]]
+            else:
+                parent[p[-1]] = json.loads(json.dumps(rng.choice(junk)))  # a fresh copy
+        return json.dumps(doc)
+
+    async def main():
+        cfg = bridge_config("ws://127.0.0.1:1/v1/messages/json", model,
+                            websocket={"url": "ws://127.0.0.1:1/v1/messages/json", "use_msgspec": use_msgspec})
+        svc = BridgeService(cfg, loader=tiny_loader)
+        svc._queue = FlowQueue(10**6, "newest")
+        svc.classifier = tiny_loader(str(model), None)
+        t = WebSocketTransport(cfg.websocket)
+        for _ in range(800):
+            text = mutate(base)
+            if rng.random() < 0.1:
+                text = text[: rng.randrange(len(text))]
+            svc._handle(t.parse(text))
+        m = svc.metrics
+        assert m.value("multa_bridge_flows_in_total") == len(svc._queue) + m.dropped("invalid")
+        assert sum(m.value("multa_bridge_malformed_messages_total", reason=r) for r in
+                   ("bad_json", "not_an_event", "unexpected_event", "bad_arguments", "unexpected_type")) > 50
+        assert len(svc._queue) > 100  # mutations that missed the flows leave them intact
+    asyncio.run(main())

@@ -216,6 +216,9 @@ class BridgeService:
         self._queue = FlowQueue(self.cfg.queue.max_flows, self.cfg.queue.drop)
         if self._stopping:
             self._stop_event.set()
+        # A transport that cannot exist at all (native without Broker's bindings)
+        # is a configuration error: fail now, not in the reconnect loop.
+        self._make_transport(self.cfg)
         self._runner = make_runner(self.cfg.model.worker, self.cfg.model.threads, self._loader)
         try:
             self.classifier = await self._load()
@@ -235,11 +238,15 @@ class BridgeService:
                  asyncio.create_task(self._batcher(), name="batcher"),
                  asyncio.create_task(self._watch_model(), name="watcher")]
         stop = asyncio.create_task(self._stop_event.wait())
+        failed = False
         try:
             done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-            for t in done:  # a task that ended by itself has a bug: say so, then drain
-                if t is not stop and t.exception() is not None:
-                    log.error("internal error in %s: %r", t.get_name(), t.exception())
+            for t in done:  # a task that ended by itself has a bug: say so, drain, exit 1
+                if t is not stop:
+                    failed = True
+                    exc = t.exception()
+                    log.error("internal error: task %s ended: %r", t.get_name(), exc,
+                              exc_info=(type(exc), exc, exc.__traceback__) if exc else None)
             self._stopping = True
             await self._drain(loop.time() + self.cfg.drain_timeout_s)
         finally:
@@ -257,7 +264,7 @@ class BridgeService:
             self.metrics.connected.set(0)
         s = self.metrics.summary()
         log.info("stopped: %s", ", ".join(f"{k}={int(v)}" for k, v in s.items() if v or k.startswith("flows")))
-        return 0
+        return 1 if failed else 0
 
     def _start_metrics(self) -> Any:
         if not self.cfg.metrics.enabled:
@@ -349,6 +356,9 @@ class BridgeService:
             fm = msg.parse_flows(msg.args, MAX_N)
         except CodecError as e:
             self._malformed("bad_arguments", str(e))
+            return
+        except Exception as e:  # a shape no check foresaw: skip it, never stop reading
+            self._malformed("bad_arguments", f"unreadable {FLOWS_EVENT} arguments: {e!r}")
             return
         m.flows_in.inc(len(fm.flows) + len(fm.rejected))
         if fm.rejected:

@@ -188,12 +188,12 @@ def split_event(t: str, data: Any) -> tuple[str, list[Any]]:
     Zeek 8 may add the metadata element, which is ignored.
     """
     try:
-        if t != "vector" or len(data) != 3:
+        if t != "vector" or type(data) is not list or len(data) != 3:
             raise CodecError("not a Zeek event (need a vector [1, 1, [name, args]])")
         ver, typ, body = data
         if ver.t != "count" or ver.data != EVENT_VERSION or typ.t != "count" or typ.data != EVENT_TYPE:
             raise CodecError("not a Zeek event (envelope must start with count 1, count 1)")
-        if body.t != "vector" or len(body.data) < 2:
+        if body.t != "vector" or type(body.data) is not list or len(body.data) < 2:
             raise CodecError("Zeek event body is not [name, args]")
         name, args = body.data[0], body.data[1]
         if name.t != "string" or type(name.data) is not str:
@@ -201,7 +201,7 @@ def split_event(t: str, data: Any) -> tuple[str, list[Any]]:
         if args.t != "vector" or type(args.data) is not list:
             raise CodecError("Zeek event arguments are not a vector")
         return name.data, args.data
-    except (AttributeError, TypeError, ValueError) as e:
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:
         if isinstance(e, CodecError):
             raise
         raise CodecError("not a Zeek event") from None
