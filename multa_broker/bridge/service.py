@@ -272,11 +272,16 @@ class BridgeService:
         from prometheus_client import start_http_server
 
         try:
-            server, _thread = start_http_server(self.cfg.metrics.port, self.cfg.metrics.address,
-                                                registry=self.metrics.registry)
+            ret = start_http_server(self.cfg.metrics.port, self.cfg.metrics.address,
+                                    registry=self.metrics.registry)
         except OSError as e:
             raise MultaError(f"metrics: cannot listen on {self.cfg.metrics.address}:{self.cfg.metrics.port}: "
                              f"{e.strerror or e}") from None
+        if not isinstance(ret, tuple):  # prometheus-client before 0.20 returns nothing to stop
+            self.metrics_port = self.cfg.metrics.port
+            log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.address, self.metrics_port)
+            return None
+        server = ret[0]
         self.metrics_port = server.server_address[1]
         log.info("metrics on http://%s:%d/metrics", self.cfg.metrics.address, self.metrics_port)
         return server
