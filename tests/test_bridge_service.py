@@ -586,3 +586,32 @@ def test_fuzzed_messages_never_raise_and_stay_accounted(use_msgspec, model):
                    ("bad_json", "not_an_event", "unexpected_event", "bad_arguments", "unexpected_type")) > 50
         assert len(svc._queue) > 100  # mutations that missed the flows leave them intact
     asyncio.run(main())
+
+
+def test_backoff_grows_caps_jitters_and_resets():
+    from multa_broker.bridge.backoff import Backoff
+    from multa_broker.bridge.config import ReconnectConfig
+
+    b = Backoff(ReconnectConfig(initial_s=0.5, max_s=4.0, multiplier=2.0, jitter=0.0))
+    assert [b.next() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    b.reset()
+    assert b.next() == 0.5
+    lo = Backoff(ReconnectConfig(initial_s=1.0, jitter=0.2), rand=lambda: 0.0).next()
+    hi = Backoff(ReconnectConfig(initial_s=1.0, jitter=0.2), rand=lambda: 1.0).next()
+    assert (lo, hi) == (pytest.approx(0.8), pytest.approx(1.2))
+
+
+def test_rate_limited_log_counts_what_it_suppressed(caplog):
+    import logging
+
+    from multa_broker.bridge.ratelog import RateLimitedLog
+
+    now = [0.0]
+    rl = RateLimitedLog(logging.getLogger("multa.test"), 10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="multa.test"):
+        assert rl.warning("a", "first")
+        assert not rl.warning("a", "second") and not rl.warning("a", "third")
+        assert rl.warning("b", "other kind")
+        now[0] = 11.0
+        assert rl.warning("a", "later")
+    assert [r.getMessage() for r in caplog.records] == ["first", "other kind", "later (2 more like it not logged)"]

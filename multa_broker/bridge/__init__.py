@@ -7,10 +7,11 @@ Modules, one concept each:
 * :mod:`.wire` -- parsing WebSocket messages fast (msgspec, or json);
 * :mod:`.events` -- ``Multa::flows`` / ``Multa::results`` <-> Flow / Result;
 * :mod:`.transport`, :mod:`.websocket`, :mod:`.native` -- connections to Zeek;
-* :mod:`.service` -- batching, inference off the event loop, faults, reload, drain;
-* :mod:`.model` -- loading and watching the model; verdicts -> Results;
+* :mod:`.service` -- batching, faults, reload, drain;
+* :mod:`.runner`, :mod:`.worker` -- the model off the event loop (a thread, or a worker process);
+* :mod:`.model` -- loading and watching the model; probabilities/verdicts -> Results;
 * :mod:`.metrics` -- Prometheus metrics; :mod:`.backoff`, :mod:`.ratelog` -- small helpers;
-* :mod:`.fakezeek` -- Zeek's WebSocket side, for tests and :mod:`.bench`.
+* :mod:`.fakezeek` -- Zeek's WebSocket side, for tests and :mod:`.bench` (``multa bench bridge``).
 
 Nothing heavy is imported here: ``multa --help`` stays instant.
 """
