@@ -177,6 +177,11 @@ class Endpoint:
         if not blocks or blocks[-1][1] < lo:
             blocks.append([lo, hi])
             return
+        tail = blocks[-1]
+        if tail[0] <= lo:  # in order or overlapping the newest range: extend it
+            if hi > tail[1]:
+                tail[1] = hi
+            return
         out: list[list[int]] = []
         placed = False
         for b in blocks:
@@ -196,7 +201,13 @@ class Endpoint:
 
     def _deliver(self) -> None:
         last = self.reass_last
-        for lo, hi in self.blocks:
+        blocks = self.blocks
+        if len(blocks) == 1:
+            lo, hi = blocks[0]
+            if lo <= last < hi:
+                self.reass_last = hi
+            return
+        for lo, hi in blocks:
             if lo > last:
                 break
             if hi > last:
