@@ -60,7 +60,8 @@ def test_small_lab_labels_match_the_capture(tmp_path):
     from multa_broker.lab import runner
     before = _lab_state()
     out = tmp_path / "lab"
-    m = runner.run(out, ["http", "scan-syn"], seed=7, scale=0.25)
+    # Two seeds: the lab network is reused across them, and they must give different traffic.
+    m = runner.run(out, ["http", "scan-syn"], seed=7, scale=0.25, repeat=2)
     assert not _own_namespaces(before), "lab namespaces left behind"
     assert m["failed"] == [] and sorted(m["scenarios_run"]) == ["http", "scan-syn"]
     records = read(out / "labels.jsonl")
@@ -83,6 +84,8 @@ def test_small_lab_labels_match_the_capture(tmp_path):
                       ("scan-syn", None, None, "scan"), ("scan-syn", "http", "cleartext", "benign")}
     for task, counts in m["counts"].items():
         assert sum(counts.values()) == len(records) and set(counts) <= set(TASKS[task]) | {"null"}
+    http = [list(read_flows(out / f"http-s{seed}.pcap", verify_checksums=False)) for seed in (7, 8)]
+    assert sorted(sum(f.sizes) for f in http[0]) != sorted(sum(f.sizes) for f in http[1])
     # Every address in the capture is a lab address.
     assert all(r["orig_h"].startswith("10.77.") and r["resp_h"].startswith("10.77.") for r in records)
 

@@ -247,7 +247,10 @@ def ipsec(ctx: Context) -> None:
     ctx.rule(VPN, server=addr, ports=ports(500, 4500), protos=("udp",), what="strongswan")
     site = _inner_site(ctx, hi=1_000_000)
     for role, inner in (("srv", IPSEC_NET[0]), ("cli", IPSEC_NET[1])):
-        ctx.client(role, ["ip", "addr", "add", f"{inner}/32", "dev", "lo"], timeout=10, ok=True)
+        # The lab network outlives the scenario (other seeds, other scenarios): undo this afterwards.
+        ctx.client(role, ["ip", "addr", "replace", f"{inner}/32", "dev", "lo"], timeout=10, ok=True)
+        ctx.cleanups.append(lambda r=role, a=inner: ctx.procs.run(
+            ctx.net.hosts[r].ns, ["ip", "addr", "del", f"{a}/32", "dev", "lo"], timeout=10))
     for n in _sessions(ctx):
         psk = f"lab-{ctx.rng.randrange(10**12)}"
         ike = ctx.choice(["aes128-sha256-modp2048", "aes256-sha256-modp3072", "aes256-sha384-modp2048"])
