@@ -238,6 +238,7 @@ def _manifest(out: Path, seeds: list[int], scale: float, run_id: str, started: f
     tools = {t for o in outcomes if o.status == "ran" for t in REGISTRY[o.name].needs}
     tools |= set(CORE_TOOLS) | {t for t in OPTIONAL_TOOLS if find_tool(t)}
     return {
+        "seed": seeds[0],
         "seeds": seeds,
         "scale": scale,
         "run_id": run_id,
