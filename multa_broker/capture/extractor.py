@@ -86,7 +86,7 @@ _VXLAN, _GENEVE, _TEREDO, _AYIYA, _GRE_UDP = 4789, 6081, 3544, 5072, 4754
 _DNS_UDP_PORTS = frozenset({53, 137, 5353, 5355})
 _APP_DNS, _APP_NTP, _APP_NTP_ORIG_DONE, _APP_NTP_RESP_DONE = 1, 2, 4, 8
 # Per-connection "analyzer violated" bits of those decapsulators.
-_V_VXLAN, _V_GENEVE, _V_TEREDO, _V_AYIYA, _V_GTP = 1, 2, 4, 8, 16
+_V_VXLAN, _V_GENEVE, _V_TEREDO, _V_AYIYA = 1, 2, 4, 8
 
 
 class _Conn:
@@ -156,18 +156,16 @@ def _teredo_inner(data: bytes, p: int, end: int) -> int:
 
 
 def _teredo_detect(data: bytes, p: int, end: int) -> bool:
-    """TeredoAnalyzer::DetectProtocol, including its exact-match DPD pattern."""
+    """TeredoAnalyzer::DetectProtocol, including its DPD pattern."""
     n = end - p
     b0, b1 = data[p], data[p + 1]
     if n < 40 or (b0 >> 4 != 6 and (b0 != 0 or b1 not in (0, 1))):
         return False
-    if n == 40 and 0x60 <= b0 <= 0x6F:
-        # /^[\x60-\x6f].{7}\x20\x01\x00\x00.{28}|[\x60-\x6f].{23}\x20\x01\x00\x00.{12}/ matched
-        # against the whole payload; "." is any byte but newline.
-        for at in (8, 24):
-            if data[p + at:p + at + 4] == b"\x20\x01\x00\x00" and \
-                    b"\n" not in data[p + 1:p + at] + data[p + at + 4:end]:
-                return True
+    if 0x60 <= b0 <= 0x6F and (data[p + 8:p + 12] == b"\x20\x01\x00\x00"
+                               or data[p + 24:p + 28] == b"\x20\x01\x00\x00"):
+        # The DPD pattern /^[\x60-\x6f].{7}\x20\x01\x00\x00.{28}|[\x60-\x6f].{23}\x20\x01\x00\x00.{12}/
+        # (a Teredo 2001:0::/32 source or destination), matched as a prefix.
+        return True
     val = b1
     if val == 1:
         skip = 13 + data[p + 2] + data[p + 3]
@@ -384,7 +382,7 @@ class FlowExtractor:
                 return
             return
 
-    def _ieee80211(self, data: bytes, off: int, wirelen: int, ts: float) -> None:
+    def _ieee80211(self, data: bytes, off: int, wirelen: int, ts: float, depth: int = 0) -> None:
         """802.11 data frames with LLC/SNAP (IEEE802_11Analyzer), including A-MSDUs."""
         n = len(data) - off
         hl = 24
@@ -407,7 +405,7 @@ class FlowExtractor:
             return
         p, end = off + hl, len(data)
         if not amsdu:
-            self._ieee80211_llc(data, p, end, wirelen, ts)
+            self._ieee80211_llc(data, p, end, wirelen, ts, depth)
             return
         while p < end:
             if end - p < 14:
@@ -416,19 +414,19 @@ class FlowExtractor:
             if end - p < alen + 14:
                 return
             p += 14
-            if not self._ieee80211_llc(data[:p + alen], p, p + alen, wirelen - (len(data) - p - alen), ts):
+            if not self._ieee80211_llc(data[:p + alen], p, p + alen, wirelen - (len(data) - p - alen), ts, depth):
                 return
             p += alen
             pad = alen % 4
             if end - p >= pad:
                 p += pad
 
-    def _ieee80211_llc(self, data: bytes, p: int, end: int, wirelen: int, ts: float) -> bool:
+    def _ieee80211_llc(self, data: bytes, p: int, end: int, wirelen: int, ts: float, depth: int) -> bool:
         if end - p < 8 or data[p:p + 6] != b"\xaa\xaa\x03\x00\x00\x00":
             return False
         et = data[p + 6] << 8 | data[p + 7]
         if et == 0x0800 or et == 0x86DD:
-            self._ip(data, p + 8, wirelen, ts, 0)
+            self._ip(data, p + 8, wirelen, ts, depth)
             return True
         return et == 0x0806 or et == 0x8035
 
@@ -1144,13 +1142,15 @@ class FlowExtractor:
             return
         self._inner(inner, ts, depth, ip=True)
 
-    def _inner(self, inner: bytes, ts: float, depth: int, ip: bool) -> None:
+    def _inner(self, inner: bytes, ts: float, depth: int, ip: bool, linktype: int = 1) -> None:
         # An IP-in-IP or GRE payload becomes a packet of its own, captured whole.
         saved = self._truncated
         self._truncated = False
         try:
             if ip:
                 self._ip(inner, 0, len(inner), ts, depth + 1)
+            elif linktype == 105:
+                self._ieee80211(inner, 0, len(inner), ts, depth + 1)
             else:
                 self._ether(inner, 0, len(inner), ts, depth + 1)
         finally:
@@ -1209,7 +1209,11 @@ class FlowExtractor:
             if caprem < glen:
                 return
             self._inner(data[poff + glen:end], ts, depth, ip=True)
-        # Aruba (802.11 inside GRE) and other payloads are not decoded.
+        elif ((ptype & 0x8200) == 0x8200 and not ptype & 0x0F) or \
+                ((ptype & 0x8300) == 0x8300 and not ptype & 0x0F and ptype <= 0x8370) or ptype == 0x9000:
+            # Aruba: 802.11 frames inside GRE.
+            if caprem > glen:
+                self._inner(data[poff + glen:end], ts, depth, ip=False, linktype=105)
 
     # UDP tunnels. Each runs on the outer connection ``c``; a protocol violation
     # disables that decapsulator for the rest of the connection, as
@@ -1264,15 +1268,15 @@ class FlowExtractor:
         self._ip(data[:end], p, wirelen - (len(data) - end), ts, depth + 1)
 
     def _gtp(self, c: _Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
-        """GTPv1-U G-PDU (message type 255) carrying an IP packet that fills it exactly."""
-        if c.viol & _V_GTP:
-            return
+        """GTPv1-U G-PDU (message type 255) carrying an IP packet that fills it exactly.
+
+        Unlike the other UDP tunnels, Zeek's GTPv1 analyzer keeps trying after a
+        protocol violation, packet by packet.
+        """
         if self._in_gtp or end - pay < 8:
-            c.viol |= _V_GTP  # GTP inside GTP, or a truncated header
-            return
+            return  # GTP inside GTP, or a truncated header
         flags, mtype = data[pay], data[pay + 1]
         if flags >> 5 != 1:
-            c.viol |= _V_GTP
             return
         if not flags & 0x10 or mtype != 255:
             return  # GTP' or a control message: nothing to decapsulate
@@ -1282,17 +1286,14 @@ class FlowExtractor:
             if flags & 0x04:
                 while True:  # extension headers: length in 4-byte units, last byte is next type
                     if p >= end or data[p] == 0 or p + data[p] * 4 > end:
-                        c.viol |= _V_GTP
                         return
                     p += data[p] * 4
                     if data[p - 1] == 0:
                         break
             if p > end:
-                c.viol |= _V_GTP
                 return
         inner = data[p:end]
         if len(inner) < 20 or inner[0] >> 4 not in (4, 6) or not self._inner_ip_exact(inner, inner[0] >> 4):
-            c.viol |= _V_GTP
             return
         self._in_gtp = True
         try:
