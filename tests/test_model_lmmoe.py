@@ -142,3 +142,27 @@ def test_lmmoe_shares_experts_so_it_is_smaller_than_one_lstm_per_task() -> None:
     lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=32, tower=32))
     singles = [SingleTaskLSTM(SingleConfig(tasks={t: c}, hidden=32, tower=32)) for t, c in ALL_TASKS.items()]
     assert count_params(lm) < 0.65 * sum(count_params(s) for s in singles)
+
+
+def test_block_diagonal_lstm_is_exactly_separate_experts() -> None:
+    """The claim in experts.py: a masked width-E*H LSTM computes the E experts exactly."""
+    from multa_broker.model.experts import BlockDiagonal, Separate
+
+    torch.manual_seed(0)
+    e, h, d = 3, 4, INPUT_DIM
+    sep, blk = Separate(d, e, h), BlockDiagonal(d, e, h)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            full = getattr(blk.lstm, name)
+            full.zero_()
+            for k in range(4):
+                for i, lstm in enumerate(sep.lstms):
+                    rows = slice(k * e * h + i * h, k * e * h + (i + 1) * h)
+                    src = getattr(lstm, name)[k * h:(k + 1) * h]
+                    if name == "weight_hh_l0":
+                        full[rows, i * h:(i + 1) * h] = src
+                    else:
+                        full[rows] = src
+    x = torch.rand(5, 20, d)
+    last = torch.tensor([0, 5, 19, 3, 10])
+    torch.testing.assert_close(blk(x, last), sep(x, last))

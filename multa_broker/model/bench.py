@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed repeats per batch size (default 15)")
     parser.add_argument("--no-classical", action="store_true", help="skip retraining the classical models")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--impl", action="store_true",
+                        help="instead: time three ways to run E LSTM experts (the design choice in lmmoe.py)")
+    parser.add_argument("--experts", type=int, default=3, help="--impl: experts (default 3)")
+    parser.add_argument("--hidden", type=int, default=32, help="--impl: expert width (default 32)")
 
 
 def _single_dirs(model_dir: Path, tasks: list[str]) -> list[Path]:
@@ -186,7 +190,45 @@ def _f(x: Any) -> str:
     return "n/a" if x is None else f"{x:.3f}"
 
 
+def expert_implementations(experts: int, hidden: int, n: int, batches: list[int], repeats: int) -> dict[str, Any]:
+    """flows/s of the three ways to run E LSTM experts in :mod:`multa_broker.model.experts`."""
+    import torch
+
+    from multa_broker.model.experts import IMPLEMENTATIONS
+    from multa_broker.model.preprocess import INPUT_DIM
+    from multa_broker.model.speed import flows_per_second, synthetic_inputs, take
+    from multa_broker.store import script
+
+    torch.manual_seed(0)
+    scripted = {name: [script(cls(INPUT_DIM, experts, hidden).eval())] for name, cls in IMPLEMENTATIONS.items()}
+    pool = synthetic_inputs(4096, n)
+    out: dict[str, Any] = {}
+    for b in batches:
+        x = take(pool, b, seed=b)
+        feats = torch.rand(b, n, INPUT_DIM)
+        out[str(b)] = flows_per_second(scripted, (feats, x[3] - 1), repeats=repeats)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.impl:
+        import torch
+
+        from multa_broker.flow import DEFAULT_N
+
+        torch.set_num_threads(max(1, args.threads))
+        batches = [int(b) for b in args.batches.split(",")]
+        r = expert_implementations(args.experts, args.hidden, DEFAULT_N, batches, args.repeats)
+        if args.json:
+            print(json.dumps(r, indent=1))
+        else:
+            names = list(next(iter(r.values())))
+            print(f"{args.experts} experts of width {args.hidden}, N={DEFAULT_N}, {args.threads} thread(s): flows/s")
+            print("| batch | " + " | ".join(names) + " |")
+            print("|---:|" + "---:|" * len(names))
+            for b, v in r.items():
+                print(f"| {b} | " + " | ".join(f"{v[k]:,.0f}" for k in names) + " |")
+        return 0
     r = measure(args)
     if args.json:
         print(json.dumps(r, indent=1))

@@ -129,7 +129,10 @@ def train_model(model: nn.Module, splits: dict[str, SplitTensors], classes: dict
     temps, thresholds = [], []
     for t, _task in enumerate(model.task_names):
         y = splits["val"].labels[:, t].numpy()
-        sel = y >= 0
+        # Calibrate and threshold on the classes the model was taught: validation flows of a class
+        # with a handful of training rows are open-set cases, and letting them set the temperature
+        # (confidently wrong -> T at its cap) ruined calibration on everything else.
+        sel = known_rows(y, splits["train"].labels[:, t].numpy())
         temp = fit_temperature(val_logits[t][sel], y[sel]) if calibrate else 1.0
         temps.append(temp)
         thresholds.append(pick_threshold(softmax(val_logits[t][sel], temp), y[sel], reject))
@@ -144,6 +147,16 @@ def train_model(model: nn.Module, splits: dict[str, SplitTensors], classes: dict
         sel = y >= 0
         raw_ece[task] = ece(softmax(test_logits[t][sel]), y[sel]) if sel.any() else float("nan")
     return Trained(model, result, temps, thresholds, val, test, raw_ece)
+
+
+#: A class with fewer training rows than this is "seen too rarely" for calibration.
+MIN_TRAIN_ROWS = 20
+
+
+def known_rows(y_val: np.ndarray, y_train: np.ndarray) -> np.ndarray:
+    """Validation rows whose class has at least MIN_TRAIN_ROWS training rows."""
+    counts = np.bincount(y_train[y_train >= 0], minlength=int(max(y_val.max(initial=0), y_train.max(initial=0))) + 1)
+    return (y_val >= 0) & (counts[np.clip(y_val, 0, None)] >= MIN_TRAIN_ROWS)
 
 
 def make_lmmoe(spec_or_cfg: LMMoEConfig, seed: int) -> LMMoE:

@@ -16,9 +16,13 @@ def confusion_png(reports: dict[str, dict[str, Any]], classes: dict[str, list[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = [t for t in reports if reports[t]["rows"] > 0]
-    fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.6 * max(1, len(tasks)), 4.8), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    tasks = [t for t in classes if t in reports and reports[t]["rows"] > 0]  # model order
+    cols = min(2, max(1, len(tasks)))
+    rows = max(1, -(-len(tasks) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 5.0 * rows), squeeze=False)
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    for ax, task in zip(axes.flat, tasks):
         cm = np.array(reports[task]["confusion"], dtype=float)
         # Only classes present in truth or predictions; a 16x16 grid of zeros says nothing.
         keep = np.flatnonzero((cm.sum(axis=0) + cm.sum(axis=1)) > 0)
