@@ -154,3 +154,10 @@ def test_training_run_writes_a_complete_store_entry(tmp_path: Path) -> None:
     for task in SMALL_TASKS:
         assert store.load(dest / "baselines" / f"single-{task}").manifest["tasks"][0]["name"] == task
     assert store.next_version(tmp_path / "store", "tiny") == "2"
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
+    a = store.load(train_tiny(tmp_path / "a", epochs=1, flows=150)).manifest["weights_sha256"]
+    b = store.load(train_tiny(tmp_path / "b", epochs=1, flows=150)).manifest["weights_sha256"]
+    c = store.load(train_tiny(tmp_path / "c", epochs=1, flows=150, seed=1)).manifest["weights_sha256"]
+    assert a == b != c
