@@ -166,3 +166,45 @@ def test_block_diagonal_lstm_is_exactly_separate_experts() -> None:
     x = torch.rand(5, 20, d)
     last = torch.tensor([0, 5, 19, 3, 10])
     torch.testing.assert_close(blk(x, last), sep(x, last))
+
+
+def test_flow_statistics_in_the_summary() -> None:
+    """The summary's statistics match a hand count, and padding or a wider N changes none of them."""
+    import math
+
+    from multa_broker.model.preprocess import DIR_STATS, FIRST, STEP_FEATURES, SUMMARY_DIM
+
+    pre = Preprocess(4)
+    sizes = torch.tensor([[100.0, 1000.0, 100.0, 0.0]])
+    dirs = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    iats = torch.tensor([[0.0, 10.0, 1000.0, 0.0]])
+    _, s, _ = pre(sizes, dirs, iats, torch.tensor([3]), torch.tensor([0]))
+    assert s.shape == (1, SUMMARY_DIM)
+    ls = math.log1p(100.0) / pre.log_size
+    base = STEP_FEATURES
+    orig = s[0, base + DIR_STATS:base + 2 * DIR_STATS].tolist()
+    assert orig[0] == pytest.approx(2 / 3)              # originator share of packets
+    assert orig[1] == pytest.approx(ls, rel=1e-5)       # mean log size: both 100 bytes
+    assert orig[2] == pytest.approx(0.0, abs=1e-3)      # std
+    assert orig[3] == pytest.approx(ls, rel=1e-5) and orig[4] == pytest.approx(ls, rel=1e-5)
+    resp = s[0, base + 2 * DIR_STATS:base + 3 * DIR_STATS].tolist()
+    assert resp[0] == pytest.approx(1 / 3) and resp[3] == pytest.approx(math.log1p(1000.0) / pre.log_size, rel=1e-5)
+    first = s[0, base + 3 * DIR_STATS + 5:base + 3 * DIR_STATS + 5 + FIRST].tolist()
+    assert first[0] > 0 > first[1] and first[2] > 0 and first[3:] == [0.0] * (FIRST - 3)  # signed, arrival order
+    wide = Preprocess(4)
+    pad = [torch.cat([a, torch.full((1, 4), 9.0)], dim=1) for a in (sizes, dirs, iats)]
+    _, s2, _ = wide(*pad, torch.tensor([3]), torch.tensor([0]))
+    torch.testing.assert_close(s2, s)
+
+
+@pytest.mark.parametrize("stats", [True, False])
+def test_towers_read_the_statistics_only_when_asked(stats: bool) -> None:
+    from multa_broker.model.preprocess import SUMMARY_DIM
+
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8, stats=stats))
+    single = SingleTaskLSTM(SingleConfig(tasks={"service": ALL_TASKS["service"]}, hidden=8, tower=8, stats=stats))
+    extra = SUMMARY_DIM if stats else 0
+    assert lm.heads[0].tower.net[1].in_features == 8 + extra
+    assert single.tower.net[1].in_features == 8 + extra
+    x = _inputs(b=3)
+    torch.testing.assert_close(torch.jit.script(lm.eval())(*x)[0], lm(*x)[0])

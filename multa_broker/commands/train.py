@@ -29,6 +29,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, default=10,
                         help="stop after this many epochs without a better validation mean macro-F1 (default 10)")
     parser.add_argument("--min-epochs", type=int, default=15, help="never stop before this epoch (default 15)")
+    parser.add_argument("--smooth", type=int, default=1,
+                        help="early stopping on the mean validation score of the last K epochs (default 1)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt",
@@ -53,6 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=32, help="expert LSTM width (default 32)")
     parser.add_argument("--tower", type=int, default=32, help="tower MLP width (default 32)")
     parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--no-stats", action="store_true",
+                        help="towers read only the LSTM state, not the per-flow statistics (for comparison)")
     parser.add_argument("--baselines", action="store_true",
                         help="also train and store the single-task LSTMs and the classical models")
     parser.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
@@ -80,7 +84,7 @@ def train_config(args: argparse.Namespace):
     from multa_broker.model.training import TrainConfig
 
     return TrainConfig(paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
-                       min_epochs=args.min_epochs,
+                       min_epochs=args.min_epochs, smooth=args.smooth,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
                        seed=args.seed, progress=not args.no_progress)
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, out=args.out, name=args.name, version=args.version,
         tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
         experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
-        single_hidden=args.single_hidden, train=train_config(args), baselines=args.baselines,
+        single_hidden=args.single_hidden, stats=not args.no_stats, train=train_config(args), baselines=args.baselines,
         calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
         command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])
         if "train" in sys.argv else "",

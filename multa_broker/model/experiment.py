@@ -49,6 +49,8 @@ class RunSpec:
     tower: int = 32
     dropout: float = 0.1
     single_hidden: int = 64
+    #: Towers read the per-flow statistics too (LMMoE and single-task alike).
+    stats: bool = True
     train: TrainConfig = field(default_factory=TrainConfig)
     baselines: bool = False
     calibrate: bool = True
@@ -232,11 +234,11 @@ def run(spec: RunSpec) -> Path:
                 "dataset": data, "command": spec.command}
 
     cfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden,
-                      tower=spec.tower, dropout=spec.dropout)
+                      tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
     lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe")
     arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
-            "dropout": spec.dropout}
+            "dropout": spec.dropout, "stats": spec.stats}
     manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
@@ -246,13 +248,13 @@ def run(spec: RunSpec) -> Path:
         single_cfg = TrainConfig(**{**spec.train.to_json(), "paradigm": "separate"})
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout)
+                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
             one = {task: classes[task]}
             tsplits = load_splits(ds, [task], spec.n)
             trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}")
             sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower,
-                     "dropout": spec.dropout}
+                     "dropout": spec.dropout, "stats": spec.stats}
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
                                      spec.n, sarch, training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")

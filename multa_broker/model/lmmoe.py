@@ -40,6 +40,8 @@ class LMMoEConfig:
     hidden: int = 32
     tower: int = 32
     dropout: float = 0.1
+    #: Towers also read the per-flow summary statistics (beside the expert mixture).
+    stats: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,14 +74,18 @@ class Tower(nn.Module):
 class TaskHead(nn.Module):
     """One task's gate (softmax over experts, from the flow summary) and tower."""
 
-    def __init__(self, experts: int, hidden: int, tower: int, classes: int, dropout: float) -> None:
+    def __init__(self, experts: int, hidden: int, tower: int, classes: int, dropout: float,
+                 stats: bool = True) -> None:
         super().__init__()
+        self.stats = bool(stats)
         self.gate = nn.Linear(SUMMARY_DIM, experts)
-        self.tower = Tower(hidden, tower, classes, dropout)
+        self.tower = Tower(hidden + (SUMMARY_DIM if stats else 0), tower, classes, dropout)
 
     def forward(self, summary: torch.Tensor, expert_out: torch.Tensor) -> torch.Tensor:
         g = torch.softmax(self.gate(summary), dim=1)              # [B, E]
         mixed = torch.bmm(g.unsqueeze(1), expert_out).squeeze(1)  # [B, H]
+        if self.stats:
+            mixed = torch.cat([mixed, summary], dim=1)
         return self.tower(mixed)
 
 
@@ -102,7 +108,8 @@ class LMMoE(nn.Module):
         self.experts = nn.ModuleList(
             [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
         self.heads = nn.ModuleList(
-            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout) for c in cfg.tasks.values()])
+            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats)
+             for c in cfg.tasks.values()])
         self.register_buffer("temperature", torch.ones(len(cfg.tasks)))
 
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,

@@ -25,15 +25,20 @@ length), so the first packets -- handshakes, the most telling part of a
 flow -- are the nearest to the state the experts hand on; read forward, the
 LSTM had to carry them through up to N-1 steps and learnt them slowly.
 
-The summary (gate input) is the masked mean of the five scalar step features,
-the protocol one-hot and the flow's length / N (the model's N). Ports are
-never an input.
+The per-flow summary (gate input, and beside the experts' mixture the towers'
+input) holds the statistics gradient-boosted trees win with on small data,
+computed here from the same raw tensors: the masked mean of the five scalar
+step features; per direction (all, originator, responder) the packet share,
+mean/std/min/max of log size and log byte total; mean/std/min/max of log gap
+and the log duration; the first FIRST signed log sizes and log gaps in
+arrival order; the protocol one-hot; and the flow's length / N (the model's N,
+always last). Ports are never an input.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -46,8 +51,26 @@ IAT_RAMPS = 12
 N_PROTOS = len(PROTOS)
 #: Width of the per-step LSTM input.
 INPUT_DIM = STEP_FEATURES + SIZE_RAMPS + IAT_RAMPS + N_PROTOS
-#: Width of the per-flow summary the gates read.
-SUMMARY_DIM = STEP_FEATURES + N_PROTOS + 1
+#: Packets whose own signed size and gap enter the summary.
+FIRST = 8
+#: Per direction: share, mean/std/min/max of log size, log bytes.
+DIR_STATS = 6
+#: Width of the per-flow summary the gates (and towers) read.
+SUMMARY_DIM = STEP_FEATURES + 3 * DIR_STATS + 5 + 2 * FIRST + N_PROTOS + 1
+
+
+def _masked_stats(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[B,N] values, [B,N] 0/1 mask -> [B,4] mean, std, min, max over the masked steps (0 if none)."""
+    cnt = m.sum(dim=1)
+    safe = cnt.clamp(min=1.0)
+    mean = (x * m).sum(dim=1) / safe
+    std = torch.sqrt((((x - mean.unsqueeze(1)) ** 2) * m).sum(dim=1) / safe + 1e-8)
+    big = torch.full_like(x, 1e9)
+    lo = torch.where(m > 0, x, big).amin(dim=1)
+    hi = torch.where(m > 0, x, -big).amax(dim=1)
+    some = cnt > 0
+    zero = torch.zeros_like(mean)
+    return torch.stack([mean, std, torch.where(some, lo, zero), torch.where(some, hi, zero)], dim=1)
 
 
 class Preprocess(nn.Module):
@@ -58,6 +81,7 @@ class Preprocess(nn.Module):
         # The model's N, not the batch's width: a flow padded further is the same flow.
         self.n = int(n)
         self.n_protos = N_PROTOS
+        self.first = FIRST
         self.log_size = math.log1p(float(MAX_SIZE))
         self.log_iat = math.log1p(float(MAX_IAT_US))
         self.max_size = float(MAX_SIZE)
@@ -93,8 +117,39 @@ class Preprocess(nn.Module):
         x = x.gather(1, rev.unsqueeze(2).expand(-1, -1, x.shape[2]))
         lf = lengths.to(sizes.dtype)
         mean = feats.sum(dim=1) / lf.unsqueeze(1)
-        summary = torch.cat([mean, onehot, (lf / float(self.n)).clamp(max=1.0).unsqueeze(1)], dim=1)
+        stats = self.flow_stats(log_s / self.log_size, dirs, log_i / self.log_iat, mask.squeeze(2), lf)
+        summary = torch.cat([mean, stats, onehot, (lf / float(self.n)).clamp(max=1.0).unsqueeze(1)], dim=1)
         return x, summary, last
+
+    def flow_stats(self, ls: torch.Tensor, dirs: torch.Tensor, li: torch.Tensor, valid: torch.Tensor,
+                   lf: torch.Tensor) -> torch.Tensor:
+        """Per-flow statistics from scaled log sizes/gaps (both in [0, 1]); [B, SUMMARY_DIM - 9]."""
+        n = ls.shape[1]
+        orig = valid * (dirs > 0.5).to(ls.dtype)
+        resp = valid - orig
+        cols: List[torch.Tensor] = []
+        raw = torch.expm1(ls * self.log_size)
+        # Bytes of up to MAX_N full-size packets: log scale with this cap maps into [0, ~1.4].
+        log_total = math.log1p(self.max_size * float(self.n))
+        for m in (valid, orig, resp):
+            cols.append((m.sum(dim=1) / lf).unsqueeze(1))
+            cols.append(_masked_stats(ls, m))
+            cols.append((torch.log1p((raw * m).sum(dim=1)) / log_total).unsqueeze(1))
+        gaps = valid.clone()
+        gaps[:, 0] = 0.0
+        cols.append(_masked_stats(li, gaps))
+        dur = torch.log1p(torch.expm1(li * self.log_iat).mul(gaps).sum(dim=1)) / self.log_iat
+        cols.append(dur.unsqueeze(1))
+        k = min(self.first, n)
+        first = (dirs[:, :k] * 2.0 - 1.0) * ls[:, :k] * valid[:, :k]
+        first_gap = li[:, :k] * gaps[:, :k]
+        if k < self.first:
+            pad = torch.zeros(ls.shape[0], self.first - k, dtype=ls.dtype, device=ls.device)
+            first = torch.cat([first, pad], dim=1)
+            first_gap = torch.cat([first_gap, pad], dim=1)
+        cols.append(first)
+        cols.append(first_gap)
+        return torch.cat(cols, dim=1)
 
 
 def last_valid(out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from torch import nn
 
 from multa_broker.flow import DEFAULT_N
 from multa_broker.model.lmmoe import Tower, init_lstm, probabilities
-from multa_broker.model.preprocess import INPUT_DIM, Preprocess, last_valid
+from multa_broker.model.preprocess import INPUT_DIM, SUMMARY_DIM, Preprocess, last_valid
 
 
 @dataclass
@@ -29,6 +29,8 @@ class SingleConfig:
     hidden: int = 64
     tower: int = 32
     dropout: float = 0.1
+    #: The tower also reads the per-flow summary statistics (as the LMMoE's towers do).
+    stats: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,14 +45,19 @@ class SingleTaskLSTM(nn.Module):
         self.n = int(cfg.n)
         self.pre = Preprocess(cfg.n)
         self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True))
-        self.tower = Tower(cfg.hidden, cfg.tower, len(next(iter(cfg.tasks.values()))), cfg.dropout)
+        self.stats = bool(cfg.stats)
+        self.tower = Tower(cfg.hidden + (SUMMARY_DIM if cfg.stats else 0), cfg.tower,
+                           len(next(iter(cfg.tasks.values()))), cfg.dropout)
         self.register_buffer("temperature", torch.ones(1))
 
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
-        x, _, last = self.pre(sizes, dirs, iats, lengths, proto)
+        x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
         out, _ = self.lstm(x)
-        return [self.tower(last_valid(out, last))]
+        h = last_valid(out, last)
+        if self.stats:
+            h = torch.cat([h, summary], dim=1)
+        return [self.tower(h)]
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                 lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:

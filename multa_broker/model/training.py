@@ -56,6 +56,9 @@ class TrainConfig:
     progress: bool = True
     #: Cap on optimizer steps per epoch (None: one pass over the labelled rows).
     max_steps: int | None = None
+    #: Early stopping reads the mean of the last ``smooth`` epochs' validation scores: one lucky
+    #: epoch on a small, differently mixed validation split should not pick the weights.
+    smooth: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,8 +222,11 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
             count += 1
             bar.update(1)
         val_reports = evaluate(model, val, classes)
-        score = mean_macro_f1(val_reports)
-        history.append({"epoch": epoch, "loss": total / max(1, count), "val_mean_macro_f1": score})
+        raw = mean_macro_f1(val_reports)
+        recent = [h["val_mean_macro_f1"] for h in history[-(max(1, cfg.smooth) - 1):]] if cfg.smooth > 1 else []
+        score = float(np.mean(recent + [raw]))
+        history.append({"epoch": epoch, "loss": total / max(1, count), "val_mean_macro_f1": raw,
+                        "val_score": score})
         bar.set_postfix(loss=f"{total / max(1, count):.3f}", val_f1=f"{score:.3f}", best=f"{max(best_score, score):.3f}")
         log.debug("%s epoch %d loss %.4f val mean macro-F1 %.4f", desc, epoch, total / max(1, count), score)
         if score > best_score:
