@@ -202,9 +202,12 @@ class FlowExtractor:
     """
 
     def __init__(self, n: int = DEFAULT_N, *, verify_checksums: bool = False, min_packets: int = 1,
-                 source: str = "") -> None:
+                 source: str = "",
+                 likely_server_ports: tuple[frozenset[int], frozenset[int]] | None = None) -> None:
+        """``likely_server_ports`` is (tcp ports, udp ports); default: Zeek 8.0's (ports.py)."""
         if n < 1:
             raise ValueError("n must be at least 1")
+        self._lsp_tcp, self._lsp_udp = likely_server_ports or (LIKELY_SERVER_PORTS_TCP, LIKELY_SERVER_PORTS_UDP)
         self.n = n
         self.verify = verify_checksums
         self.min_packets = max(1, min_packets)
@@ -773,8 +776,8 @@ class FlowExtractor:
         flip = False
         if not flags & _SYN or flags & _ACK:
             # Partial connection: guess the responder from the ports (TCPAnalyzer::WantConnection).
-            if sport in LIKELY_SERVER_PORTS_TCP:
-                if dport in LIKELY_SERVER_PORTS_TCP:
+            if sport in self._lsp_tcp:
+                if dport in self._lsp_tcp:
                     flip = not flags & _SYN and sport < dport
                 else:
                     flip = True
@@ -1017,7 +1020,7 @@ class FlowExtractor:
     def _tcp_established(self, c: _Conn) -> None:
         # scripts/base/protocols/conn/inactivity.zeek, on connection_established.
         service = c.rp
-        if c.eo.state == INACTIVE and service not in LIKELY_SERVER_PORTS_TCP and c.op in LIKELY_SERVER_PORTS_TCP:
+        if c.eo.state == INACTIVE and service not in self._lsp_tcp and c.op in self._lsp_tcp:
             service = c.op
         if service in LONG_INACTIVITY_TCP_PORTS:
             self._set_inactivity(c, LONG_INACTIVITY_TIMEOUT)
@@ -1032,7 +1035,7 @@ class FlowExtractor:
         c = self._table.get((17, src, sport, dst, dport))
         if c is None:
             c = self._new_conn("udp", 17, src, sport, dst, dport, ts)
-            if sport in LIKELY_SERVER_PORTS_UDP and dport not in LIKELY_SERVER_PORTS_UDP and dst != _BCAST4:
+            if sport in self._lsp_udp and dport not in self._lsp_udp and dst != _BCAST4:
                 self._flip(c)
             self._set_inactivity(c, UDP_INACTIVITY_TIMEOUT)
             # Application analyzers that may flip roles are attached by responder port.

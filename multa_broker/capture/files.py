@@ -16,16 +16,20 @@ log = logging.getLogger("multa.capture")
 
 
 def read_connections(path: str | os.PathLike[str], *, n: int = DEFAULT_N, verify_checksums: bool = False,
-                     min_packets: int = 1) -> Iterator[ConnectionRecord]:
+                     min_packets: int = 1,
+                     likely_server_ports: tuple[frozenset[int], frozenset[int]] | None = None,
+                     ) -> Iterator[ConnectionRecord]:
     """Yield the Zeek connections of one capture, ordered by first-packet time.
 
     Each record holds the connection's first ``n`` packets as a :class:`Flow`
     and its full per-side packet and IP-byte counts. A capture that is damaged
     part-way yields every connection seen before the damage (as if the capture
     ended there) and then raises :class:`CaptureError` naming the file.
+    ``likely_server_ports`` overrides Zeek's default set (tcp ports, udp ports).
     """
     name = os.fspath(path)
-    ex = FlowExtractor(n, verify_checksums=verify_checksums, min_packets=min_packets, source=name)
+    ex = FlowExtractor(n, verify_checksums=verify_checksums, min_packets=min_packets, source=name,
+                       likely_server_ports=likely_server_ports)
     error: CaptureError | None = None
     try:
         yield from ex.feed_capture(open_capture(name))

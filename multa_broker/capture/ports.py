@@ -67,3 +67,13 @@ def zeek_notation() -> list[str]:
     """The set as Zeek prints ports (``80/tcp``), sorted, for comparing with a real Zeek."""
     out = [f"{p}/tcp" for p in LIKELY_SERVER_PORTS_TCP] + [f"{p}/udp" for p in LIKELY_SERVER_PORTS_UDP]
     return sorted(out, key=lambda s: (s.split("/")[1], int(s.split("/")[0])))
+
+
+def parse_zeek_print(text: str) -> tuple[frozenset[int], frozenset[int]]:
+    """(tcp, udp) port sets from the output of ``zeek -e 'print likely_server_ports'``."""
+    tcp, udp = set(), set()
+    for item in text.replace("{", " ").replace("}", " ").replace(",", " ").split():
+        num, _, proto = item.partition("/")
+        if num.isdigit():
+            (tcp if proto == "tcp" else udp if proto == "udp" else set()).add(int(num))
+    return frozenset(tcp), frozenset(udp)
