@@ -9,9 +9,12 @@ the live Zeek package records:
   (the outer UDP connection of a UDP tunnel stays a connection of its own);
 * connection identity (the 5-tuple; for ICMP type and counterpart type), the
   originator (first packet's sender, flipped by ``likely_server_ports``, by a
-  SYN-ACK-first connection that turns productive, or by a late SYN);
+  SYN-ACK-first connection that turns productive, by a late SYN, or by the DNS
+  and NTP analyzers' first message);
 * the end of a connection: TCP reuse by a new SYN, the attempt, close and
-  expire timers of Zeek's TCP session adapter, inactivity timeouts;
+  expire timers of Zeek's TCP session adapter (a close waits while Zeek's
+  reassembler has data pending, see tcpstate.py), inactivity timeouts, the
+  DNS analyzer's session timer;
 * what is counted: a packet counts when Zeek's ConnSize analyzer sees it,
   with ``IP_Hdr::TotalLen()`` as its size; with ``verify_checksums`` a packet
   with a bad IP, TCP, UDP or ICMP checksum is left out as ``zeek`` (without
@@ -69,7 +72,6 @@ _T_INACT, _T_ATTEMPT, _T_EXPIRE, _T_DELETE, _T_FRAG, _T_DNS = range(6)
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 
-_U16 = struct.Struct("!H").unpack_from
 _TCP = struct.Struct("!HHIIBBH").unpack_from
 _UDP = struct.Struct("!HHHH").unpack_from
 _PORTS = struct.Struct("!HH").unpack_from
