@@ -6,11 +6,14 @@
 ##! right after the packet that reached it. Registering 1..64 gives one
 ##! event per packet for the first 64 packets of every connection and none
 ##! after, so this script never handles :zeek:see:`new_packet`. In each
-##! event, the side whose ``num_pkts`` went up sent the packet and the rise
-##! of ``num_bytes_ip`` (both sides) is its IP length.
+##! event, the side whose ``num_bytes_ip`` went up sent the packet, the rise
+##! is its IP length, and the packet's own timestamp gives the gap to the
+##! previous one. Events that break these rules (a missed packet event,
+##! neither or both sides grew) end the flow before them.
 ##!
-##! A connection is emitted (queued for the bridge) exactly once: when it
-##! reaches :zeek:see:`Multa::max_packets`, when it ends with at least
+##! The flow record is built in place, in the connection's state, and
+##! queued as is. A connection is emitted exactly once: when it reaches
+##! :zeek:see:`Multa::max_packets`, when it ends with at least
 ##! :zeek:see:`Multa::min_packets`, or at :zeek:see:`Multa::max_age`.
 ##! Queued flows leave in batches (:zeek:see:`Multa::batch_size`,
 ##! :zeek:see:`Multa::batch_interval`).
@@ -23,36 +26,25 @@ module Multa;
 export {
 	## Per-connection collection state.
 	type State: record {
-		## The connection's id (shared with the connection record, so it
-		## follows role flips).
+		## The flow so far; queued as is at emission.
+		flow: Flow;
+		## The connection's id (shared with the connection record).
 		id: conn_id;
-		## The connection's uid.
-		uid: string;
-		## Time of the first packet.
-		ts: time;
-		## Time of the latest packet.
+		## Timestamp of the latest packet.
 		last_ts: time;
-		## Features collected so far.
-		sizes: vector of count;
-		dirs: vector of bool;
-		iats: vector of count;
-		## Originator address and port when ``dirs`` was last oriented;
-		## a difference means Zeek flipped the roles.
-		orig_h: addr;
-		orig_p: port;
-		## Counters after the previous packet.
-		orig_pkts: count;
-		resp_pkts: count;
-		bytes_ip: count;
-		## No more packets are appended (emitted, full or a gap).
-		stopped: bool &default=F;
-		## Queued for the bridge (or vetoed by the flow policy).
+		## Originator's and responder's IP bytes after the latest packet.
+		ob: count;
+		rb: count;
+		## Queued for the bridge, or left out for good: nothing more is
+		## recorded.
 		emitted: bool &default=F;
 	};
 
 	## Emits every pending connection that has
 	## :zeek:see:`Multa::min_packets`, then publishes every batch.
-	## The offline mode calls it at the end of the trace.
+	## The offline mode calls it at the end of the trace. Open
+	## connections are tracked only while :zeek:see:`Multa::max_age` is
+	## set or in the offline mode.
 	global flush_all: function(reason: string);
 
 	## Publishes queued flows now.
@@ -64,6 +56,10 @@ export {
 
 	## The topic of flow shard *shard* (0-based).
 	global shard_topic: function(shard: count): string;
+
+	## The set {1, ..., n}, for
+	## :zeek:see:`ConnThreshold::generic_packet_thresholds`.
+	global packet_thresholds: function(n: count): set[count];
 }
 
 redef record connection += {
@@ -72,11 +68,7 @@ redef record connection += {
 	multa: State &optional;
 };
 
-## One event per packet for the first MAX_PACKETS packets. The set is read
-## once when parsing ends, so it covers the largest legal max_packets and
-## the handler ignores what lies beyond the configured one; this keeps
-## ``redef Multa::max_packets`` working wherever it appears.
-function thresholds_upto(n: count): set[count]
+function packet_thresholds(n: count): set[count]
 	{
 	local s: set[count] = set();
 	local i = 1;
@@ -88,7 +80,11 @@ function thresholds_upto(n: count): set[count]
 	return s;
 	}
 
-redef ConnThreshold::generic_packet_thresholds += thresholds_upto(MAX_PACKETS);
+# One event per packet for the first max_packets packets. Registering the
+# largest legal N (64) instead would let a later redef of max_packets
+# work alone, but costs an event per packet up to 64 for every long
+# connection.
+redef ConnThreshold::generic_packet_thresholds += packet_thresholds(max_packets);
 
 type Batch: record {
 	flows: vector of Flow;
@@ -105,32 +101,21 @@ global collecting = T;
 ## Scheduled flush of one shard's batch.
 global flush_due: event(shard: count, gen: count);
 
-# Results need the id and start of connections that may be gone by then;
-# bounded by Multa::result_timeout.
-type InFlight: record {
-	id: conn_id;
-	ts: time;
-	packets: count;
-};
-
-global inflight_expired: function(t: table[string] of InFlight, uid: string): interval;
-
-global inflight: table[string] of InFlight
-	&create_expire=result_timeout &expire_func=inflight_expired;
-
 # Set by the offline mode (trace.zeek) while it waits for results: the
 # network clock jumps to wall-clock time after a trace, which would expire
 # every entry at once.
 global hold_inflight = F;
 
-function inflight_expired(t: table[string] of InFlight, uid: string): interval
+function inflight_expired(t: table[string] of Flow, uid: string): interval
 	{
-	if ( hold_inflight )
-		return result_timeout;
-
-	count_dropped("result_timeout");
-	return 0 secs;
+	return hold_inflight ? result_timeout : 0 secs;
 	}
+
+# Flows sent and waiting for their result, by uid: results need the
+# endpoints and start of connections that may be gone by then. Bounded by
+# Multa::result_timeout.
+global inflight: table[string] of Flow
+	&create_expire=result_timeout &expire_func=inflight_expired;
 
 global emit: function(s: State, reason: string);
 
@@ -140,14 +125,6 @@ function pending_check_interval(): interval
 	return max_age > 0 secs ? max_age : 1 hr;
 	}
 
-global pending_expired: function(t: table[string] of State, uid: string): interval;
-
-## Connections with collection state that were not emitted yet, by uid.
-## Entries leave at emission or connection end; expiry only drives
-## Multa::max_age.
-global pending: table[string] of State
-	&create_expire=pending_check_interval() &expire_func=pending_expired;
-
 function pending_expired(t: table[string] of State, uid: string): interval
 	{
 	local s = t[uid];
@@ -155,12 +132,19 @@ function pending_expired(t: table[string] of State, uid: string): interval
 	if ( s$emitted )
 		return 0 secs;
 
-	if ( max_age == 0 secs || |s$sizes| < min_packets || ! collecting )
+	if ( max_age == 0 secs || |s$flow$sizes| < min_packets || ! collecting )
 		return pending_check_interval();
 
 	emit(s, "age");
 	return 0 secs;
 	}
+
+## Connections that are collecting and not emitted yet, by uid; only kept
+## when something needs them before the connection ends (max_age, the
+## offline mode). Entries leave at emission or connection end; expiry
+## drives Multa::max_age.
+global pending: table[string] of State
+	&create_expire=pending_check_interval() &expire_func=pending_expired;
 
 function shard_topic(shard: count): string
 	{
@@ -181,8 +165,10 @@ function publish_batch(shard: count)
 		{
 		Reporter::warning(fmt("multa: could not publish %d flows on %s",
 		    |b$flows|, shard_topic(shard)));
-		Telemetry::counter_family_inc(dropped_cf, vector("publish_failed"), |b$flows| + 0.0);
+		count_dropped("publish_failed", |b$flows|);
 		}
+	else
+		Telemetry::counter_inc(flows_counter, |b$flows| + 0.0);
 
 	b$flows = vector();
 	++b$gen;
@@ -214,19 +200,22 @@ function enqueue(f: Flow)
 
 function emit(s: State, reason: string)
 	{
-	s$stopped = T;
 	s$emitted = T;
-	delete pending[s$uid];
 
-	local f = Flow($uid=s$uid, $orig_h=s$id$orig_h, $orig_p=s$id$orig_p,
-	    $resp_h=s$id$resp_h, $resp_p=s$id$resp_p, $ts=s$ts,
-	    $sizes=s$sizes, $dirs=s$dirs, $iats=s$iats);
+	if ( max_age > 0 secs || offline_wait_for_bridge )
+		delete pending[s$flow$uid];
 
-	if ( ! hook flow_policy(f) )
+	local f = s$flow;
+
+	# Before the connection's last collected packet, the per-packet
+	# handler may still append to s$flow: queue a copy.
+	if ( reason != "full" && reason != "end" )
+		f = copy(f);
+
+	if ( |f$sizes| == 0 || ! hook flow_policy(f) )
 		return;
 
-	inflight[s$uid] = InFlight($id=s$id, $ts=s$ts, $packets=|s$sizes|);
-	Telemetry::counter_family_inc(flows_cf, vector(reason));
+	inflight[f$uid] = f;
 	enqueue(f);
 	}
 
@@ -237,7 +226,7 @@ function flush_all(reason: string)
 
 	for ( _, s in pending )
 		{
-		if ( ! s$emitted && |s$sizes| >= min_packets )
+		if ( ! s$emitted && |s$flow$sizes| >= min_packets )
 			due += s;
 		}
 
@@ -247,130 +236,64 @@ function flush_all(reason: string)
 	flush_batches();
 	}
 
-function anomaly(c: connection, name: string, addl: string)
-	{
-	Reporter::conn_weird(name, c, addl, "multa");
-	count_dropped(name);
-	}
-
-# Zeek flipped originator and responder after we recorded directions.
-function reorient(s: State)
-	{
-	for ( i, d in s$dirs )
-		s$dirs[i] = ! d;
-
-	local tmp = s$orig_pkts;
-	s$orig_pkts = s$resp_pkts;
-	s$resp_pkts = tmp;
-	s$orig_h = s$id$orig_h;
-	s$orig_p = s$id$orig_p;
-	}
-
-function clamp_size(c: connection, size: count): count
-	{
-	if ( size < 20 )
-		{
-		anomaly(c, "multa_packet_size_out_of_range", cat(size));
-		return 20;
-		}
-
-	if ( size > 65535 )
-		{
-		anomaly(c, "multa_packet_size_out_of_range", cat(size));
-		return 65535;
-		}
-
-	return size;
-	}
-
 function start_flow(c: connection)
 	{
 	# Only TCP, UDP and ICMP flows are in the model's representation.
 	if ( get_port_transport_proto(c$id$orig_p) == unknown_transport )
 		return;
 
-	local op = c$orig$num_pkts;
-	local rp = c$resp$num_pkts;
-
-	if ( op + rp != 1 )
+	if ( c$orig$num_pkts + c$resp$num_pkts != 1 )
 		{
-		# The first event saw more than one packet: the sequence would not
-		# start at the first packet, so this connection is not collected.
-		anomaly(c, "multa_packet_gap", fmt("first event after %d packets", op + rp));
+		# The first event came after more than one packet: the sequence
+		# would not start at the first packet.
+		Reporter::conn_weird("multa_packet_gap", c, "first event after several packets", "multa");
+		count_dropped("multa_packet_gap");
 		return;
 		}
 
-	local bytes = c$orig$num_bytes_ip + c$resp$num_bytes_ip;
-	local now = network_time();
-	local s = State($id=c$id, $uid=c$uid, $ts=now, $last_ts=now,
-	    $sizes=vector(clamp_size(c, bytes)), $dirs=vector(op == 1), $iats=vector(0),
-	    $orig_h=c$id$orig_h, $orig_p=c$id$orig_p,
-	    $orig_pkts=op, $resp_pkts=rp, $bytes_ip=bytes);
+	local ob = c$orig$num_bytes_ip;
+	local rb = c$resp$num_bytes_ip;
+	local size = ob + rb;
+
+	if ( size < 20 || size > 65535 )
+		{
+		Reporter::conn_weird("multa_packet_size_out_of_range", c, cat(size), "multa");
+		count_dropped("multa_packet_size_out_of_range");
+		size = size < 20 ? 20 : 65535;
+		}
+
+	local t = get_current_packet_ts();
+	local f = Flow($uid=c$uid, $orig_h=c$id$orig_h, $orig_p=c$id$orig_p,
+	    $resp_h=c$id$resp_h, $resp_p=c$id$resp_p, $ts=t,
+	    $sizes=vector(size), $dirs=vector(ob > 0), $iats=vector(0));
+	local s = State($flow=f, $id=c$id, $last_ts=t, $ob=ob, $rb=rb);
 	c$multa = s;
-	pending[c$uid] = s;
+
+	if ( max_age > 0 secs || offline_wait_for_bridge )
+		pending[c$uid] = s;
 
 	if ( max_packets == 1 )
 		emit(s, "full");
 	}
 
-function add_packet(c: connection, s: State)
+# Ends collection before the current packet: sends the exact prefix
+# collected so far when it is long enough.
+function stop_flow(c: connection, s: State, what: string)
 	{
-	if ( c$id$orig_p != s$orig_p || c$id$orig_h != s$orig_h )
-		reorient(s);
+	Reporter::conn_weird("multa_packet_gap", c, what, "multa");
+	count_dropped("multa_packet_gap");
 
-	local op = c$orig$num_pkts;
-	local rp = c$resp$num_pkts;
-	local is_orig: bool;
-
-	if ( op == s$orig_pkts + 1 && rp == s$resp_pkts )
-		is_orig = T;
-	else if ( rp == s$resp_pkts + 1 && op == s$orig_pkts )
-		is_orig = F;
-	else if ( op == s$orig_pkts && rp == s$resp_pkts )
-		{
-		# An event without a new packet: nothing to record.
-		anomaly(c, "multa_no_new_packet", "");
-		return;
-		}
+	if ( |s$flow$sizes| >= min_packets )
+		emit(s, "gap");
 	else
 		{
-		# Several packets (or a counter going back) between two events:
-		# keep the exact prefix we have and stop here.
-		anomaly(c, "multa_packet_gap", fmt("%d/%d -> %d/%d packets",
-		    s$orig_pkts, s$resp_pkts, op, rp));
-		s$stopped = T;
-		return;
+		s$emitted = T;
+		delete pending[c$uid];
 		}
-
-	local bytes = c$orig$num_bytes_ip + c$resp$num_bytes_ip;
-
-	if ( bytes < s$bytes_ip )
-		{
-		anomaly(c, "multa_packet_gap", "byte counter went back");
-		s$stopped = T;
-		return;
-		}
-
-	local now = network_time();
-	local iat = 0;
-
-	if ( now > s$last_ts )
-		iat = double_to_count(interval_to_double(now - s$last_ts) * 1000000.0);
-	else if ( now < s$last_ts )
-		anomaly(c, "multa_time_went_back", "");
-
-	s$sizes += clamp_size(c, bytes - s$bytes_ip);
-	s$dirs += is_orig;
-	s$iats += iat;
-	s$orig_pkts = op;
-	s$resp_pkts = rp;
-	s$bytes_ip = bytes;
-	s$last_ts = now;
-
-	if ( |s$sizes| >= max_packets )
-		emit(s, "full");
 	}
 
+# Kept lean: this runs for each of the first max_packets packets of every
+# connection.
 event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &group="multa-collect"
 	{
 	if ( threshold > max_packets )
@@ -387,9 +310,88 @@ event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &gr
 		return;
 
 	local s = c$multa;
+	local f = s$flow;
 
-	if ( ! s$stopped )
-		add_packet(c, s);
+	# Also true for every packet after a gap.
+	if ( threshold != |f$sizes| + 1 )
+		{
+		if ( ! s$emitted )
+			stop_flow(c, s, fmt("packet %d after %d", threshold, |f$sizes|));
+		return;
+		}
+
+	local ob = c$orig$num_bytes_ip;
+	local rb = c$resp$num_bytes_ip;
+	local size: count;
+
+	if ( ob > s$ob && rb == s$rb )
+		{
+		f$dirs += T;
+		size = ob - s$ob;
+		s$ob = ob;
+		}
+	else if ( rb > s$rb && ob == s$ob )
+		{
+		f$dirs += F;
+		size = rb - s$rb;
+		s$rb = rb;
+		}
+	else
+		{
+		if ( ! s$emitted )
+			stop_flow(c, s, fmt("packet %d: byte counters %d/%d -> %d/%d", threshold,
+			    s$ob, s$rb, ob, rb));
+		return;
+		}
+
+	if ( size < 20 || size > 65535 )
+		{
+		Reporter::conn_weird("multa_packet_size_out_of_range", c, cat(size), "multa");
+		count_dropped("multa_packet_size_out_of_range");
+		size = size < 20 ? 20 : 65535;
+		}
+
+	f$sizes += size;
+
+	# The packet's own timestamp: network_time() never goes back, so with
+	# out-of-order timestamps it is not the packet's time.
+	local t = get_current_packet_ts();
+
+	if ( t >= s$last_ts )
+		f$iats += double_to_count((t - s$last_ts) / 1 usec);
+	else
+		{
+		Reporter::conn_weird("multa_time_went_back", c, "", "multa");
+		count_dropped("multa_time_went_back");
+		f$iats += 0;
+		}
+
+	s$last_ts = t;
+
+	if ( threshold == max_packets )
+		emit(s, "full");
+	}
+
+# Zeek swapped originator and responder: so do the flow and its counters.
+event connection_flipped(c: connection)
+	{
+	if ( ! c?$multa || c$multa$emitted )
+		return;
+
+	local s = c$multa;
+	local f = s$flow;
+
+	for ( i, d in f$dirs )
+		f$dirs[i] = ! d;
+
+	f$orig_h = c$id$orig_h;
+	f$orig_p = c$id$orig_p;
+	f$resp_h = c$id$resp_h;
+	f$resp_p = c$id$resp_p;
+
+	local tmp = s$ob;
+	s$ob = s$rb;
+	s$rb = tmp;
 	}
 
 event connection_state_remove(c: connection)
@@ -404,7 +406,7 @@ event connection_state_remove(c: connection)
 
 	delete pending[c$uid];
 
-	if ( |s$sizes| >= min_packets && collecting )
+	if ( |s$flow$sizes| >= min_packets && collecting )
 		emit(s, "end");
 	}
 
@@ -429,10 +431,15 @@ function set_collecting(on: bool)
 
 event zeek_init() &priority=4
 	{
-	local i = 0;
-	while ( i < shards )
-		{
+	while ( |batches| < shards )
 		batches += Batch($flows=vector());
+
+	local i = 1;
+	while ( i <= max_packets )
+		{
+		if ( i !in ConnThreshold::generic_packet_thresholds )
+			Reporter::fatal(fmt("Multa::max_packets is %d, but Zeek counts packets for it only up to %d: with a redef of Multa::max_packets after loading multa, also redef ConnThreshold::generic_packet_thresholds += Multa::packet_thresholds(%d);",
+			    max_packets, i - 1, max_packets));
 		++i;
 		}
 	}

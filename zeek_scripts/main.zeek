@@ -121,10 +121,13 @@ export {
 
 	# --- Collection ------------------------------------------------------
 
-	## Packets per flow: a connection is sent once it has this many.
-	## Read when scripts are parsed (Zeek registers its packet
-	## thresholds then); at most 64. Packets beyond it cost one
-	## empty event each up to 64 (see docs/zeek.md).
+	## Packets per flow (1..64): a connection is sent once it has this
+	## many. Zeek reads its packet thresholds when parsing ends, and
+	## this package registers 1..max_packets when it is parsed: a redef
+	## after loading the package must also register the new thresholds,
+	## ``redef ConnThreshold::generic_packet_thresholds +=
+	## Multa::packet_thresholds(N);`` (Zeek stops with this hint if
+	## it is missing).
 	const max_packets = 20 &redef;
 
 	## A connection that ends (or reaches :zeek:see:`Multa::max_age`)
@@ -264,7 +267,8 @@ export {
 	## WebSocket server; load ``offline.zeek`` to set all three.
 	const offline_wait_for_bridge = F &redef;
 
-	## How long to wait for a bridge before reading the trace without one.
+	## How long to wait for a bridge before stopping without reading the
+	## trace.
 	option bridge_wait_timeout = 30 secs;
 
 	## How long to wait for outstanding results after the trace ended.
@@ -297,8 +301,9 @@ global flows_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 	$prefix="zeek",
 	$name="multa-flows",
 	$unit="",
-	$label_names=vector("reason"),
-	$help_text="Flows multa sent to the bridge, by what triggered sending"));
+	$help_text="Flows multa published for the bridge"));
+
+global flows_counter = Telemetry::counter_with(flows_cf);
 
 global dropped_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 	$prefix="zeek",
@@ -315,9 +320,16 @@ global results_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 
 global results_counter = Telemetry::counter_with(results_cf);
 
-function count_dropped(reason: string)
+# Counters by label, made once: counter_family_inc() builds its labels on
+# every call.
+global dropped_counters: table[string] of Telemetry::Counter;
+
+function count_dropped(reason: string, amount: count &default=1)
 	{
-	Telemetry::counter_family_inc(dropped_cf, vector(reason));
+	if ( reason !in dropped_counters )
+		dropped_counters[reason] = Telemetry::counter_with(dropped_cf, vector(reason));
+
+	Telemetry::counter_inc(dropped_counters[reason], amount + 0.0);
 	}
 
 event zeek_init() &priority=5

@@ -113,7 +113,9 @@ function handle_result(r: Result)
 	local f = inflight[r$uid];
 	delete inflight[r$uid];
 
-	local info = make_info(r, f$id, f$ts, f$packets);
+	local id = conn_id($orig_h=f$orig_h, $orig_p=f$orig_p, $resp_h=f$resp_h,
+	    $resp_p=f$resp_p);
+	local info = make_info(r, id, f$ts, |f$sizes|);
 
 	if ( ! hook verdict_policy(info, r) )
 		return;

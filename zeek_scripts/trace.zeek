@@ -3,9 +3,9 @@
 ##! ``offline.zeek`` to turn it on.
 ##!
 ##! 1. At startup, packet processing is suspended until a bridge connects
-##!    to the WebSocket server, or :zeek:see:`Multa::bridge_wait_timeout`
-##!    passes (then the trace is read without classification, with a
-##!    reporter error).
+##!    to the WebSocket server. If none does within
+##!    :zeek:see:`Multa::bridge_wait_timeout`, Zeek stops with a reporter
+##!    error before reading the trace.
 ##! 2. At the end of the trace (:zeek:see:`Pcap::file_done`) connections
 ##!    that are still open have not been removed yet, so every pending flow
 ##!    with :zeek:see:`Multa::min_packets` is sent then.
@@ -13,8 +13,13 @@
 ##!    :zeek:see:`Multa::offline_result_timeout` (with a reporter warning
 ##!    naming the number of flows left without one), or when the last
 ##!    bridge leaves.
+##!
+##! Both timeouts run on wall-clock time in a small watcher shell that
+##! sends Zeek SIGTERM: Zeek's timers, and the input framework that
+##! ``Exec::run`` needs, follow network time, which stands still while
+##! processing is suspended and after a trace has ended. The watcher
+##! exits as soon as its wait is cancelled or Zeek is gone.
 
-@load base/utils/exec
 @load ./main
 @load ./collect
 @load ./transport
@@ -28,21 +33,30 @@ global offline_active = F;
 global waiting_for_bridge = F;
 global trace_ended = F;
 global finished = F;
+# Stop file of the running watcher; creating it cancels the watcher.
+global watcher_stop = "";
 
-global wall_timeout: event(what: string);
-
-## Raises wall_timeout(*what*) after *after* of wall-clock time. Zeek's
-## timers follow network time, which stands still while processing is
-## suspended before the first packet and after a trace has ended; a
-## sleeping child process does not.
-function wall_timer(after: interval, what: string)
+## Sends Zeek SIGTERM after *after* of wall-clock time unless
+## cancel_watcher() runs first.
+function start_watcher(after: interval)
 	{
-	local cmd = Exec::Command($cmd=fmt("sleep %.3f", interval_to_double(after)));
+	local tmp = getenv("TMPDIR") != "" ? getenv("TMPDIR") : "/tmp";
+	watcher_stop = fmt("%s/multa-%d-%s.stop", tmp, getpid(), unique_id(""));
+	local stop = safe_shell_quote(watcher_stop);
+	local pid = getpid();
+	local ticks = double_to_count(interval_to_double(after) * 10.0);
 
-	when [cmd, what] ( local r = Exec::run(cmd) )
-		{
-		event Multa::wall_timeout(what);
-		}
+	system(fmt("i=0; while [ $i -lt %d ]; do if [ -e %s ]; then rm -f %s; exit 0; fi; kill -0 %d 2>/dev/null || exit 0; sleep 0.1; i=$((i+1)); done; kill -TERM %d",
+	    ticks, stop, stop, pid, pid));
+	}
+
+function cancel_watcher()
+	{
+	if ( watcher_stop == "" )
+		return;
+
+	close(open(watcher_stop));
+	watcher_stop = "";
 	}
 
 function finish(why: string)
@@ -52,6 +66,7 @@ function finish(why: string)
 
 	finished = T;
 	hold_inflight = F;
+	cancel_watcher();
 
 	if ( |inflight| > 0 )
 		Reporter::warning(fmt("multa: %s; %d flows got no result", why, |inflight|));
@@ -80,7 +95,7 @@ event zeek_init() &priority=-10
 	suspend_processing();
 	Reporter::info(fmt("multa: waiting up to %s for a bridge to subscribe to %s on port %s",
 	    bridge_wait_timeout, flow_topic, websocket_port));
-	wall_timer(bridge_wait_timeout, "bridge");
+	start_watcher(bridge_wait_timeout);
 	}
 
 event Multa::bridge_status(bridges: count) &priority=-5
@@ -91,26 +106,27 @@ event Multa::bridge_status(bridges: count) &priority=-5
 	if ( waiting_for_bridge && bridges > 0 )
 		{
 		waiting_for_bridge = F;
+		cancel_watcher();
 		continue_processing();
 		}
 	else if ( trace_ended && bridges == 0 )
 		finish("the bridge left before all results came back");
 	}
 
-event Multa::wall_timeout(what: string)
+# The watcher's SIGTERM (or any other shutdown) ends up here.
+event zeek_done()
 	{
-	if ( what == "bridge" && waiting_for_bridge )
-		{
-		Reporter::error(fmt("multa: no bridge connected within %s (Multa::bridge_wait_timeout); reading the trace without classification",
+	if ( ! offline_active || finished )
+		return;
+
+	# No cancel_watcher() here: the watcher may be what stopped Zeek, and
+	# it exits by itself once Zeek is gone.
+	if ( waiting_for_bridge )
+		Reporter::error(fmt("multa: no bridge connected within %s (Multa::bridge_wait_timeout); stopped before reading the trace",
 		    bridge_wait_timeout));
-		waiting_for_bridge = F;
-		offline_active = F;
-		hold_inflight = F;
-		continue_processing();
-		}
-	else if ( what == "results" && offline_active )
-		finish(fmt("gave up waiting after %s (Multa::offline_result_timeout)",
-		    offline_result_timeout));
+	else if ( trace_ended && |inflight| > 0 )
+		Reporter::warning(fmt("multa: gave up waiting for results after %s (Multa::offline_result_timeout); %d flows got no result",
+		    offline_result_timeout, |inflight|));
 	}
 
 event Pcap::file_done(path: string)
@@ -131,7 +147,7 @@ event Pcap::file_done(path: string)
 	if ( |inflight| == 0 )
 		finish("trace done");
 	else
-		wall_timer(offline_result_timeout, "results");
+		start_watcher(offline_result_timeout);
 	}
 
 event Multa::result_handled()

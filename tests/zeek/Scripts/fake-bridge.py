@@ -11,7 +11,10 @@ packets are threat "scan" (0.95), others "benign" (0.99); responder port 80
 is service "http", anything else "other"; every flow also gets the task
 "qos" (unknown to the Zeek package, logged in the extra_* columns).
 
-Usage: fake-bridge.py URL BATCH_FILE
+With --benign every flow is benign (for benchmarks: no notices); with
+--silent nothing is answered.
+
+Usage: fake-bridge.py URL BATCH_FILE [--benign] [--silent]
 """
 
 from __future__ import annotations
@@ -44,9 +47,13 @@ def vector(items):
     return typed("vector", list(items))
 
 
+BENIGN = "--benign" in sys.argv
+SILENT = "--silent" in sys.argv
+
+
 def verdict(flow) -> list:
     uid, _orig_h, _orig_p, _resp_h, resp_p, _ts, sizes, _dirs, _iats = flow
-    threat = ("scan", 0.95) if len(sizes) <= 2 else ("benign", 0.99)
+    threat = ("scan", 0.95) if len(sizes) <= 2 and not BENIGN else ("benign", 0.99)
     service = ("http", 0.9) if resp_p == "80/tcp" else ("other", 0.5)
     return [uid, "fake-1", ["service", "threat", "qos"],
             [service[0], threat[0], "bulk"], [service[1], threat[1], 0.25]]
@@ -93,6 +100,8 @@ async def run(url: str, batch_file: str) -> None:
                 node, flows = args
                 out.write(f"{node} {len(flows)}\n")
                 out.flush()
+                if SILENT:
+                    continue
                 reply = results_message(RESULT_TOPIC_PREFIX + node, [verdict(f) for f in flows])
                 await ws.send(reply)
         except websockets.ConnectionClosed:

@@ -1,13 +1,17 @@
 # @TEST-DOC: verdict_policy can rewrite or veto a verdict, log_policy filters multa.log only, classified fires for every accepted result; unknown uids, repeats and malformed results are dropped without harm.
-# @TEST-REQUIRES: test -f "$TRACES/wikipedia.pcap"
-# @TEST-EXEC: zeek -b -C -r $TRACES/wikipedia.pcap $PACKAGE %INPUT > output
+# @TEST-REQUIRES: test -f "$TRACES/zeek-traces/wikipedia.pcap"
+# @TEST-EXEC: zeek -b -C -r $TRACES/zeek-traces/wikipedia.pcap $PACKAGE %INPUT > output
 # @TEST-EXEC: btest-diff output
 # @TEST-EXEC: zeek-cut uid model service service_score threat threat_score < multa.log > multa.out
 # @TEST-EXEC: btest-diff multa.out
 # @TEST-EXEC: zeek-cut level message < reporter.log | grep multa > reporter.out
 # @TEST-EXEC: btest-diff reporter.out
 
+@load base/frameworks/reporter
+
 redef Multa::pause_without_bridge = F;
+# Keeps open connections in the pending table, so flush_all() can send them.
+redef Multa::max_age = 1 day;
 
 global uids: vector of string;
 

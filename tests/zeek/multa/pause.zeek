@@ -1,6 +1,6 @@
 # @TEST-DOC: Without a bridge (and pause_without_bridge on, the default) nothing is collected or sent; switching the option at run time through the Config framework resumes collection for new connections.
-# @TEST-REQUIRES: test -f "$TRACES/nmap-vsn.pcap"
-# @TEST-EXEC: zeek -b -C -r $TRACES/nmap-vsn.pcap $PACKAGE %INPUT > output
+# @TEST-REQUIRES: test -f "$TRACES/ndpi/pcap/synscan.pcap"
+# @TEST-EXEC: zeek -b -C -r $TRACES/ndpi/pcap/synscan.pcap $PACKAGE %INPUT > output
 # @TEST-EXEC: btest-diff output
 
 global sent = 0;

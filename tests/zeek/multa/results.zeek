@@ -1,13 +1,15 @@
-# @TEST-DOC: Canned results for every flow of a scan trace (raised locally, no bridge): multa.log columns, per-flow threat and tunnel notices, the per-source scan aggregate, unknown tasks in extra_*.
-# @TEST-REQUIRES: test -f "$TRACES/nmap-vsn.pcap"
-# @TEST-EXEC: zeek -b -C -r $TRACES/nmap-vsn.pcap $PACKAGE %INPUT > output
+# @TEST-DOC: Canned results for every flow of a small scan trace (raised locally, no bridge): multa.log columns, per-flow threat and tunnel notices, the per-source scan aggregate, unknown tasks in extra_*.
+# @TEST-REQUIRES: test -f "$TRACES/ndpi/pcap/tcp_scan.pcapng"
+# @TEST-EXEC: zeek -b -C -r $TRACES/ndpi/pcap/tcp_scan.pcapng $PACKAGE %INPUT > output
 # @TEST-EXEC: btest-diff output
 # @TEST-EXEC: btest-diff multa.log
 # @TEST-EXEC: zeek-cut note sub src dst p n msg < notice.log > notice.out
 # @TEST-EXEC: btest-diff notice.out
 
 redef Multa::pause_without_bridge = F;
-redef Multa::host_threshold = 10;
+# Keeps open connections in the pending table, so flush_all() can send them.
+redef Multa::max_age = 1 day;
+redef Multa::host_threshold = 4;
 
 global sent: vector of Multa::Flow;
 global classified = 0;

@@ -1,6 +1,6 @@
 # @TEST-DOC: The packet sequence of http/get.pcap's one connection (14 packets), and its sizes summing to conn.log's IP bytes.
-# @TEST-REQUIRES: test -f "$TRACES/http/get.pcap"
-# @TEST-EXEC: zeek -b -r $TRACES/http/get.pcap $PACKAGE %INPUT > output
+# @TEST-REQUIRES: test -f "$TRACES/zeek-traces/http/get.pcap"
+# @TEST-EXEC: zeek -b -r $TRACES/zeek-traces/http/get.pcap $PACKAGE %INPUT > output
 # @TEST-EXEC: btest-diff output
 # @TEST-EXEC: zeek-cut uid orig_pkts resp_pkts orig_ip_bytes resp_ip_bytes < conn.log > conn.out
 # @TEST-EXEC: btest-diff conn.out

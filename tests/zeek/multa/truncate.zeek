@@ -1,6 +1,6 @@
 # @TEST-DOC: With max_packets 5 a long connection is sent after its 5th packet, exactly once; the prefix equals the start of the full sequence.
-# @TEST-REQUIRES: test -f "$TRACES/http/get.pcap"
-# @TEST-EXEC: zeek -b -r $TRACES/http/get.pcap $PACKAGE %INPUT > output
+# @TEST-REQUIRES: test -f "$TRACES/zeek-traces/http/get.pcap"
+# @TEST-EXEC: zeek -b -r $TRACES/zeek-traces/http/get.pcap $PACKAGE %INPUT > output
 # @TEST-EXEC: btest-diff output
 
 redef Multa::pause_without_bridge = F;
