@@ -56,6 +56,20 @@ def test_build_labels_only_matching_flows_and_keeps_missing(small_corpus):
         assert len(set(ds.split[ds.capture == c].tolist())) == 1
 
 
+def test_cap_keeps_a_seeded_sample_per_capture_and_label(small_corpus):
+    data, source = small_corpus
+    full, _ = build(BuildConfig(data_dir=data, sources=[source], builtin=False,
+                                max_per_capture_label=0), progress=False)
+    capped, report = build(BuildConfig(data_dir=data, sources=[source], builtin=False,
+                                       max_per_capture_label=1), progress=False)
+    assert len(capped) < len(full)
+    assert report.flows_capped == len(full) - len(capped)
+    # One flow per (capture, label combination), a subset of the uncapped flows.
+    combos = {(int(c), tuple(l)) for c, l in zip(full.capture, full.labels.tolist())}
+    assert len(capped) == len(combos)
+    assert set(capped.keys.tolist()) <= set(full.keys.tolist())
+
+
 def test_dataset_inputs_equal_what_classify_and_bridge_encode(small_corpus, tmp_path):
     data, source = small_corpus
     ds, _ = build(BuildConfig(data_dir=data, sources=[source], builtin=False), progress=False)

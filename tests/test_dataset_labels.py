@@ -146,3 +146,20 @@ def test_split_is_by_capture_deterministic_and_spreads_rare_classes():
     assert common[0] >= 12 and common[1] >= 2 and common[2] >= 2
     with pytest.raises(ValueError):
         assign_splits(caps, ratios=(0.5, 0.5, 0.5))
+
+
+def test_split_puts_a_capture_holding_most_of_a_class_into_train():
+    caps = {f"c{i}": Counter({("service", "vpn"): 5, ("service", "dns"): 5}) for i in range(10)}
+    caps["huge"] = Counter({("service", "vpn"): 300})
+    a = assign_splits(caps, seed=3)
+    assert a["huge"] == 0
+    # The rule that spreads a class first still gives val and test some vpn.
+    assert {a[f"c{i}"] for i in range(10)} == {0, 1, 2}
+
+
+def test_split_of_a_class_in_two_captures_trains_on_the_bigger():
+    caps = {f"c{i}": Counter({("service", "dns"): 10}) for i in range(10)}
+    caps["small"] = Counter({("threat", "c2"): 20})
+    caps["big"] = Counter({("threat", "c2"): 300})
+    a = assign_splits(caps, seed=1)
+    assert (a["big"], a["small"]) == (0, 2)

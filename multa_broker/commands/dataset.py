@@ -26,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--out", default="data/dataset.npz", help="dataset file to write (default: %(default)s)")
     b.add_argument("--seed", type=int, default=1, help="seed of the split by capture (default: %(default)s)")
     b.add_argument("--ratios", default="0.7,0.15,0.15", help="train,val,test ratios (default: %(default)s)")
+    b.add_argument("--max-per-capture-label", type=int, default=300, metavar="N",
+                   help="keep at most N flows with the same labels from one capture, 0 for all (default: %(default)s)")
     b.add_argument("--verify-checksums", action="store_true",
                    help="drop TCP/UDP packets with bad checksums, like Zeek without -C")
     b.add_argument("--json", action="store_true", help="print the class counts as JSON")
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     config = BuildConfig(
         data_dir=data, lab_dirs=[Path(p) for p in args.lab], sources=[Path(p) for p in args.source],
         builtin=not args.no_builtin, verify_checksums=args.verify_checksums, seed=args.seed,
-        ratios=_ratios(args.ratios),
+        ratios=_ratios(args.ratios), max_per_capture_label=args.max_per_capture_label,
     )
     ds, report = build(config)
     out = Path(args.out)
@@ -85,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
     counts = ds.class_counts()
     if args.json:
         print(json.dumps({"out": str(out), "flows": len(ds), "captures_read": report.captures_read,
-                          "flows_seen": report.flows_seen, "errors": report.errors, "counts": counts}, indent=1))
+                          "flows_seen": report.flows_seen,
+                          "flows_capped": report.flows_capped, "errors": report.errors, "counts": counts}, indent=1))
     else:
         print(f"{out}: {len(ds)} labelled flows of {report.flows_seen} seen in {report.captures_read} captures"
-              f" ({len(report.errors)} capture errors)")
+              f" ({report.flows_capped} over the per-capture cap left out, {len(report.errors)} capture errors)")
         print(format_counts(counts))
     return 1 if report.errors and len(ds) == 0 else 0

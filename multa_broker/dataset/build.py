@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class BuildConfig:
     verify_checksums: bool = False
     seed: int = 1
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
+    #: At most this many flows with the same labels from one capture (0: no cap).
+    max_per_capture_label: int = 300
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class BuildReport:
     captures_read: int = 0
     flows_seen: int = 0
     flows_labelled: int = 0
+    flows_capped: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -129,24 +133,45 @@ def _label_row(labels: Labels) -> list[int]:
     return [TASKS[t].index(labels[t]) if t in labels else MISSING for t in TASKS]
 
 
-def _read_job(job: CaptureJob, verify_checksums: bool, rows: _Rows, cap_index: int,
+def _read_job(job: CaptureJob, config: BuildConfig, rows: _Rows, cap_index: int,
               report: BuildReport) -> Counter:
-    classes: Counter = Counter()
+    found: list[tuple[Flow, Labels]] = []
     try:
-        for flow in read_flows(job.path, n=MAX_N, verify_checksums=verify_checksums):
+        for flow in read_flows(job.path, n=MAX_N, verify_checksums=config.verify_checksums):
             report.flows_seen += 1
             labels = job.labeller(flow.key)
-            if not labels:
-                continue
-            rows.flows.append(flow)
-            rows.labels.append(_label_row(labels))
-            rows.capture.append(cap_index)
-            classes.update(labels.items())
+            if labels:
+                found.append((flow, labels))
     except MultaError as e:
         # Keep what was read before the damage; the error names the file.
         report.errors.append(str(e))
         log.warning("%s", e)
+    classes: Counter = Counter()
+    for flow, labels in _cap(found, config.max_per_capture_label, config.seed, report):
+        rows.flows.append(flow)
+        rows.labels.append(_label_row(labels))
+        rows.capture.append(cap_index)
+        classes.update(labels.items())
     return classes
+
+
+def _cap(found: list[tuple[Flow, Labels]], cap: int, seed: int, report: BuildReport) -> list[tuple[Flow, Labels]]:
+    """At most ``cap`` flows per label combination of one capture, a seeded sample in time order.
+
+    A flood or a broadcast storm gives one capture hundreds of near-identical
+    flows; uncapped, that capture would decide the class's whole split.
+    """
+    if cap <= 0:
+        return found
+    groups: dict[tuple, list[int]] = {}
+    for i, (_flow, labels) in enumerate(found):
+        groups.setdefault(tuple(sorted(labels.items())), []).append(i)
+    keep: set[int] = set()
+    rng = random.Random(seed)
+    for idx in groups.values():
+        keep.update(idx if len(idx) <= cap else rng.sample(idx, cap))
+    report.flows_capped += len(found) - len(keep)
+    return [found[i] for i in sorted(keep)]
 
 
 def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, BuildReport]:
@@ -161,7 +186,7 @@ def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, Buil
         from tqdm import tqdm
         iterator = tqdm(jobs, desc="captures", unit="file", leave=False)
     for i, job in enumerate(iterator):
-        classes = _read_job(job, config.verify_checksums, rows, i, report)
+        classes = _read_job(job, config, rows, i, report)
         report.captures_read += 1
         if classes:
             capture_classes[job.name] = classes
@@ -173,6 +198,8 @@ def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, Buil
         "seed": config.seed,
         "ratios": list(config.ratios),
         "verify_checksums": config.verify_checksums,
+        "max_per_capture_label": config.max_per_capture_label,
+        "flows_capped": report.flows_capped,
         "sources": sorted({j.source for j in jobs}),
         "captures_with_labels": len(capture_classes),
         "capture_sha": hashlib.sha256("\n".join(sorted(capture_classes)).encode()).hexdigest()[:16],

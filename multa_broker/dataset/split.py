@@ -2,9 +2,14 @@
 
 Flows of one capture share hosts, sessions and timing, so splitting by flow
 would leak. A plain random split by capture, though, can put every capture
-of a rare class into one split. So captures are placed rarest-class first,
-each into the split that most lacks that class relative to its target
-share; ties are broken by a seeded shuffle, so the result is reproducible.
+of a rare class into one split, or let one huge capture be most of a split.
+So captures are placed rarest class first (the smallest first among equals,
+so that big captures are placed by flow counts, not by the rule below),
+each into the split that most lacks its classes' *flows* relative to their
+target shares (each class weighs by the share of its flows the capture holds). Before that, a class's first
+captures go one to each split (train, then test, then validation), so that a
+class seen in three or more captures can be measured at all. A seeded
+shuffle breaks remaining ties, so the result is reproducible.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Hashable, Mapping, Sequence
 from multa_broker.dataset.format import SPLITS
 
 DEFAULT_RATIOS = (0.7, 0.15, 0.15)
+# Preference when a rare class is spread over the splits (train, val, test).
+_SPREAD_ORDER = (3.0, 1.0, 2.0)
 
 
 def assign_splits(
@@ -29,38 +36,55 @@ def assign_splits(
     """
     if len(ratios) != len(SPLITS) or abs(sum(ratios) - 1.0) > 1e-6:
         raise ValueError(f"split ratios must be {len(SPLITS)} numbers summing to 1, got {list(ratios)}")
+    k = len(SPLITS)
     rng = random.Random(seed)
     captures = sorted(capture_classes)
     rng.shuffle(captures)
-    # How many captures carry each (task, class): the rarer, the earlier placed.
-    carriers: Counter = Counter()
+    carriers: Counter = Counter()  # captures per class
+    flows: Counter = Counter()  # flows per class
     for cap in captures:
         carriers.update(set(capture_classes[cap]))
+        flows.update(capture_classes[cap])
 
-    def rarity(cap: str) -> int:
+    def rarest(cap: str) -> Hashable | None:
         classes = capture_classes[cap]
-        return min((carriers[c] for c in classes), default=1 << 30)
+        return min(classes, key=lambda c: (carriers[c], str(c))) if classes else None
 
-    captures.sort(key=rarity)  # stable: the shuffle breaks ties
-    placed: dict[Hashable, list[int]] = defaultdict(lambda: [0, 0, 0])
-    totals = [0, 0, 0]
+    def order(cap: str) -> tuple:
+        r = rarest(cap)
+        size = sum(capture_classes[cap].values())
+        if r is None:
+            return (1 << 30, size)
+        # Classes in fewer captures than splits: the biggest capture trains.
+        return (carriers[r], size if carriers[r] >= k else -size)
+
+    captures.sort(key=order)  # stable: the shuffle breaks ties
+    have_caps: dict[Hashable, list[int]] = defaultdict(lambda: [0] * k)
+    have_flows: dict[Hashable, list[int]] = defaultdict(lambda: [0] * k)
+    total = [0] * k
     out: dict[str, int] = {}
     for cap in captures:
         classes = capture_classes[cap]
-        rarest = min(classes, key=lambda c: carriers[c]) if classes else None
-        if rarest is not None:
-            have = placed[rarest]
-            n = carriers[rarest]
-            # A class seen in >= 3 captures gets at least one in every split,
-            # so validation and test can measure it at all.
-            target = [max(ratios[i] * n, 1.0 if n >= 3 and ratios[i] > 0 else 0.0) for i in range(3)]
-            deficit = [(target[i] - have[i]) / target[i] if target[i] else -1.0 for i in range(3)]
-        else:
+        r = rarest(cap)
+        if r is None:
             n = len(captures)
-            deficit = [(ratios[i] * n - totals[i]) / (ratios[i] * n) if ratios[i] else -1.0 for i in range(3)]
-        best = max(range(3), key=lambda i: (deficit[i], ratios[i]))
+            deficit = [(ratios[i] * n - total[i]) / (ratios[i] * n) if ratios[i] else -1.0 for i in range(k)]
+        elif any(ratios[i] > 0 and have_caps[r][i] == 0 for i in range(k)):
+            # Spread the rarest class first: train, then test, then validation.
+            deficit = [_SPREAD_ORDER[i] if ratios[i] > 0 and have_caps[r][i] == 0 else -1.0 for i in range(k)]
+        else:
+            # Every class of the capture votes, weighted by the share of the
+            # class's flows this capture holds.
+            deficit = [0.0] * k
+            for c, n_flows in classes.items():
+                for i in range(k):
+                    target = ratios[i] * flows[c]
+                    lack = (target - have_flows[c][i]) / target if target else -1.0
+                    deficit[i] += lack * n_flows / flows[c]
+        best = max(range(k), key=lambda i: (deficit[i], ratios[i]))
         out[cap] = best
-        totals[best] += 1
-        for c in classes:
-            placed[c][best] += 1
+        total[best] += 1
+        for c, n_flows in classes.items():
+            have_caps[c][best] += 1
+            have_flows[c][best] += n_flows
     return out
