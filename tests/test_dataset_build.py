@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,11 +57,11 @@ def test_build_labels_only_matching_flows_and_keeps_missing(small_corpus):
         assert len(set(ds.split[ds.capture == c].tolist())) == 1
 
 
-def test_cap_keeps_a_seeded_sample_per_capture_and_label(small_corpus):
-    data, source = small_corpus
-    full, _ = build(BuildConfig(data_dir=data, sources=[source], builtin=False,
+def test_cap_keeps_a_seeded_sample_per_capture_and_label(tmp_path):
+    lab = Path(__file__).parent / "fixtures" / "lab"
+    full, _ = build(BuildConfig(data_dir=tmp_path, lab_dirs=[lab], builtin=False,
                                 max_per_capture_label=0), progress=False)
-    capped, report = build(BuildConfig(data_dir=data, sources=[source], builtin=False,
+    capped, report = build(BuildConfig(data_dir=tmp_path, lab_dirs=[lab], builtin=False,
                                        max_per_capture_label=1), progress=False)
     assert len(capped) < len(full)
     assert report.flows_capped == len(full) - len(capped)
