@@ -143,12 +143,14 @@ export {
 	option max_age = 0 secs;
 
 	## Flows per :zeek:see:`Multa::flows` event; a full batch is
-	## published at once.
-	option batch_size = 100;
+	## published at once. Each message costs Zeek about as much as a
+	## few dozen flows (WebSocket framing, JSON), so batches should not
+	## be small.
+	option batch_size = 256;
 
 	## A batch that is not full is published this long after its first
-	## flow.
-	option batch_interval = 100 msecs;
+	## flow (network time: with ``zeek -r`` it follows the trace).
+	option batch_interval = 500 msecs;
 
 	## Pause collection while no bridge is connected: no per-packet
 	## work, nothing published. Set to F when the bridge reaches Zeek
@@ -316,7 +318,7 @@ global results_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 	$prefix="zeek",
 	$name="multa-results",
 	$unit="",
-	$help_text="Results multa accepted"));
+	$help_text="Results multa received from the bridge"));
 
 global results_counter = Telemetry::counter_with(results_cf);
 

@@ -121,12 +121,13 @@ function handle_result(r: Result)
 		return;
 
 	Log::write(Multa::LOG, info);
-	Telemetry::counter_inc(results_counter);
 	event Multa::classified(info, r);
 	}
 
 event Multa::results(results: vector of Result)
 	{
+	Telemetry::counter_inc(results_counter, |results| + 0.0);
+
 	for ( _, r in results )
 		handle_result(r);
 
