@@ -5,9 +5,8 @@ would leak. A plain random split by capture, though, can put every capture
 of a rare class into one split, or let one huge capture be most of a split.
 So captures are placed rarest class first (the smallest first among equals,
 so that big captures are placed by flow counts, not by the rule below),
-each into the split that most lacks its classes' *flows* relative to their
-target shares (each class weighs by the share of its flows the capture holds). Before that, a class's first
-captures go one to each split (train, then test, then validation), so that a
+each into the split that leaves the flows of its classes placed so far
+closest to the target shares. Before that, a class's first captures go one to each split (train, then test, then validation), so that a
 class seen in three or more captures can be measured at all. A seeded
 shuffle breaks remaining ties, so the result is reproducible.
 """
@@ -73,14 +72,15 @@ def assign_splits(
             # Spread the rarest class first: train, then test, then validation.
             deficit = [_SPREAD_ORDER[i] if ratios[i] > 0 and have_caps[r][i] == 0 else -1.0 for i in range(k)]
         else:
-            # Every class of the capture votes, weighted by the share of the
-            # class's flows this capture holds.
+            # The split that leaves this capture's classes closest to the
+            # target shares of their flows (squared error over the splits).
             deficit = [0.0] * k
-            for c, n_flows in classes.items():
-                for i in range(k):
-                    target = ratios[i] * flows[c]
-                    lack = (target - have_flows[c][i]) / target if target else -1.0
-                    deficit[i] += lack * n_flows / flows[c]
+            for i in range(k):
+                for c, n_flows in classes.items():
+                    placed = sum(have_flows[c]) + n_flows
+                    for j in range(k):
+                        share = (have_flows[c][j] + (n_flows if j == i else 0)) / placed
+                        deficit[i] -= (share - ratios[j]) ** 2
         best = max(range(k), key=lambda i: (deficit[i], ratios[i]))
         out[cap] = best
         total[best] += 1
