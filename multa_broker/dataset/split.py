@@ -3,12 +3,12 @@
 Flows of one capture share hosts, sessions and timing, so splitting by flow
 would leak. A plain random split by capture, though, can put every capture
 of a rare class into one split, or let one huge capture be most of a split.
-So captures are placed rarest class first (the smallest first among equals,
-so that big captures are placed by flow counts, not by the rule below),
-each into the split that leaves the flows of its classes placed so far
-closest to the target shares. Before that, a class's first captures go one to each split (train, then test, then validation), so that a
-class seen in three or more captures can be measured at all. A seeded
-shuffle breaks remaining ties, so the result is reproducible.
+So captures are placed rarest class first, smallest first among equals. A
+class's first captures go one to each split (train, then test, then
+validation), so that a class seen in three or more captures can be measured
+at all; every later capture goes to the split that leaves the flows of its
+classes placed so far closest to the target shares. A seeded shuffle breaks
+the remaining ties, so the result is reproducible.
 """
 
 from __future__ import annotations
