@@ -292,11 +292,9 @@ class FlowExtractor:
         """Feed a capture's packets, yielding connections as soon as their order is settled."""
         feed = self.feed
         done = self._done
-        i = 0
-        for ts, data, wirelen, linktype in packets:
+        for i, (ts, data, wirelen, linktype) in enumerate(packets, 1):
             feed(ts, data, wirelen, linktype)
-            i += 1
-            if done and not i & 1023:
+            if not i & 1023 and done:
                 yield from self.pop_ready()
         yield from self.pop_ready()
 
@@ -524,8 +522,8 @@ class FlowExtractor:
                 total = n
             if wirelen - off < total or ihl > total or ihl > n or ihl < 20:
                 return
-            if self.verify and not checksum.ipv4_header_ok(data[off:off + ihl]):
-                return
+            if self.verify and int.from_bytes(data[off:off + ihl], "big") % 0xFFFF:
+                return  # bad IPv4 header checksum (see checksum.py for the arithmetic)
             proto = data[off + 9]
             src = data[off + 12:off + 16]
             dst = data[off + 16:off + 20]
@@ -826,7 +824,9 @@ class FlowExtractor:
                 if rel_ack & 0x80000000:
                     rel_ack = 0
                 else:
-                    peer.update_ack(ack)
+                    d = (ack - peer.ack_seq) & 0xFFFFFFFF  # update_ack_seq, inline
+                    if d and not d & 0x80000000 and not (ack == 0 and d > 1048576):
+                        peer.ack_seq = ack
             one_past = (seq + dlen) & 0xFFFFFFFF
             d = (one_past - ep.last_seq) & 0xFFFFFFFF
             if d and not d & 0x80000000:

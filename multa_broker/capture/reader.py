@@ -55,30 +55,24 @@ def open_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, bytes, i
             stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
         else:
             raw.seek(0)
-        it = _iter_stream(name, stream)
+        return _iter_stream(name, stream, raw)
     except BaseException:
         raw.close()
         raise
-    return _closing(it, raw)
 
 
-def _closing(it: Iterator[tuple[float, bytes, int, int]], f: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
-    try:
-        yield from it
-    finally:
-        f.close()
-
-
-def _iter_stream(name: str, stream: BinaryIO) -> Iterator[tuple[float, bytes, int, int]]:
-    """Pick the format from the magic number; the returned iterator yields packets."""
+def _iter_stream(name: str, stream: BinaryIO, closer: BinaryIO | None = None
+                 ) -> Iterator[tuple[float, bytes, int, int]]:
+    """Pick the format from the magic number; the returned iterator yields
+    packets and closes ``closer`` when it ends."""
     buf = _Buffer(name, stream)
     magic = buf.peek(4)
     if len(magic) == 0:
         raise CaptureError(f"{name}: empty file, not a capture")
     if magic in _PCAP_MAGICS:
-        return _iter_pcap(name, buf, *_PCAP_MAGICS[magic])
+        return _iter_pcap(name, buf, *_PCAP_MAGICS[magic], closer)
     if magic == _PCAPNG_SHB:
-        return _iter_pcapng(name, buf)
+        return _iter_pcapng(name, buf, closer)
     raise CaptureError(f"{name}: not a pcap or pcapng capture (magic {magic.hex()})")
 
 
@@ -121,111 +115,120 @@ class _Buffer:
         return self.base + self.pos
 
 
-def _iter_pcap(name: str, buf: _Buffer, bo: str, nano: bool) -> Iterator[tuple[float, bytes, int, int]]:
-    if not buf.fill(24):
-        raise CaptureError(f"{name}: truncated pcap file header")
-    _magic, vmaj, _vmin, _tz, _sig, _snap, network = struct.unpack_from(bo + "IHHiIII", buf.data, buf.pos)
-    if vmaj != 2:
-        raise CaptureError(f"{name}: unsupported pcap version {vmaj}")
-    # The top bits of the link-type field carry FCS information (pcap-savefile(5)).
-    linktype = network & 0x0FFFFFFF
-    buf.pos += 24
-    # libpcap reads the record's seconds and fraction as signed 32-bit values.
-    rec = struct.Struct(bo + "iiII")
-    unpack = rec.unpack_from
-    while True:
-        data = buf.data
-        pos = buf.pos
-        end = len(data)
-        # Fast inner loop over what is buffered.
-        while pos + 16 <= end:
-            sec, frac, incl, orig = unpack(data, pos)
-            if pos + 16 + incl > end:
-                break
+def _iter_pcap(name: str, buf: _Buffer, bo: str, nano: bool, closer: BinaryIO | None
+               ) -> Iterator[tuple[float, bytes, int, int]]:
+    try:
+        if not buf.fill(24):
+            raise CaptureError(f"{name}: truncated pcap file header")
+        _magic, vmaj, _vmin, _tz, _sig, _snap, network = struct.unpack_from(bo + "IHHiIII", buf.data, buf.pos)
+        if vmaj != 2:
+            raise CaptureError(f"{name}: unsupported pcap version {vmaj}")
+        # The top bits of the link-type field carry FCS information (pcap-savefile(5)).
+        linktype = network & 0x0FFFFFFF
+        buf.pos += 24
+        # libpcap reads the record's seconds and fraction as signed 32-bit values.
+        rec = struct.Struct(bo + "iiII")
+        unpack = rec.unpack_from
+        while True:
+            data = buf.data
+            pos = buf.pos
+            end = len(data)
+            # Fast inner loop over what is buffered.
+            while pos + 16 <= end:
+                sec, frac, incl, orig = unpack(data, pos)
+                if pos + 16 + incl > end:
+                    break
+                if incl > MAX_CAPLEN:
+                    buf.pos = pos
+                    raise CaptureError(f"{name}: corrupt pcap record at offset {buf.offset()} "
+                                       f"(captured length {incl} exceeds {MAX_CAPLEN})")
+                if nano:
+                    frac = int(frac / 1000)  # C division: truncates toward zero
+                yield sec + frac / 1e6, data[pos + 16:pos + 16 + incl], orig, linktype
+                pos += 16 + incl
+            buf.pos = pos
+            if not buf.fill(16):
+                if len(buf.data) - buf.pos:
+                    raise CaptureError(f"{name}: truncated pcap record header at offset {buf.offset()}")
+                return
+            sec, frac, incl, orig = unpack(buf.data, buf.pos)
             if incl > MAX_CAPLEN:
-                buf.pos = pos
                 raise CaptureError(f"{name}: corrupt pcap record at offset {buf.offset()} "
                                    f"(captured length {incl} exceeds {MAX_CAPLEN})")
-            if nano:
-                frac = int(frac / 1000)  # C division: truncates toward zero
-            yield sec + frac / 1e6, data[pos + 16:pos + 16 + incl], orig, linktype
-            pos += 16 + incl
-        buf.pos = pos
-        if not buf.fill(16):
-            if len(buf.data) - buf.pos:
-                raise CaptureError(f"{name}: truncated pcap record header at offset {buf.offset()}")
-            return
-        sec, frac, incl, orig = unpack(buf.data, buf.pos)
-        if incl > MAX_CAPLEN:
-            raise CaptureError(f"{name}: corrupt pcap record at offset {buf.offset()} "
-                               f"(captured length {incl} exceeds {MAX_CAPLEN})")
-        if not buf.fill(16 + incl):
-            raise CaptureError(f"{name}: truncated pcap record at offset {buf.offset()} "
-                               f"(needs {incl} bytes, file ends first)")
+            if not buf.fill(16 + incl):
+                raise CaptureError(f"{name}: truncated pcap record at offset {buf.offset()} "
+                                   f"(needs {incl} bytes, file ends first)")
+    finally:
+        if closer is not None:
+            closer.close()
 
 
 @dataclass(slots=True)
 class _Interface:
     linktype: int
     snaplen: int
-    # Timestamp units per second, and whether that is a power of ten.
+    # Timestamp units per second (if_tsresol).
     units: int
     tsoffset: int
 
 
-def _iter_pcapng(name: str, buf: _Buffer) -> Iterator[tuple[float, bytes, int, int]]:
-    bo = "<"
-    ifaces: list[_Interface] = []
-    while True:
-        if not buf.fill(12):
-            if len(buf.data) - buf.pos:
-                raise CaptureError(f"{name}: truncated pcapng block header at offset {buf.offset()}")
-            return
-        start = buf.offset()
-        btype_raw = buf.data[buf.pos:buf.pos + 4]
-        if btype_raw == _PCAPNG_SHB:
-            bom = buf.data[buf.pos + 8:buf.pos + 12]
-            if bom == b"\x4d\x3c\x2b\x1a":
-                bo = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                bo = ">"
-            else:
-                raise CaptureError(f"{name}: corrupt pcapng section header at offset {start}")
-            ifaces = []  # interface ids are per section
-        btype, blen = struct.unpack_from(bo + "II", buf.data, buf.pos)
-        if blen < 12 or blen % 4 or blen > MAX_CAPLEN + 4096 + 65536:
-            raise CaptureError(f"{name}: corrupt pcapng block at offset {start} (length {blen})")
-        if not buf.fill(blen):
-            raise CaptureError(f"{name}: truncated pcapng block at offset {start} "
-                               f"(needs {blen} bytes, file ends first)")
-        body = buf.data[buf.pos + 8:buf.pos + blen - 4]
-        buf.pos += blen
-        if btype == 0x0A0D0D0A:
-            continue
-        if btype == 1:  # Interface Description Block
-            if len(body) < 8:
-                raise CaptureError(f"{name}: corrupt pcapng interface block at offset {start}")
-            lt, _res, snap = struct.unpack_from(bo + "HHI", body, 0)
-            ifaces.append(_parse_idb_options(name, start, bo, lt, snap, body[8:]))
-        elif btype == 6 or btype == 2:  # Enhanced Packet Block / obsolete Packet Block
-            if len(body) < 20:
-                raise CaptureError(f"{name}: corrupt pcapng packet block at offset {start}")
-            if btype == 6:
-                ifid, hi, lo, incl, orig = struct.unpack_from(bo + "IIIII", body, 0)
-            else:
-                ifid, _drops, hi, lo, incl, orig = struct.unpack_from(bo + "HHIIII", body, 0)
-            if ifid >= len(ifaces) or incl > len(body) - 20:
-                raise CaptureError(f"{name}: corrupt pcapng packet block at offset {start}")
-            iface = ifaces[ifid]
-            yield _ng_time(iface, (hi << 32) | lo), body[20:20 + incl], orig, iface.linktype
-        elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
-            if not ifaces or len(body) < 4:
-                raise CaptureError(f"{name}: corrupt pcapng simple packet block at offset {start}")
-            (orig,) = struct.unpack_from(bo + "I", body, 0)
-            iface = ifaces[0]
-            incl = min(orig, iface.snaplen or orig, len(body) - 4)
-            yield 0.0, body[4:4 + incl], orig, iface.linktype
-        # Other blocks (name resolution, statistics, custom) carry no packets.
+def _iter_pcapng(name: str, buf: _Buffer, closer: BinaryIO | None) -> Iterator[tuple[float, bytes, int, int]]:
+    try:
+        bo = "<"
+        ifaces: list[_Interface] = []
+        while True:
+            if not buf.fill(12):
+                if len(buf.data) - buf.pos:
+                    raise CaptureError(f"{name}: truncated pcapng block header at offset {buf.offset()}")
+                return
+            start = buf.offset()
+            btype_raw = buf.data[buf.pos:buf.pos + 4]
+            if btype_raw == _PCAPNG_SHB:
+                bom = buf.data[buf.pos + 8:buf.pos + 12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    bo = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    bo = ">"
+                else:
+                    raise CaptureError(f"{name}: corrupt pcapng section header at offset {start}")
+                ifaces = []  # interface ids are per section
+            btype, blen = struct.unpack_from(bo + "II", buf.data, buf.pos)
+            if blen < 12 or blen % 4 or blen > MAX_CAPLEN + 4096 + 65536:
+                raise CaptureError(f"{name}: corrupt pcapng block at offset {start} (length {blen})")
+            if not buf.fill(blen):
+                raise CaptureError(f"{name}: truncated pcapng block at offset {start} "
+                                   f"(needs {blen} bytes, file ends first)")
+            body = buf.data[buf.pos + 8:buf.pos + blen - 4]
+            buf.pos += blen
+            if btype == 0x0A0D0D0A:
+                continue
+            if btype == 1:  # Interface Description Block
+                if len(body) < 8:
+                    raise CaptureError(f"{name}: corrupt pcapng interface block at offset {start}")
+                lt, _res, snap = struct.unpack_from(bo + "HHI", body, 0)
+                ifaces.append(_parse_idb_options(name, start, bo, lt, snap, body[8:]))
+            elif btype == 6 or btype == 2:  # Enhanced Packet Block / obsolete Packet Block
+                if len(body) < 20:
+                    raise CaptureError(f"{name}: corrupt pcapng packet block at offset {start}")
+                if btype == 6:
+                    ifid, hi, lo, incl, orig = struct.unpack_from(bo + "IIIII", body, 0)
+                else:
+                    ifid, _drops, hi, lo, incl, orig = struct.unpack_from(bo + "HHIIII", body, 0)
+                if ifid >= len(ifaces) or incl > len(body) - 20:
+                    raise CaptureError(f"{name}: corrupt pcapng packet block at offset {start}")
+                iface = ifaces[ifid]
+                yield _ng_time(iface, (hi << 32) | lo), body[20:20 + incl], orig, iface.linktype
+            elif btype == 3:  # Simple Packet Block: no timestamp, interface 0
+                if not ifaces or len(body) < 4:
+                    raise CaptureError(f"{name}: corrupt pcapng simple packet block at offset {start}")
+                (orig,) = struct.unpack_from(bo + "I", body, 0)
+                iface = ifaces[0]
+                incl = min(orig, iface.snaplen or orig, len(body) - 4)
+                yield 0.0, body[4:4 + incl], orig, iface.linktype
+            # Other blocks (name resolution, statistics, custom) carry no packets.
+    finally:
+        if closer is not None:
+            closer.close()
 
 
 def _parse_idb_options(name: str, start: int, bo: str, lt: int, snap: int, opts: bytes) -> _Interface:

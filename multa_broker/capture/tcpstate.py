@@ -117,7 +117,9 @@ class Endpoint:
         if self.skip:
             return
         upper = seq + length
-        ack = seq_delta(self.ack_seq, self.start_seq)
+        ack = (self.ack_seq - self.start_seq) & _M
+        if ack & 0x80000000:
+            ack -= 0x100000000
         if seq < ack:
             if upper <= ack:
                 return  # delivered and acknowledged already
@@ -126,10 +128,16 @@ class Endpoint:
             return
         if seq < self.trim_seq:
             seq = self.trim_seq
-        self._insert(seq, upper)
+        blocks = self.blocks
         before = self.reass_last
-        self._deliver()
-        if self.no_data_acked():
+        if not blocks:
+            blocks.append([seq, upper])
+            if seq <= before < upper:
+                self.reass_last = upper
+        else:
+            self._insert(seq, upper)
+            self._deliver()
+        if ack == 0 or ack == 1:  # NoDataAcked()
             if self.reass_last > before and seq_delta(self.last_seq, self.start_seq) > MAX_INITIAL_WINDOW:
                 # Much data and no ack seen: stop holding it (BlockInserted).
                 self.trim(self.reass_last, partial=False)
@@ -137,7 +145,9 @@ class Endpoint:
                 self.blocks = []
                 self.skip = True
                 return
-        if sum(hi - lo for lo, hi in self.blocks) > EXCESSIVE_DATA_WITHOUT_ACKS:
+        blocks = self.blocks
+        if blocks and blocks[-1][1] - blocks[0][0] > EXCESSIVE_DATA_WITHOUT_ACKS and \
+                sum(hi - lo for lo, hi in blocks) > EXCESSIVE_DATA_WITHOUT_ACKS:
             self.blocks = []
             self.skip = True
 
