@@ -761,6 +761,42 @@ class FlowExtractor:
             if c.hstate != 2:
                 c.hstate = 2  # 'C' enters the history
             return
+        ep = c.eo if is_orig else c.er
+        peer = c.er if is_orig else c.eo
+        if (not flags & 0x07 and c.hstate == 2 and c.fps == 3 and ep.state == ESTABLISHED
+                and peer.state == ESTABLISHED):
+            # Mid-connection segment: only sequence bookkeeping changes (same steps as below).
+            c.last_time = ts
+            rel_seq = (seq - ep.start_seq) & 0xFFFFFFFF
+            if rel_seq & 0x80000000:
+                rel_seq -= 0x100000000
+            if flags & _ACK:
+                rel_ack = (ack - peer.start_seq) & 0xFFFFFFFF
+                if rel_ack & 0x80000000:
+                    rel_ack = 0
+                else:
+                    d = (ack - peer.ack_seq) & 0xFFFFFFFF  # update_ack_seq, inline
+                    if d and not d & 0x80000000 and not (ack == 0 and d > 1048576):
+                        peer.ack_seq = ack
+            one_past = (seq + dlen) & 0xFFFFFFFF
+            d = (one_past - ep.last_seq) & 0xFFFFFFFF
+            if d and not d & 0x80000000:
+                ep.last_seq = one_past
+            if flags & _ACK and rel_ack > peer.trim_seq:
+                peer.ack_received(rel_ack, c.is_partial)
+            if dlen > 0 and rel_seq >= 0 and caprem - hl >= dlen:
+                ep.data_sent(rel_seq, dlen)
+            self._counted = True
+            if len(c.sizes) >= self.n:
+                if is_orig:
+                    c.opk += 1
+                    c.ob += size
+                else:
+                    c.rpk += 1
+                    c.rb += size
+            else:
+                self._count(c, is_orig, size)
+            return
         orig_before = c.eo
         self._tcp_process(c, is_orig, flags, seq, ack, dlen, caprem - hl, win, ts)
         if c.eo is not orig_before:
@@ -812,30 +848,6 @@ class FlowExtractor:
         """TCPSessionAdapter::Process, reduced to what decides roles and lifetime."""
         ep = c.eo if is_orig else c.er
         peer = c.er if is_orig else c.eo
-        if (not flags & 0x07 and c.hstate == 2 and c.fps == 3 and ep.state == ESTABLISHED
-                and peer.state == ESTABLISHED):
-            # Mid-connection segment: only sequence bookkeeping changes (same steps as below).
-            c.last_time = ts
-            rel_seq = (seq - ep.start_seq) & 0xFFFFFFFF
-            if rel_seq & 0x80000000:
-                rel_seq -= 0x100000000
-            if flags & _ACK:
-                rel_ack = (ack - peer.start_seq) & 0xFFFFFFFF
-                if rel_ack & 0x80000000:
-                    rel_ack = 0
-                else:
-                    d = (ack - peer.ack_seq) & 0xFFFFFFFF  # update_ack_seq, inline
-                    if d and not d & 0x80000000 and not (ack == 0 and d > 1048576):
-                        peer.ack_seq = ack
-            one_past = (seq + dlen) & 0xFFFFFFFF
-            d = (one_past - ep.last_seq) & 0xFFFFFFFF
-            if d and not d & 0x80000000:
-                ep.last_seq = one_past
-            if flags & _ACK and rel_ack > peer.trim_seq:
-                peer.ack_received(rel_ack, c.is_partial)
-            if dlen > 0 and rel_seq >= 0 and caplen >= dlen:
-                ep.data_sent(rel_seq, dlen)
-            return
         syn, fin, rst, ackf = flags & _SYN, flags & _FIN, flags & _RST, flags & _ACK
         # SetPartialStatus
         if ep is c.eo:
