@@ -28,8 +28,6 @@ export {
 	type State: record {
 		## The flow so far; queued as is at emission.
 		flow: Flow;
-		## The connection's id (shared with the connection record).
-		id: conn_id;
 		## Timestamp of the latest packet.
 		last_ts: time;
 		## Originator's and responder's IP bytes after the latest packet.
@@ -106,18 +104,20 @@ global flush_due: event(shard: count, gen: count);
 # every entry at once.
 global hold_inflight = F;
 
-function inflight_expired(t: table[string] of Flow, uid: string): interval
+# Zeek evaluates the expiry expression once per expiry round, not per
+# entry: holding by a huge timeout costs nothing per flow, where an
+# &expire_func would be a script call for every flow sent.
+function inflight_timeout(): interval
 	{
-	return hold_inflight ? result_timeout : 0 secs;
+	return hold_inflight ? 36500 days : result_timeout;
 	}
 
 # Flows sent and waiting for their result, by uid: results need the
 # endpoints and start of connections that may be gone by then. Bounded by
 # Multa::result_timeout.
-global inflight: table[string] of Flow
-	&create_expire=result_timeout &expire_func=inflight_expired;
+global inflight: table[string] of Flow &create_expire=inflight_timeout();
 
-global emit: function(s: State, reason: string);
+global emit: function(s: State, live: bool);
 
 # How often a pending connection is looked at for Multa::max_age.
 function pending_check_interval(): interval
@@ -135,7 +135,7 @@ function pending_expired(t: table[string] of State, uid: string): interval
 	if ( max_age == 0 secs || |s$flow$sizes| < min_packets || ! collecting )
 		return pending_check_interval();
 
-	emit(s, "age");
+	emit(s, T);
 	return 0 secs;
 	}
 
@@ -186,19 +186,11 @@ function flush_batches()
 		publish_batch(shard);
 	}
 
-function enqueue(f: Flow)
-	{
-	local shard = shards == 1 ? 0 : fnv1a32(f$uid) % shards;
-	local b = batches[shard];
-	b$flows += f;
-
-	if ( |b$flows| >= batch_size )
-		publish_batch(shard);
-	else if ( |b$flows| == 1 )
-		schedule batch_interval { flush_due(shard, b$gen) };
-	}
-
-function emit(s: State, reason: string)
+# Sends s's flow. With *live*, the connection goes on (Multa::max_age,
+# flush_all()): a copy is queued and the state's own sequence is cleared,
+# so that the per-packet handler sees a gap at the next packet and stops.
+# Otherwise the caller removes c$multa.
+function emit(s: State, live: bool)
 	{
 	s$emitted = T;
 
@@ -207,16 +199,26 @@ function emit(s: State, reason: string)
 
 	local f = s$flow;
 
-	# Before the connection's last collected packet, the per-packet
-	# handler may still append to s$flow: queue a copy.
-	if ( reason != "full" && reason != "end" )
+	if ( live )
+		{
 		f = copy(f);
+		s$flow$sizes = vector();
+		}
 
 	if ( |f$sizes| == 0 || ! hook flow_policy(f) )
 		return;
 
 	inflight[f$uid] = f;
-	enqueue(f);
+
+	# enqueue(), inlined: this runs for every flow.
+	local shard = shards == 1 ? 0 : fnv1a32(f$uid) % shards;
+	local b = batches[shard];
+	b$flows += f;
+
+	if ( |b$flows| >= batch_size )
+		publish_batch(shard);
+	else if ( |b$flows| == 1 )
+		schedule batch_interval { flush_due(shard, b$gen) };
 	}
 
 function flush_all(reason: string)
@@ -231,11 +233,27 @@ function flush_all(reason: string)
 		}
 
 	for ( _, s in due )
-		emit(s, reason);
+		emit(s, T);
 
 	flush_batches();
 	}
 
+# Ends collection before the current packet: sends the exact prefix
+# collected so far when it is long enough.
+function stop_flow(c: connection, s: State, what: string)
+	{
+	Reporter::conn_weird("multa_packet_gap", c, what, "multa");
+	count_dropped("multa_packet_gap");
+
+	if ( |s$flow$sizes| >= min_packets )
+		emit(s, F);
+	else if ( max_age > 0 secs || offline_wait_for_bridge )
+		delete pending[c$uid];
+
+	delete c$multa;
+	}
+
+# The first packet: sets up c$multa.
 function start_flow(c: connection)
 	{
 	# Only TCP, UDP and ICMP flows are in the model's representation.
@@ -252,8 +270,7 @@ function start_flow(c: connection)
 		}
 
 	local ob = c$orig$num_bytes_ip;
-	local rb = c$resp$num_bytes_ip;
-	local size = ob + rb;
+	local size = ob + c$resp$num_bytes_ip;
 
 	if ( size < 20 || size > 65535 )
 		{
@@ -263,85 +280,77 @@ function start_flow(c: connection)
 		}
 
 	local t = get_current_packet_ts();
-	local f = Flow($uid=c$uid, $orig_h=c$id$orig_h, $orig_p=c$id$orig_p,
-	    $resp_h=c$id$resp_h, $resp_p=c$id$resp_p, $ts=t,
-	    $sizes=vector(size), $dirs=vector(ob > 0), $iats=vector(0));
-	local s = State($flow=f, $id=c$id, $last_ts=t, $ob=ob, $rb=rb);
+	local id = c$id;
+	local s = State($flow=Flow($uid=c$uid, $orig_h=id$orig_h, $orig_p=id$orig_p,
+	    $resp_h=id$resp_h, $resp_p=id$resp_p, $ts=t,
+	    $sizes=vector(size), $dirs=vector(ob > 0), $iats=vector(0)),
+	    $last_ts=t, $ob=ob, $rb=c$resp$num_bytes_ip);
+
+	if ( max_packets == 1 )
+		{
+		emit(s, F);
+		return;
+		}
+
 	c$multa = s;
 
 	if ( max_age > 0 secs || offline_wait_for_bridge )
 		pending[c$uid] = s;
-
-	if ( max_packets == 1 )
-		emit(s, "full");
-	}
-
-# Ends collection before the current packet: sends the exact prefix
-# collected so far when it is long enough.
-function stop_flow(c: connection, s: State, what: string)
-	{
-	Reporter::conn_weird("multa_packet_gap", c, what, "multa");
-	count_dropped("multa_packet_gap");
-
-	if ( |s$flow$sizes| >= min_packets )
-		emit(s, "gap");
-	else
-		{
-		s$emitted = T;
-		delete pending[c$uid];
-		}
 	}
 
 # Kept lean: this runs for each of the first max_packets packets of every
-# connection.
+# connection. c$multa exists from the first packet until the flow is sent
+# or collection stops, so later threshold events (other scripts may
+# register more) find it absent.
 event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &group="multa-collect"
 	{
-	if ( threshold > max_packets )
-		return;
-
-	if ( threshold == 1 )
+	if ( ! c?$multa )
 		{
-		start_flow(c);
+		# Absent too when collection was paused at the first packet.
+		if ( threshold == 1 )
+			start_flow(c);
 		return;
 		}
-
-	# Absent when collection was paused at the first packet.
-	if ( ! c?$multa )
-		return;
 
 	local s = c$multa;
 	local f = s$flow;
 
-	# Also true for every packet after a gap.
+	# Also true for every packet after a gap, or after a live emission.
 	if ( threshold != |f$sizes| + 1 )
 		{
-		if ( ! s$emitted )
+		if ( s$emitted )
+			delete c$multa;
+		else
 			stop_flow(c, s, fmt("packet %d after %d", threshold, |f$sizes|));
 		return;
 		}
 
+	# Exactly one packet came since the last event (the check above), so
+	# only one side's counter can have grown: ConnSize adds a packet's
+	# count and bytes to the same side. Only "neither grew" needs a check.
 	local ob = c$orig$num_bytes_ip;
-	local rb = c$resp$num_bytes_ip;
 	local size: count;
 
-	if ( ob > s$ob && rb == s$rb )
+	if ( ob != s$ob )
 		{
 		f$dirs += T;
 		size = ob - s$ob;
 		s$ob = ob;
 		}
-	else if ( rb > s$rb && ob == s$ob )
+	else
 		{
+		local rb = c$resp$num_bytes_ip;
+
+		if ( rb == s$rb )
+			{
+			stop_flow(c, s, fmt("packet %d: byte counters %d/%d unchanged", threshold,
+			    ob, rb));
+			return;
+			}
+
 		f$dirs += F;
 		size = rb - s$rb;
 		s$rb = rb;
-		}
-	else
-		{
-		if ( ! s$emitted )
-			stop_flow(c, s, fmt("packet %d: byte counters %d/%d -> %d/%d", threshold,
-			    s$ob, s$rb, ob, rb));
-		return;
 		}
 
 	if ( size < 20 || size > 65535 )
@@ -368,8 +377,11 @@ event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &gr
 
 	s$last_ts = t;
 
-	if ( threshold == max_packets )
-		emit(s, "full");
+	if ( threshold >= max_packets )
+		{
+		emit(s, F);
+		delete c$multa;
+		}
 	}
 
 # Zeek swapped originator and responder: so do the flow and its counters.
@@ -407,7 +419,7 @@ event connection_state_remove(c: connection)
 	delete pending[c$uid];
 
 	if ( |s$flow$sizes| >= min_packets && collecting )
-		emit(s, "end");
+		emit(s, F);
 	}
 
 function is_collecting(): bool

@@ -94,42 +94,39 @@ function make_info(r: Result, id: conn_id, ts: time, packets: count): Info
 # Tells the offline mode (trace.zeek) that a result arrived.
 global result_handled: event();
 
-function handle_result(r: Result)
-	{
-	if ( |r$labels| != |r$tasks| || |r$scores| != |r$tasks| )
-		{
-		Reporter::warning(fmt("multa: dropped result for %s: %d tasks, %d labels, %d scores",
-		    r$uid, |r$tasks|, |r$labels|, |r$scores|));
-		count_dropped("malformed_result");
-		return;
-		}
-
-	if ( r$uid !in inflight )
-		{
-		count_dropped("unknown_uid");
-		return;
-		}
-
-	local f = inflight[r$uid];
-	delete inflight[r$uid];
-
-	local id = conn_id($orig_h=f$orig_h, $orig_p=f$orig_p, $resp_h=f$resp_h,
-	    $resp_p=f$resp_p);
-	local info = make_info(r, id, f$ts, |f$sizes|);
-
-	if ( ! hook verdict_policy(info, r) )
-		return;
-
-	Log::write(Multa::LOG, info);
-	event Multa::classified(info, r);
-	}
-
 event Multa::results(results: vector of Result)
 	{
 	Telemetry::counter_inc(results_counter, |results| + 0.0);
 
+	# One result per flow: the loop body is inlined, no call per result.
 	for ( _, r in results )
-		handle_result(r);
+		{
+		if ( |r$labels| != |r$tasks| || |r$scores| != |r$tasks| )
+			{
+			Reporter::warning(fmt("multa: dropped result for %s: %d tasks, %d labels, %d scores",
+			    r$uid, |r$tasks|, |r$labels|, |r$scores|));
+			count_dropped("malformed_result");
+			next;
+			}
+
+		if ( r$uid !in inflight )
+			{
+			count_dropped("unknown_uid");
+			next;
+			}
+
+		local f = inflight[r$uid];
+		delete inflight[r$uid];
+
+		local info = make_info(r, conn_id($orig_h=f$orig_h, $orig_p=f$orig_p,
+		    $resp_h=f$resp_h, $resp_p=f$resp_p), f$ts, |f$sizes|);
+
+		if ( ! hook verdict_policy(info, r) )
+			next;
+
+		Log::write(Multa::LOG, info);
+		event Multa::classified(info, r);
+		}
 
 	event result_handled();
 	}
