@@ -253,51 +253,6 @@ function stop_flow(c: connection, s: State, what: string)
 	delete c$multa;
 	}
 
-# The first packet: sets up c$multa.
-function start_flow(c: connection)
-	{
-	# Only TCP, UDP and ICMP flows are in the model's representation.
-	if ( get_port_transport_proto(c$id$orig_p) == unknown_transport )
-		return;
-
-	if ( c$orig$num_pkts + c$resp$num_pkts != 1 )
-		{
-		# The first event came after more than one packet: the sequence
-		# would not start at the first packet.
-		Reporter::conn_weird("multa_packet_gap", c, "first event after several packets", "multa");
-		count_dropped("multa_packet_gap");
-		return;
-		}
-
-	local ob = c$orig$num_bytes_ip;
-	local size = ob + c$resp$num_bytes_ip;
-
-	if ( size < 20 || size > 65535 )
-		{
-		Reporter::conn_weird("multa_packet_size_out_of_range", c, cat(size), "multa");
-		count_dropped("multa_packet_size_out_of_range");
-		size = size < 20 ? 20 : 65535;
-		}
-
-	local t = get_current_packet_ts();
-	local id = c$id;
-	local s = State($flow=Flow($uid=c$uid, $orig_h=id$orig_h, $orig_p=id$orig_p,
-	    $resp_h=id$resp_h, $resp_p=id$resp_p, $ts=t,
-	    $sizes=vector(size), $dirs=vector(ob > 0), $iats=vector(0)),
-	    $last_ts=t, $ob=ob, $rb=c$resp$num_bytes_ip);
-
-	if ( max_packets == 1 )
-		{
-		emit(s, F);
-		return;
-		}
-
-	c$multa = s;
-
-	if ( max_age > 0 secs || offline_wait_for_bridge )
-		pending[c$uid] = s;
-	}
-
 # Kept lean: this runs for each of the first max_packets packets of every
 # connection. c$multa exists from the first packet until the flow is sent
 # or collection stops, so later threshold events (other scripts may
@@ -307,8 +262,52 @@ event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &gr
 	if ( ! c?$multa )
 		{
 		# Absent too when collection was paused at the first packet.
-		if ( threshold == 1 )
-			start_flow(c);
+		if ( threshold != 1 )
+			return;
+
+		# The first packet: sets up c$multa (inlined: once per
+		# connection, but the worst case has two packets per connection).
+		# Only TCP, UDP and ICMP flows are in the model's representation.
+		if ( get_port_transport_proto(c$id$orig_p) == unknown_transport )
+			return;
+
+		if ( c$orig$num_pkts + c$resp$num_pkts != 1 )
+			{
+			# The first event came after more than one packet: the
+			# sequence would not start at the first packet.
+			Reporter::conn_weird("multa_packet_gap", c, "first event after several packets", "multa");
+			count_dropped("multa_packet_gap");
+			return;
+			}
+
+		local ob1 = c$orig$num_bytes_ip;
+		local size1 = ob1 + c$resp$num_bytes_ip;
+
+		if ( size1 < 20 || size1 > 65535 )
+			{
+			Reporter::conn_weird("multa_packet_size_out_of_range", c, cat(size1), "multa");
+			count_dropped("multa_packet_size_out_of_range");
+			size1 = size1 < 20 ? 20 : 65535;
+			}
+
+		local t1 = get_current_packet_ts();
+		local id = c$id;
+		local s1 = State($flow=Flow($uid=c$uid, $orig_h=id$orig_h, $orig_p=id$orig_p,
+		    $resp_h=id$resp_h, $resp_p=id$resp_p, $ts=t1,
+		    $sizes=vector(size1), $dirs=vector(ob1 > 0), $iats=vector(0)),
+		    $last_ts=t1, $ob=ob1, $rb=c$resp$num_bytes_ip);
+
+		if ( max_packets == 1 )
+			{
+			emit(s1, F);
+			return;
+			}
+
+		c$multa = s1;
+
+		if ( max_age > 0 secs || offline_wait_for_bridge )
+			pending[c$uid] = s1;
+
 		return;
 		}
 
