@@ -181,7 +181,7 @@ def _lab_captures(prefix: str) -> list[Path]:
     return sorted(LAB_DATA.glob(f"{prefix}*.pcap")) + sorted(LAB_FIXTURES.glob(f"{prefix}*.pcap"))
 
 
-@pytest.mark.parametrize("prefix, cls", [("scan-syn", "scan"), ("hydra-ssh", "bruteforce")])
+@pytest.mark.parametrize("prefix, cls", [("scan-syn", "scan"), ("bf-ssh", "bruteforce")])
 def test_lab_threats_raise_notices(prefix, cls, tmp_path, classifier):
     captures = _lab_captures(prefix)
     if not captures:
