@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from multa_broker.loopback import free_port
 from test_bridge_support import write_tiny_model
 
 pytestmark = [pytest.mark.zeek, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -34,11 +34,6 @@ def _zeek() -> str:
         pytest.skip("no zeek binary (PATH or /opt/zeek/bin/zeek)")
     return z
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _log(path: Path) -> list[dict[str, str]]:
@@ -60,7 +55,7 @@ def test_zeek_logs_a_verdict_for_every_flow_it_sent(shared_data, tmp_path, captu
     if not pcap.is_file():
         pytest.skip(f"{pcap} not in the shared corpus")
     model = write_tiny_model(tmp_path / "store" / "tiny" / "1")
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path / "bridge.yaml"
     cfg.write_text(yaml.safe_dump({
         "websocket": {"url": f"ws://127.0.0.1:{port}/v1/messages/json"},

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SHARED_DATA
+from multa_broker.loopback import free_port
 
 ZEEK = shutil.which("zeek")
 pytestmark = [
@@ -56,11 +56,6 @@ SHARED_CAPTURES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def classifier():
@@ -75,7 +70,7 @@ def classifier():
 
 def run_zeek_with_bridge(capture: Path, workdir: Path) -> dict:
     """Run bridge + zeek on one capture; return the parsed logs and sent flows."""
-    port = _free_port()
+    port = free_port()
     cfg = workdir / "bridge.yaml"
     cfg.write_text(
         f"websocket:\n  url: ws://127.0.0.1:{port}/v1/messages/json\n"
@@ -110,12 +105,9 @@ def run_zeek_with_bridge(capture: Path, workdir: Path) -> dict:
             "sent": sent, "stderr": zeek.stderr}
 
 
-def _proto_of(port_text) -> str:
-    return str(port_text).rsplit("/", 1)[-1]
-
-
-def _tuple_key(proto, oh, op, rh, rp) -> tuple:
-    return (proto, oh, int(op), rh, int(rp))
+def _sent_key(f: dict) -> tuple:
+    """5-tuple of a flow as Zeek's to_json writes it (ports as {"port": 80, "proto": "tcp"})."""
+    return (f["orig_p"]["proto"], f["orig_h"], f["orig_p"]["port"], f["resp_h"], f["resp_p"]["port"])
 
 
 def check_capture(capture: Path, workdir: Path, classifier) -> dict:
@@ -128,11 +120,7 @@ def check_capture(capture: Path, workdir: Path, classifier) -> dict:
     # Zeek's sent flows, keyed by 5-tuple (+ ts to tell reused tuples apart).
     sent = {}
     for f in out["sent"]:
-        key = _tuple_key(_proto_of(f["orig_p"]["proto"] if isinstance(f["orig_p"], dict) else f["orig_p"]),
-                         f["orig_h"], f["orig_p"]["port"] if isinstance(f["orig_p"], dict) else
-                         str(f["orig_p"]).split("/")[0], f["resp_h"],
-                         f["resp_p"]["port"] if isinstance(f["resp_p"], dict) else str(f["resp_p"]).split("/")[0])
-        sent.setdefault(key, []).append(f)
+        sent.setdefault(_sent_key(f), []).append(f)
 
     # 1. exactly one multa.log entry per connection, and per offline flow.
     uids = [r["uid"] for r in out["multa"]]
@@ -147,7 +135,7 @@ def check_capture(capture: Path, workdir: Path, classifier) -> dict:
     verdicts = classifier.classify(offline)
     for flow, verdict in zip(offline, verdicts):
         k = flow.key
-        cands = sent.get(_tuple_key(k.proto, k.orig_h, k.orig_p, k.resp_h, k.resp_p), [])
+        cands = sent.get(k.tuple5, [])
         assert cands, f"{capture}: Zeek sent no flow for {k}"
         z = min(cands, key=lambda f: abs(float(f["ts"]) - k.ts))
         assert abs(float(z["ts"]) - k.ts) < 1e-5, f"{capture}: start time differs for {k}"

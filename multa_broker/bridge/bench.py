@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from multa_broker.loopback import free_port
 
 TOPIC = "multa/flows"
 
@@ -68,11 +69,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------ helpers
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tree(pid: int) -> list[int]:
@@ -321,7 +317,7 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
     templates = FlowTemplates(_template_flows(512, args.packets), uid_prefix=f"R{run_no}x")
     gen = Generator(zeek, templates, args.flows_per_message)
     zeek.on_results = gen.on_results
-    mport = _free_port()
+    mport = free_port()
     cfg = {
         "websocket": {"url": zeek.url, "use_msgspec": args.json_decoder == "msgspec"},
         "model": {"path": model, "poll_s": 0, "threads": args.threads, "worker": args.worker},

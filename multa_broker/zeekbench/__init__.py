@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from multa_broker.errors import MultaError
+from multa_broker.loopback import free_port
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
@@ -75,11 +75,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="default", help="model for the bridge (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 MAX_GAP_S = 10.0
@@ -189,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             what = f"{files} capture(s) concatenated"
         else:
             raise MultaError("give one or more captures, or --tiny N")
-        port = _free_port()
+        port = free_port()
         bridge = _start_bridge(port, args.model, work) if "multa" in setups else None
         results = {s: SetupResult(s) for s in setups}
         try:
