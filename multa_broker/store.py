@@ -100,8 +100,6 @@ def export(model: "torch.nn.Module", manifest: dict[str, Any], dest: str | Path)
     {name, classes, threshold}) and ``n``; the feature spec, format and hashes
     are filled in here.
     """
-    import torch
-
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     scripted = script(model.eval())

@@ -52,10 +52,10 @@ def run(args: argparse.Namespace) -> int:
     for key in ("experts", "hidden", "tower"):
         if getattr(args, key):
             grid[key] = getattr(args, key)
-    result = tune.run(args.dataset, args.out, train_config(args),
-                      tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
-                      grid=grid, tolerance=args.tolerance, single_hidden=args.single_hidden,
-                      single_tower=args.single_tower, repeats=args.repeats, seeds=args.seeds)
+    tune.run(args.dataset, args.out, train_config(args),
+             tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
+             grid=grid, tolerance=args.tolerance, single_hidden=args.single_hidden,
+             single_tower=args.single_tower, repeats=args.repeats, seeds=args.seeds)
     print((args.out / "tune.md").read_text(), end="")
     print(f"wrote {args.out}/tune.csv, tune.md, tune.png, tune.json")
     return 0

@@ -160,7 +160,7 @@ def table(r: dict[str, Any]) -> str:
     ok = {True: "met", False: "MISSED"}
     lines = [f"multa bench model: {r['model']} vs {len(r['tasks'])} single-task LSTMs "
              f"({r['threads']} thread{'s' if r['threads'] != 1 else ''}, torch {r['torch']})", "",
-             f"| | LMMoE | single-task set | ratio |", "|---|---:|---:|---:|",
+             "| | LMMoE | single-task set | ratio |", "|---|---:|---:|---:|",
              f"| parameters | {lm['params']:,} | {si['params']:,} | {t['size_ratio_params']:.0%} |",
              f"| bytes on disk | {lm['bytes']:,} | {si['bytes']:,} | {t['size_ratio_bytes']:.0%} |"]
     for b, v in r["flows_s"].items():
@@ -174,7 +174,7 @@ def table(r: dict[str, Any]) -> str:
     lines += ["", "Targets:",
               f"- size <= 50% of the single-task set (aim 40%): {t['size_ratio_bytes']:.0%} of the bytes -> "
               f"{ok[t['size_met']]}" + (" (aim met)" if t["size_aim_met"] else ""),
-              f"- >= 2x flows/s at batch 64 and 1024 (aim 3x): "
+              "- >= 2x flows/s at batch 64 and 1024 (aim 3x): "
               + ", ".join(f"{b}: {v:.2f}x" for b, v in t["speedup"].items()) + f" -> {ok[t['speed_met']]}"
               + (" (aim met)" if t["speed_aim_met"] else ""),
               "- macro-F1 at most 1 point below single-task (aim 0.5): "
