@@ -415,7 +415,8 @@ event connection_state_remove(c: connection)
 	if ( s$emitted )
 		return;
 
-	delete pending[c$uid];
+	if ( max_age > 0 secs || offline_wait_for_bridge )
+		delete pending[c$uid];
 
 	if ( |s$flow$sizes| >= min_packets && collecting )
 		emit(s, F);

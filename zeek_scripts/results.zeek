@@ -23,6 +23,9 @@ export {
 	## Builds the multa.log record for *r* about the flow with endpoints
 	## *id*, first packet at *ts* and *packets* packets.
 	global make_info: function(r: Result, id: conn_id, ts: time, packets: count): Info;
+
+	## Raises the notices a logged verdict calls for (notices.zeek).
+	global raise_notices: function(info: Info);
 }
 
 function label_of(r: Result, task: string): string
@@ -49,6 +52,20 @@ function score_of(r: Result, task: string): double
 
 function make_info(r: Result, id: conn_id, ts: time, packets: count): Info
 	{
+	local t = r$tasks;
+
+	# The bridge sends the default model's four tasks in this order: one
+	# constructor instead of a loop over the tasks.
+	if ( |t| == 4 && t[0] == "service" && t[1] == "encrypted" && t[2] == "tunnel"
+	     && t[3] == "threat" )
+		{
+		local l = r$labels;
+		local s = r$scores;
+		return Info($ts=ts, $uid=r$uid, $id=id, $packets=packets, $model=r$model,
+		    $service=l[0], $service_score=s[0], $encrypted=l[1], $encrypted_score=s[1],
+		    $tunnel=l[2], $tunnel_score=s[2], $threat=l[3], $threat_score=s[3]);
+		}
+
 	local info = Info($ts=ts, $uid=r$uid, $id=id, $packets=packets, $model=r$model);
 
 	for ( i, task in r$tasks )
@@ -125,6 +142,9 @@ event Multa::results(results: vector of Result)
 			next;
 
 		Log::write(Multa::LOG, info);
+		# A call, not a handler of Multa::classified: that event costs
+		# nothing when no user script handles it.
+		raise_notices(info);
 		event Multa::classified(info, r);
 		}
 
