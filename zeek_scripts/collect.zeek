@@ -8,11 +8,10 @@
 ##! after, so this script never handles :zeek:see:`new_packet`. In each
 ##! event, the side whose ``num_bytes_ip`` went up sent the packet, the rise
 ##! is its IP length, and the packet's own timestamp gives the gap to the
-##! previous one. Events that break these rules (a missed packet event,
-##! neither or both sides grew) end the flow before them.
-##!
-##! The flow record is built in place, in the connection's state, and
-##! queued as is. A connection is emitted exactly once: when it reaches
+##! previous one. A packet after which neither side grew ends the flow
+##! before it; a flow that missed packet events (collection paused in
+##! between) is not sent, which emission checks once per flow rather than
+##! the handler once per packet. A connection is emitted exactly once: when it reaches
 ##! :zeek:see:`Multa::max_packets`, when it ends with at least
 ##! :zeek:see:`Multa::min_packets`, or at :zeek:see:`Multa::max_age`.
 ##! Queued flows leave in batches (:zeek:see:`Multa::batch_size`,
@@ -26,15 +25,22 @@ module Multa;
 export {
 	## Per-connection collection state.
 	type State: record {
-		## The flow so far; queued as is at emission.
+		## The flow's uid, endpoints and first packet time; the
+		## sequences join it at emission.
 		flow: Flow;
+		## The sequences so far (see :zeek:type:`Multa::Flow`).
+		sizes: vector of count;
+		dirs: vector of bool;
+		iats: vector of count;
 		## Timestamp of the latest packet.
 		last_ts: time;
 		## Originator's and responder's IP bytes after the latest packet.
 		ob: count;
 		rb: count;
-		## Queued for the bridge, or left out for good: nothing more is
-		## recorded.
+		## The collection epoch at the first packet: when it changed
+		## before emission, packet events may be missing.
+		epoch: count;
+		## Queued for the bridge, or left out for good.
 		emitted: bool &default=F;
 	};
 
@@ -96,6 +102,9 @@ global batches: vector of Batch;
 # Whether the collection event group is on.
 global collecting = T;
 
+# Bumped whenever collection pauses or resumes.
+global collect_epoch = 0;
+
 ## Scheduled flush of one shard's batch.
 global flush_due: event(shard: count, gen: count);
 
@@ -118,6 +127,7 @@ function inflight_timeout(): interval
 global inflight: table[string] of Flow &create_expire=inflight_timeout();
 
 global emit: function(s: State, live: bool);
+global complete: function(s: State, npkts: count): bool;
 
 # How often a pending connection is looked at for Multa::max_age.
 function pending_check_interval(): interval
@@ -132,10 +142,14 @@ function pending_expired(t: table[string] of State, uid: string): interval
 	if ( s$emitted )
 		return 0 secs;
 
-	if ( max_age == 0 secs || |s$flow$sizes| < min_packets || ! collecting )
+	if ( max_age == 0 secs || |s$sizes| < min_packets || ! collecting )
 		return pending_check_interval();
 
-	emit(s, T);
+	if ( complete(s, 0) )
+		emit(s, T);
+	else
+		s$emitted = T;
+
 	return 0 secs;
 	}
 
@@ -186,10 +200,51 @@ function flush_batches()
 		publish_batch(shard);
 	}
 
-# Sends s's flow. With *live*, the connection goes on (Multa::max_age,
-# flush_all()): a copy is queued and the state's own sequence is cleared,
-# so that the per-packet handler sees a gap at the next packet and stops.
-# Otherwise the caller removes c$multa.
+# Whether s holds every packet of its connection from the first one, one
+# event each: no pause of collection since its first packet and, where
+# known, as many packets as Zeek counted (*npkts*, 0: unknown). A flow
+# that fails is not sent.
+function complete(s: State, npkts: count): bool
+	{
+	local why = "";
+
+	if ( s$epoch != collect_epoch )
+		why = "collection paused meanwhile";
+	else if ( npkts != 0 && |s$sizes| != npkts )
+		why = fmt("%d packet events for %d packets", |s$sizes|, npkts);
+	else
+		return T;
+
+	Reporter::flow_weird("multa_packet_gap", s$flow$orig_h, s$flow$resp_h,
+	    fmt("%s: %s", s$flow$uid, why), "multa");
+	count_dropped("multa_packet_gap");
+	return F;
+	}
+
+# IPv6 packets can be longer than the representation's 65535 (payload
+# length + 40); IPv4 ones cannot, and Zeek drops shorter than their
+# header. Checked per flow, not per packet.
+function clamp_sizes(f: Flow)
+	{
+	if ( ! is_v6_addr(f$orig_h) )
+		return;
+
+	for ( i, size in f$sizes )
+		{
+		if ( size > 65535 )
+			{
+			Reporter::flow_weird("multa_packet_size_out_of_range", f$orig_h, f$resp_h,
+			    fmt("%s: %d", f$uid, size), "multa");
+			count_dropped("multa_packet_size_out_of_range");
+			f$sizes[i] = 65535;
+			}
+		}
+	}
+
+# Sends s's flow; the caller checked complete(). With *live*, the
+# connection goes on (Multa::max_age, flush_all()): the state stays,
+# marked as emitted, with fresh sequences. Otherwise the caller removes
+# c$multa.
 function emit(s: State, live: bool)
 	{
 	s$emitted = T;
@@ -198,14 +253,23 @@ function emit(s: State, live: bool)
 		delete pending[s$flow$uid];
 
 	local f = s$flow;
+	f$sizes = s$sizes;
+	f$dirs = s$dirs;
+	f$iats = s$iats;
 
 	if ( live )
 		{
-		f = copy(f);
-		s$flow$sizes = vector();
+		s$sizes = vector();
+		s$dirs = vector();
+		s$iats = vector();
 		}
 
-	if ( |f$sizes| == 0 || ! hook flow_policy(f) )
+	if ( |f$sizes| == 0 )
+		return;
+
+	clamp_sizes(f);
+
+	if ( ! hook flow_policy(f) )
 		return;
 
 	inflight[f$uid] = f;
@@ -228,7 +292,7 @@ function flush_all(reason: string)
 
 	for ( _, s in pending )
 		{
-		if ( ! s$emitted && |s$flow$sizes| >= min_packets )
+		if ( ! s$emitted && |s$sizes| >= min_packets && complete(s, 0) )
 			due += s;
 		}
 
@@ -245,7 +309,9 @@ function stop_flow(c: connection, s: State, what: string)
 	Reporter::conn_weird("multa_packet_gap", c, what, "multa");
 	count_dropped("multa_packet_gap");
 
-	if ( |s$flow$sizes| >= min_packets )
+	if ( s$emitted )
+		;
+	else if ( |s$sizes| >= min_packets && complete(s, 0) )
 		emit(s, F);
 	else if ( max_age > 0 secs || offline_wait_for_bridge )
 		delete pending[c$uid];
@@ -294,8 +360,9 @@ event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &gr
 		local id = c$id;
 		local s1 = State($flow=Flow($uid=c$uid, $orig_h=id$orig_h, $orig_p=id$orig_p,
 		    $resp_h=id$resp_h, $resp_p=id$resp_p, $ts=t1,
-		    $sizes=vector(size1), $dirs=vector(ob1 > 0), $iats=vector(0)),
-		    $last_ts=t1, $ob=ob1, $rb=c$resp$num_bytes_ip);
+		    $sizes=vector(), $dirs=vector(), $iats=vector()),
+		    $sizes=vector(size1), $dirs=vector(ob1 > 0), $iats=vector(0),
+		    $last_ts=t1, $ob=ob1, $rb=c$resp$num_bytes_ip, $epoch=collect_epoch);
 
 		if ( max_packets == 1 )
 			{
@@ -311,29 +378,18 @@ event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &gr
 		return;
 		}
 
+	# Per packet, the fewest statements that can do: whether events were
+	# missed is checked once per flow, by complete(); only the responder's
+	# branch checks that a counter rose (ConnSize adds a packet's count
+	# and bytes to one side, and exactly one packet lies between two
+	# events); IPv4 sizes are in range by construction (clamp_sizes()).
 	local s = c$multa;
-	local f = s$flow;
-
-	# Also true for every packet after a gap, or after a live emission.
-	if ( threshold != |f$sizes| + 1 )
-		{
-		if ( s$emitted )
-			delete c$multa;
-		else
-			stop_flow(c, s, fmt("packet %d after %d", threshold, |f$sizes|));
-		return;
-		}
-
-	# Exactly one packet came since the last event (the check above), so
-	# only one side's counter can have grown: ConnSize adds a packet's
-	# count and bytes to the same side. Only "neither grew" needs a check.
 	local ob = c$orig$num_bytes_ip;
-	local size: count;
 
 	if ( ob != s$ob )
 		{
-		f$dirs += T;
-		size = ob - s$ob;
+		s$dirs += T;
+		s$sizes += ob - s$ob;
 		s$ob = ob;
 		}
 	else
@@ -347,38 +403,31 @@ event conn_generic_packet_threshold_crossed(c: connection, threshold: count) &gr
 			return;
 			}
 
-		f$dirs += F;
-		size = rb - s$rb;
+		s$dirs += F;
+		s$sizes += rb - s$rb;
 		s$rb = rb;
 		}
-
-	if ( size < 20 || size > 65535 )
-		{
-		Reporter::conn_weird("multa_packet_size_out_of_range", c, cat(size), "multa");
-		count_dropped("multa_packet_size_out_of_range");
-		size = size < 20 ? 20 : 65535;
-		}
-
-	f$sizes += size;
 
 	# The packet's own timestamp: network_time() never goes back, so with
 	# out-of-order timestamps it is not the packet's time.
 	local t = get_current_packet_ts();
 
 	if ( t >= s$last_ts )
-		f$iats += double_to_count((t - s$last_ts) / 1 usec);
+		s$iats += double_to_count((t - s$last_ts) / 1 usec);
 	else
 		{
 		Reporter::conn_weird("multa_time_went_back", c, "", "multa");
 		count_dropped("multa_time_went_back");
-		f$iats += 0;
+		s$iats += 0;
 		}
 
 	s$last_ts = t;
 
 	if ( threshold >= max_packets )
 		{
-		emit(s, F);
+		if ( ! s$emitted && complete(s, threshold) )
+			emit(s, F);
+
 		delete c$multa;
 		}
 	}
@@ -392,8 +441,8 @@ event connection_flipped(c: connection)
 	local s = c$multa;
 	local f = s$flow;
 
-	for ( i, d in f$dirs )
-		f$dirs[i] = ! d;
+	for ( i, d in s$dirs )
+		s$dirs[i] = ! d;
 
 	f$orig_h = c$id$orig_h;
 	f$orig_p = c$id$orig_p;
@@ -418,7 +467,8 @@ event connection_state_remove(c: connection)
 	if ( max_age > 0 secs || offline_wait_for_bridge )
 		delete pending[c$uid];
 
-	if ( |s$flow$sizes| >= min_packets && collecting )
+	if ( |s$sizes| >= min_packets && collecting
+	     && complete(s, c$orig$num_pkts + c$resp$num_pkts) )
 		emit(s, F);
 	}
 
@@ -434,6 +484,7 @@ function set_collecting(on: bool)
 		return;
 
 	collecting = on;
+	++collect_epoch;
 
 	if ( on )
 		enable_event_group("multa-collect");
