@@ -4,7 +4,10 @@ On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
 
 ``plain``      Zeek's default scripts only;
 ``multa``      plus the multa package in offline mode with a live bridge
-               (collection, batching, publishing, results, multa.log);
+               (collection, batching, publishing, results, multa.log, notices);
+``publish``    plus the package collecting, batching and publishing to a
+               connected WebSocket client that never answers (sink.py; its
+               wall time includes 1 s of idling at the end, see below);
 ``collect``    plus the package collecting and publishing with no bridge
                connected (``Multa::pause_without_bridge = F``);
 ``new_packet`` plus a reference collector that handles ``new_packet`` for every
@@ -13,7 +16,8 @@ On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
 
 It reports the median wall time, CPU time and peak RSS of the Zeek process
 and their ratios to plain Zeek. ``collect`` against ``new_packet`` compares
-equal work; ``multa`` is the full product. Flow counts of ``collect`` and
+equal work; ``publish`` is what the package costs Zeek to feed a bridge;
+``multa`` is the full product. Flow counts of ``collect`` and
 ``new_packet`` are printed so that "equal output" is checked, not assumed.
 """
 
@@ -22,11 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +42,23 @@ from multa_broker.loopback import free_port
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
-SETUPS = ("plain", "multa", "collect", "new_packet")
+SETUPS = ("plain", "multa", "publish", "collect", "new_packet")
 
 # Prints the number of flows a set-up emitted, so outputs can be compared.
 _COUNT_PACKAGE = ('global multa_bench_flows = 0; hook Multa::flow_policy(f: Multa::Flow) '
                   '{ ++multa_bench_flows; } event zeek_done() &priority=-100 '
                   '{ print fmt("MULTA_BENCH_FLOWS %d", multa_bench_flows); }')
+# The publish set-up: offline mode, so that Zeek waits for the sink before
+# reading the trace, but without holding sent flows for results that never
+# come (offline mode holds them until the end; scanning that ever larger
+# table would be a cost of the set-up, not of publishing: with a bridge, a
+# flow waits only until its result). After the trace Zeek idles for 1 s of
+# wall time, then stops: calling terminate() right after the last publish
+# made Zeek 8.0.10 spin for 0.6 s of CPU in about one run of five (once for
+# minutes), which would measure shutdown, not publishing. So publish's wall
+# time includes that idle second; its CPU time does not.
+_PUBLISH_ONLY = ('redef Multa::result_timeout = 1 sec; redef Multa::offline_result_timeout = 1 sec; '
+                 'module Multa; event zeek_init() &priority=-20 { hold_inflight = F; } module GLOBAL; ')
 _COUNT_REFERENCE = ('event zeek_done() &priority=-100 '
                     '{ print fmt("MULTA_BENCH_FLOWS %d", MultaBenchRef::emitted); }')
 
@@ -50,7 +67,7 @@ _COUNT_REFERENCE = ('event zeek_done() &priority=-100 '
 class Run:
     wall_s: float
     cpu_s: float
-    rss_mb: float
+    rss_mb: float | None
     flows: int | None
 
 
@@ -73,11 +90,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--setups", default=",".join(SETUPS),
                         help="comma-separated subset of: " + ", ".join(SETUPS))
     parser.add_argument("--model", default="default", help="model for the bridge (default: %(default)s)")
+    parser.add_argument("--zeek-args", default="", metavar="ARGS",
+                        help="extra Zeek options for every set-up, plain included (e.g. script "
+                             "optimization: '-O ZAM --optimize-files=zeek_scripts "
+                             "--optimize-files=base/utils/strings.zeek', the last so that plain "
+                             "has something to compile too)")
+    parser.add_argument("--package-script", default="", metavar="ZEEK",
+                        help="Zeek script text added to the package set-ups, to try settings "
+                             "(e.g. 'redef Multa::batch_interval = 2 secs;')")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
 
 MAX_GAP_S = 10.0
+# A Zeek run that takes longer than this is stuck (a set-up's peer gone, ...).
+RUN_TIMEOUT_S = 600.0
 
 
 def concatenate(captures: list[Path], out: Path) -> tuple[int, int]:
@@ -121,34 +148,81 @@ def tiny_trace(n: int, out: Path) -> int:
     return 2 * n
 
 
-def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int) -> list[str]:
-    base = [zeek, "-C", "-r", str(trace)]
+def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int, extra: str = "",
+              zeek_args: tuple[str, ...] = ()) -> list[str]:
+    base = [zeek, "-C", "-r", str(trace), *zeek_args]
     if setup == "plain":
         return base
+    if setup in ("multa", "publish", "collect") and extra:
+        cmd = _zeek_cmd(zeek, trace, setup, port, zeek_args=zeek_args)
+        cmd[-1] = extra + " " + cmd[-1]
+        return cmd
     if setup == "new_packet":
         return base + [str(REFERENCE), "-e", _COUNT_REFERENCE]
     if setup == "collect":
         return base + [str(PACKAGE_DIR), "-e", "redef Multa::pause_without_bridge = F; " + _COUNT_PACKAGE]
+    if setup == "publish":
+        return base + [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek"), "-e",
+                       f"redef Multa::websocket_port = {port}/tcp; " + _PUBLISH_ONLY + _COUNT_PACKAGE]
     return base + [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek"), "-e",
                    f"redef Multa::websocket_port = {port}/tcp; " + _COUNT_PACKAGE]
 
 
-def _run_zeek(cmd: list[str], workdir: Path) -> Run:
+def _gnu_time() -> str | None:
+    """GNU time, which reports the peak RSS of the command it runs."""
+    path = shutil.which("time")
+    if path is None:
+        return None
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return path if "GNU" in out.stdout + out.stderr else None
+
+
+def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S) -> Run:
+    """Runs one Zeek; CPU time from wait4, peak RSS from GNU time where present.
+
+    The peak RSS wait4 reports for a child of this process counts the copy of
+    this (large) Python process that the child is before it execs Zeek, so
+    it is taken from GNU time, which execs Zeek from a small process.
+    """
+    what = " ".join(cmd[4:]) or "plain"
+    rss_file = workdir / "maxrss.txt"
+    gnu_time = _gnu_time()
+    full = [gnu_time, "-f", "%M", "-o", str(rss_file), *cmd] if gnu_time else cmd
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen(full, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watchdog = threading.Timer(timeout_s, proc.kill)
+    watchdog.start()
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        watchdog.cancel()
     wall = time.perf_counter() - start
+    if wall >= timeout_s:
+        raise MultaError(f"zeek ran longer than {timeout_s:.0f} s and was killed ({what})")
     out = proc.stdout.read().decode(errors="replace")
     err = proc.stderr.read().decode(errors="replace")
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         tail = (err.strip().splitlines() or ["(no output)"])[-1]
-        raise MultaError(f"zeek exited {proc.returncode} ({' '.join(cmd[4:]) or 'plain'}): {tail}")
+        raise MultaError(f"zeek exited {proc.returncode} ({what}): {tail}")
     flows = None
     for line in out.splitlines():
         if line.startswith("MULTA_BENCH_FLOWS "):
             flows = int(line.split()[1])
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0, flows)
+    rss_mb = None
+    if gnu_time:
+        lines = rss_file.read_text().split()
+        rss_mb = int(lines[-1]) / 1024.0 if lines and lines[-1].isdigit() else None
+    return Run(wall, usage.ru_utime + usage.ru_stime, rss_mb, flows)
+
+
+def _start_sink(port: int, workdir: Path) -> subprocess.Popen:
+    log = open(workdir / "sink.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "multa_broker.zeekbench.sink", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
 
 
 def _start_bridge(port: int, model: str, workdir: Path) -> subprocess.Popen:
@@ -184,21 +258,28 @@ def run(args: argparse.Namespace) -> int:
             what = f"{files} capture(s) concatenated"
         else:
             raise MultaError("give one or more captures, or --tiny N")
-        port = free_port()
-        bridge = _start_bridge(port, args.model, work) if "multa" in setups else None
+        ports = {"multa": free_port(), "publish": free_port()}
+        peers = {}
+        if "multa" in setups:
+            peers["multa"] = _start_bridge(ports["multa"], args.model, work)
+        if "publish" in setups:
+            peers["publish"] = _start_sink(ports["publish"], work)
         results = {s: SetupResult(s) for s in setups}
         try:
             for _ in range(args.repeat):
                 for setup in setups:  # alternate, so drift hits every set-up alike
                     rundir = work / setup
                     rundir.mkdir(exist_ok=True)
-                    if bridge is not None and bridge.poll() is not None:
-                        raise MultaError(f"the bridge exited early; see {work / 'bridge.log'}")
-                    results[setup].runs.append(_run_zeek(_zeek_cmd(args.zeek, trace, setup, port), rundir))
+                    peer = peers.get(setup)
+                    if peer is not None and peer.poll() is not None:
+                        raise MultaError(f"the {setup} peer exited early; see {work}/*.log")
+                    cmd = _zeek_cmd(args.zeek, trace, setup, ports.get(setup, 0), args.package_script,
+                                    tuple(shlex.split(args.zeek_args)))
+                    results[setup].runs.append(_run_zeek(cmd, rundir))
         finally:
-            if bridge is not None:
-                bridge.terminate()
-                bridge.wait(timeout=30)
+            for peer in peers.values():
+                peer.terminate()
+                peer.wait(timeout=30)
     report = _report(results, what, packets, args.repeat)
     print(json.dumps(report, indent=1) if args.json else _table(report))
     return 0
@@ -206,15 +287,16 @@ def run(args: argparse.Namespace) -> int:
 
 def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: int) -> dict:
     plain = results["plain"]
+    has_rss = all(r.rss_mb is not None for res in results.values() for r in res.runs)
     rows = {}
     for name, res in results.items():
         rows[name] = {
             "wall_s": round(res.median("wall_s"), 4),
             "cpu_s": round(res.median("cpu_s"), 4),
-            "rss_mb": round(res.median("rss_mb"), 1),
+            "rss_mb": round(res.median("rss_mb"), 1) if has_rss else None,
             "wall_ratio": round(res.median("wall_s") / plain.median("wall_s"), 3),
             "cpu_ratio": round(res.median("cpu_s") / plain.median("cpu_s"), 3),
-            "rss_ratio": round(res.median("rss_mb") / plain.median("rss_mb"), 3),
+            "rss_ratio": round(res.median("rss_mb") / plain.median("rss_mb"), 3) if has_rss else None,
             "flows": res.runs[-1].flows,
         }
     return {"trace": what, "packets": packets, "repeat": repeat, "setups": rows}
@@ -227,9 +309,12 @@ def _table(report: dict) -> str:
              f"{'RSS MB':>9}{'x plain':>9}{'flows':>9}"]
     for name, r in report["setups"].items():
         flows = "-" if r["flows"] is None else f"{r['flows']:,}"
+        rss = ("-", "-") if r["rss_mb"] is None else (f"{r['rss_mb']:.1f}", f"{r['rss_ratio']:.3f}")
         lines.append(f"{name:<12}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
-                     f"{r['cpu_ratio']:>9.3f}{r['rss_mb']:>9.1f}{r['rss_ratio']:>9.3f}{flows:>9}")
+                     f"{r['cpu_ratio']:>9.3f}{rss[0]:>9}{rss[1]:>9}{flows:>9}")
     s = report["setups"]
     if "collect" in s and "new_packet" in s and s["collect"]["flows"] != s["new_packet"]["flows"]:
         lines.append("note: collect and new_packet emitted different flow counts; see docs/zeek.md")
+    if any(r["rss_mb"] is None for r in s.values()):
+        lines.append("note: no GNU time on PATH: peak RSS not measured")
     return "\n".join(lines)
