@@ -5,7 +5,8 @@ checked is that every set-up runs for real and does the same work: the
 package sends one flow per connection whether no one listens (``collect``),
 a WebSocket client only reads (``publish``) or the real bridge answers
 (``multa``), and the reference ``new_packet`` collector sends as many.
-Skipped, saying why, without a ``zeek`` binary on PATH.
+The Zeek runs are skipped, saying why, without a ``zeek`` binary on PATH;
+joining captures into one trace is tested everywhere.
 """
 
 from __future__ import annotations
@@ -19,13 +20,40 @@ import pytest
 
 from conftest import REPO
 
+from multa_broker.capture import pcapwriter as w
+from multa_broker.errors import MultaError
+from multa_broker.zeekbench import concatenate
+
 ZEEK = shutil.which("zeek")
-pytestmark = [
-    pytest.mark.zeek,
-    pytest.mark.skipif(ZEEK is None, reason="no zeek binary on PATH: multa bench zeek needs Zeek 8.0+"),
-]
 
 
+def _captures(tmp_path):
+    syn = w.ip(w.tcp("10.0.0.1", 1234, "10.0.0.2", 80, w.SYN))
+    good = tmp_path / "a.pcap"
+    good.write_bytes(w.pcap([(100.0, w.ether(syn)), (100.5, w.ether(syn)), (900.0, w.ether(syn))]))
+    raw = tmp_path / "raw.pcap"
+    raw.write_bytes(w.pcap([(1.0, syn)], linktype=101))
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"not a capture at all")
+    return good, raw, junk
+
+
+def test_concatenate_joins_ethernet_and_skips_the_rest_on_request(tmp_path):
+    good, raw, junk = _captures(tmp_path)
+    out = tmp_path / "out.pcap"
+    with pytest.raises(MultaError, match="raw.pcap: link type 101"):
+        concatenate([good, raw], out)
+    with pytest.raises(MultaError, match="junk.pcap"):
+        concatenate([good, junk], out)
+    assert concatenate([good, raw, junk, good], out, skip_unusable=True) == (2, 6, 2)
+    from multa_broker.capture.reader import open_capture
+    times = [ts for ts, *_ in open_capture(out)]
+    # 1 s before each capture, gaps kept up to 10 s, time never goes back.
+    assert [round(b - a, 3) for a, b in zip(times, times[1:])] == [0.5, 10.0, 1.0, 0.5, 10.0]
+
+
+@pytest.mark.zeek
+@pytest.mark.skipif(ZEEK is None, reason="no zeek binary on PATH: multa bench zeek needs Zeek 8.0+")
 def test_bench_zeek_setups_do_the_same_work(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "300", "--repeat", "1",
@@ -42,6 +70,8 @@ def test_bench_zeek_setups_do_the_same_work(tmp_path):
         assert rows[name]["cpu_s"] > 0 and rows[name]["cpu_ratio"] > 0
 
 
+@pytest.mark.zeek
+@pytest.mark.skipif(ZEEK is None, reason="no zeek binary on PATH: multa bench zeek needs Zeek 8.0+")
 def test_bench_zeek_rejects_unknown_setup(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "10", "--setups", "plain,bogus"],

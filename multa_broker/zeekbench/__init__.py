@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="capture(s); several are concatenated into one trace (Ethernet only)")
     parser.add_argument("--tiny", type=int, default=0, metavar="N",
                         help="instead, synthesise a worst-case trace of N two-packet connections")
+    parser.add_argument("--skip-unusable", action="store_true",
+                        help="skip captures that are not Ethernet or cannot be read (counted in the "
+                             "report) instead of stopping")
     parser.add_argument("--repeat", type=int, default=5, help="runs per set-up (default: %(default)s)")
     parser.add_argument("--zeek", default=shutil.which("zeek") or "zeek", help="zeek binary")
     parser.add_argument("--setups", default=",".join(SETUPS),
@@ -107,29 +110,44 @@ MAX_GAP_S = 10.0
 RUN_TIMEOUT_S = 600.0
 
 
-def concatenate(captures: list[Path], out: Path) -> tuple[int, int]:
+def concatenate(captures: list[Path], out: Path, skip_unusable: bool = False) -> tuple[int, int, int]:
     """Write one Ethernet pcap holding every capture back to back.
 
     Time only moves forward, and gaps over MAX_GAP_S are shortened to it:
     public captures are often spliced from sessions years apart, and such
-    jumps would only measure Zeek's timer expiry.
+    jumps would only measure Zeek's timer expiry. A capture with another link
+    type or that cannot be read is an error, or skipped with *skip_unusable*.
+    Returns the
+    captures joined, the packets and the captures skipped.
     """
     from multa_broker.capture.reader import open_capture
     from multa_broker.capture.pcapwriter import pcap
 
     frames: list[tuple[float, bytes]] = []
     now = 1_000_000_000.0
+    skipped = 0
     for path in captures:
         prev = None
-        for ts, data, _wirelen, linktype in open_capture(path):
-            if linktype != 1:
-                raise MultaError(f"{path}: link type {linktype}; only Ethernet captures can be concatenated")
-            gap = 1.0 if prev is None else min(max(ts - prev, 0.0), MAX_GAP_S)
-            prev = ts
-            now += gap
-            frames.append((now, data))
+        mine: list[tuple[float, bytes]] = []
+        t = now
+        try:
+            for ts, data, _wirelen, linktype in open_capture(path):
+                if linktype != 1:
+                    raise MultaError(f"{path}: link type {linktype}; only Ethernet captures can be "
+                                     "concatenated (--skip-unusable skips the others)")
+                gap = 1.0 if prev is None else min(max(ts - prev, 0.0), MAX_GAP_S)
+                prev = ts
+                t += gap
+                mine.append((t, data))
+        except MultaError:  # CaptureError too
+            if not skip_unusable:
+                raise
+            skipped += 1
+            continue
+        frames.extend(mine)
+        now = t
     out.write_bytes(pcap(frames))
-    return len(captures), len(frames)
+    return len(captures) - skipped, len(frames), skipped
 
 
 def tiny_trace(n: int, out: Path) -> int:
@@ -254,8 +272,11 @@ def run(args: argparse.Namespace) -> int:
             packets = tiny_trace(args.tiny, trace)
             what = f"synthetic worst case: {args.tiny} two-packet connections"
         elif args.captures:
-            files, packets = concatenate([Path(c) for c in args.captures], trace)
+            files, packets, skipped = concatenate([Path(c) for c in args.captures], trace,
+                                                  args.skip_unusable)
             what = f"{files} capture(s) concatenated"
+            if skipped:
+                what += f" ({skipped} skipped: not Ethernet or unreadable)"
         else:
             raise MultaError("give one or more captures, or --tiny N")
         ports = {"multa": free_port(), "publish": free_port()}
