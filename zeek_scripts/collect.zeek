@@ -11,7 +11,9 @@
 ##! previous one. A packet after which neither side grew ends the flow
 ##! before it; a flow that missed packet events (collection paused in
 ##! between) is not sent, which emission checks once per flow rather than
-##! the handler once per packet. A connection is emitted exactly once: when it reaches
+##! the handler once per packet.
+##!
+##! A connection is emitted exactly once: when it reaches
 ##! :zeek:see:`Multa::max_packets`, when it ends with at least
 ##! :zeek:see:`Multa::min_packets`, or at :zeek:see:`Multa::max_age`.
 ##! Queued flows leave in batches (:zeek:see:`Multa::batch_size`,
@@ -309,9 +311,7 @@ function stop_flow(c: connection, s: State, what: string)
 	Reporter::conn_weird("multa_packet_gap", c, what, "multa");
 	count_dropped("multa_packet_gap");
 
-	if ( s$emitted )
-		;
-	else if ( |s$sizes| >= min_packets && complete(s, 0) )
+	if ( ! s$emitted && |s$sizes| >= min_packets && complete(s, 0) )
 		emit(s, F);
 	else if ( max_age > 0 secs || offline_wait_for_bridge )
 		delete pending[c$uid];
