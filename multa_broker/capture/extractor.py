@@ -686,8 +686,10 @@ class FlowExtractor:
             nt = self._nt
             c.iats.append(int(round((nt - c.last_nt) * 1e6)) if k else 0)
             c.last_nt = nt
-            # Clamped like the Zeek package does: TotalLen() is 0 for TSO packets
-            # counted under ignored checksums, and IPv6 lengths can pass 65535.
+            # Clamped: TotalLen() is 0 for TSO packets counted under ignored
+            # checksums, and IPv6 lengths can pass 65535. The Zeek package clamps
+            # the same way except for a 0 after the first packet, where it ends
+            # the flow (zeek_scripts/collect.zeek, multa_packet_gap).
             c.sizes.append(size if MIN_SIZE <= size <= MAX_SIZE else min(max(size, MIN_SIZE), MAX_SIZE))
             c.dirs.append(is_orig)
 

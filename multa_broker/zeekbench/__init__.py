@@ -24,6 +24,7 @@ equal work; ``publish`` is what the package costs Zeek to feed a bridge;
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shlex
@@ -186,8 +187,9 @@ def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int, extra: str = "",
                    f"redef Multa::websocket_port = {port}/tcp; " + _COUNT_PACKAGE]
 
 
+@functools.cache
 def _gnu_time() -> str | None:
-    """GNU time, which reports the peak RSS of the command it runs."""
+    """GNU time, which reports the peak RSS of the command it runs (looked up once)."""
     path = shutil.which("time")
     if path is None:
         return None
