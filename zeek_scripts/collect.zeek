@@ -13,6 +13,11 @@
 ##! between) is not sent, which emission checks once per flow rather than
 ##! the handler once per packet.
 ##!
+##! Where the optional Multa::Collector plugin (zeek_plugin/) is loaded,
+##! its C++ collector does the per-packet part instead, with the same
+##! semantics, and hands each flow over once (:zeek:see:`Multa::collected`);
+##! see :zeek:see:`Multa::plugin_collects`.
+##!
 ##! A connection is emitted exactly once: when it reaches
 ##! :zeek:see:`Multa::max_packets`, when it ends with at least
 ##! :zeek:see:`Multa::min_packets`, or at :zeek:see:`Multa::max_age`.
@@ -66,6 +71,22 @@ export {
 	## The set {1, ..., n}, for
 	## :zeek:see:`ConnThreshold::generic_packet_thresholds`.
 	global packet_thresholds: function(n: count): set[count];
+
+	## Whether the C++ collector of the Multa::Collector plugin
+	## (zeek_plugin/) collects: T where the plugin is loaded, unless the
+	## environment variable ``MULTA_COLLECTOR=scripts`` keeps this
+	## script's collector (a choice made when the scripts are parsed).
+	## The plugin records the packets with the same semantics in C++ and
+	## raises :zeek:see:`Multa::collected` once per flow, so no script
+	## runs per packet.
+@ifdef ( Multa::collector_start )
+	const plugin_collects = getenv("MULTA_COLLECTOR") != "scripts";
+@else
+	const plugin_collects = F;
+@endif
+
+	## Raised by the plugin's collector for each flow to be sent.
+	global collected: event(f: Flow);
 }
 
 redef record connection += {
@@ -86,11 +107,13 @@ function packet_thresholds(n: count): set[count]
 	return s;
 	}
 
+@if ( ! plugin_collects )
 # One event per packet for the first max_packets packets. Registering the
 # largest legal N (64) instead would let a later redef of max_packets
 # work alone, but costs an event per packet up to 64 for every long
 # connection.
 redef ConnThreshold::generic_packet_thresholds += packet_thresholds(max_packets);
+@endif
 
 type Batch: record {
 	flows: vector of Flow;
@@ -129,6 +152,7 @@ function inflight_timeout(): interval
 global inflight: table[string] of Flow &create_expire=inflight_timeout();
 
 global emit: function(s: State, live: bool);
+global send: function(f: Flow);
 global complete: function(s: State, npkts: count): bool;
 
 # How often a pending connection is looked at for Multa::max_age.
@@ -266,9 +290,13 @@ function emit(s: State, live: bool)
 		s$iats = vector();
 		}
 
-	if ( |f$sizes| == 0 )
-		return;
+	if ( |f$sizes| > 0 )
+		send(f);
+	}
 
+# Clamps, asks flow_policy, and queues f for the bridge.
+function send(f: Flow)
+	{
 	clamp_sizes(f);
 
 	if ( ! hook flow_policy(f) )
@@ -289,6 +317,11 @@ function emit(s: State, live: bool)
 
 function flush_all(reason: string)
 	{
+@if ( plugin_collects )
+	for ( _, f in collector_flush(0 secs) as vector of Flow )
+		send(f);
+@endif
+
 	# emit() deletes from pending: pick first, emit after.
 	local due: vector of State;
 
@@ -304,6 +337,7 @@ function flush_all(reason: string)
 	flush_batches();
 	}
 
+@if ( ! plugin_collects )
 # Ends collection before the current packet: sends the exact prefix
 # collected so far when it is long enough.
 function stop_flow(c: connection, s: State, what: string)
@@ -471,6 +505,32 @@ event connection_state_remove(c: connection)
 	     && complete(s, c$orig$num_pkts + c$resp$num_pkts) )
 		emit(s, F);
 	}
+@else
+event Multa::collected(f: Flow)
+	{
+	send(f);
+	}
+
+# How often the collector is asked for flows older than Multa::max_age:
+# at most 10 s late, like the expiry of `pending` in the threshold path.
+function collector_check_interval(): interval
+	{
+	return max_age > 0 secs && max_age < 10 secs ? max_age : 10 secs;
+	}
+
+# Multa::max_age: hands over flows at least that old (the threshold path
+# keeps them in `pending`, whose expiry does this).
+event collector_age_check()
+	{
+	if ( max_age > 0 secs )
+		{
+		for ( _, f in collector_flush(max_age) as vector of Flow )
+			send(f);
+		}
+
+	schedule collector_check_interval() { collector_age_check() };
+	}
+@endif
 
 function is_collecting(): bool
 	{
@@ -486,10 +546,14 @@ function set_collecting(on: bool)
 	collecting = on;
 	++collect_epoch;
 
+@if ( plugin_collects )
+	collector_set_enabled(on);
+@else
 	if ( on )
 		enable_event_group("multa-collect");
 	else
 		disable_event_group("multa-collect");
+@endif
 	}
 
 event zeek_init() &priority=4
@@ -497,6 +561,11 @@ event zeek_init() &priority=4
 	while ( |batches| < shards )
 		batches += Batch($flows=vector());
 
+@if ( plugin_collects )
+	collector_start(max_packets);
+	collector_set_enabled(collecting);
+	schedule collector_check_interval() { collector_age_check() };
+@else
 	local i = 1;
 	while ( i <= max_packets )
 		{
@@ -505,4 +574,5 @@ event zeek_init() &priority=4
 			    max_packets, i - 1, max_packets));
 		++i;
 		}
+@endif
 	}
