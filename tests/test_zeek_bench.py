@@ -78,3 +78,31 @@ def test_bench_zeek_rejects_unknown_setup(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+PLUGIN_DIR = REPO / "build"
+
+
+@pytest.mark.zeek
+@pytest.mark.skipif(ZEEK is None or not (PLUGIN_DIR / "__zeek_plugin__").is_file(),
+                    reason="needs zeek and the Multa::Collector plugin (zeek_plugin/build.sh)")
+def test_bench_zeek_plugin_setups_send_the_same_flows(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "200", "--repeat", "1",
+         "--setups", "plain,publish,collect", "--plugin", str(PLUGIN_DIR), "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)["setups"]
+    assert list(rows) == ["plain", "publish", "collect", "publish+plugin", "collect+plugin"]
+    for name in ("publish", "collect", "publish+plugin", "collect+plugin"):
+        assert rows[name]["flows"] == 200, (name, rows[name])
+
+
+def test_bench_zeek_plugin_option_names_a_missing_build(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "10", "--zeek", sys.executable,
+         "--plugin", str(tmp_path)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert str(tmp_path) in proc.stderr and "zeek_plugin/build.sh" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -14,6 +14,12 @@ On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
                packet (the zeek-flowmeter approach), with the same output as
                ``collect``: the same flows, batched into the same events.
 
+With ``--plugin DIR`` (a build of the optional Multa::Collector plugin, see
+zeek_plugin/), ``multa``, ``publish`` and ``collect`` run twice: as above with
+the scripts' collector (``MULTA_COLLECTOR=scripts``), and as
+``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the plugin's C++
+collector.
+
 It reports the median wall time, CPU time and peak RSS of the Zeek process
 and their ratios to plain Zeek. ``collect`` against ``new_packet`` compares
 equal work; ``publish`` is what the package costs Zeek to feed a bridge;
@@ -42,6 +48,9 @@ from multa_broker.errors import MultaError
 from multa_broker.loopback import free_port
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
+# Where zeek_plugin/build.sh puts the Multa::Collector plugin.
+PLUGIN_BUILD = Path(__file__).resolve().parents[2] / "build"
+PLUGIN = "+plugin"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
 SETUPS = ("plain", "multa", "publish", "collect", "new_packet")
 
@@ -102,6 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--package-script", default="", metavar="ZEEK",
                         help="Zeek script text added to the package set-ups, to try settings "
                              "(e.g. 'redef Multa::batch_interval = 2 secs;')")
+    parser.add_argument("--plugin", nargs="?", const=str(PLUGIN_BUILD), default=None, metavar="DIR",
+                        help="also run the package set-ups with the C++ collector of the Multa::Collector "
+                             "plugin built in DIR (default: %(const)s, where zeek_plugin/build.sh builds it)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -200,7 +212,31 @@ def _gnu_time() -> str | None:
     return path if "GNU" in out.stdout + out.stderr else None
 
 
-def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S) -> Run:
+def _zeek_env(setup: str, plugin_dir: Path | None) -> dict[str, str]:
+    """The environment of one set-up's Zeek: which collector the package uses."""
+    env = dict(os.environ)
+    if setup.endswith(PLUGIN):
+        env["ZEEK_PLUGIN_PATH"] = str(plugin_dir)
+        env["ZEEK_PLUGIN_ACTIVATE"] = "Multa::Collector"
+        env.pop("MULTA_COLLECTOR", None)
+    else:
+        # The scripts' collector even where a plugin is installed with Zeek.
+        env["MULTA_COLLECTOR"] = "scripts"
+    return env
+
+
+def _check_plugin(zeek: str, plugin_dir: Path) -> None:
+    if not (plugin_dir / "__zeek_plugin__").is_file():
+        raise MultaError(f"--plugin {plugin_dir}: no Zeek plugin there (build it with zeek_plugin/build.sh)")
+    env = _zeek_env(PLUGIN, plugin_dir)
+    out = subprocess.run([zeek, "-N", "Multa::Collector"], env=env, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0 or "Multa::Collector" not in out.stdout:
+        tail = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise MultaError(f"--plugin {plugin_dir}: Zeek does not load the Multa::Collector plugin: {tail}")
+
+
+def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S,
+              env: dict[str, str] | None = None) -> Run:
     """Runs one Zeek; CPU time from wait4, peak RSS from GNU time where present.
 
     The peak RSS wait4 reports for a child of this process counts the copy of
@@ -212,7 +248,7 @@ def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S) -
     gnu_time = _gnu_time()
     full = [gnu_time, "-f", "%M", "-o", str(rss_file), *cmd] if gnu_time else cmd
     start = time.perf_counter()
-    proc = subprocess.Popen(full, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(full, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     watchdog = threading.Timer(timeout_s, proc.kill)
     watchdog.start()
     try:
@@ -267,6 +303,10 @@ def run(args: argparse.Namespace) -> int:
         raise MultaError(f"--setups: unknown set-up(s) {sorted(bad)}; known: {', '.join(SETUPS)}")
     if "plain" not in setups:
         setups.insert(0, "plain")
+    plugin_dir = Path(args.plugin).resolve() if args.plugin else None
+    if plugin_dir is not None:
+        _check_plugin(args.zeek, plugin_dir)
+        setups += [s + PLUGIN for s in setups if s in ("multa", "publish", "collect")]
     with tempfile.TemporaryDirectory(prefix="multa-bench-zeek-") as tmp:
         work = Path(tmp)
         trace = work / "trace.pcap"
@@ -281,12 +321,12 @@ def run(args: argparse.Namespace) -> int:
                 what += f" ({skipped} skipped: not Ethernet or unreadable)"
         else:
             raise MultaError("give one or more captures, or --tiny N")
-        ports = {"multa": free_port(), "publish": free_port()}
+        ports = {s: free_port() for s in setups if s.startswith(("multa", "publish"))}
         peers = {}
-        if "multa" in setups:
-            peers["multa"] = _start_bridge(ports["multa"], args.model, work)
-        if "publish" in setups:
-            peers["publish"] = _start_sink(ports["publish"], work)
+        for setup, port in ports.items():
+            (work / setup).mkdir()
+            peers[setup] = (_start_bridge(port, args.model, work / setup) if setup.startswith("multa")
+                            else _start_sink(port, work / setup))
         results = {s: SetupResult(s) for s in setups}
         try:
             for _ in range(args.repeat):
@@ -295,10 +335,11 @@ def run(args: argparse.Namespace) -> int:
                     rundir.mkdir(exist_ok=True)
                     peer = peers.get(setup)
                     if peer is not None and peer.poll() is not None:
-                        raise MultaError(f"the {setup} peer exited early; see {work}/*.log")
-                    cmd = _zeek_cmd(args.zeek, trace, setup, ports.get(setup, 0), args.package_script,
-                                    tuple(shlex.split(args.zeek_args)))
-                    results[setup].runs.append(_run_zeek(cmd, rundir))
+                        raise MultaError(f"the {setup} peer exited early; see {work / setup}/*.log")
+                    cmd = _zeek_cmd(args.zeek, trace, setup.removesuffix(PLUGIN), ports.get(setup, 0),
+                                    args.package_script, tuple(shlex.split(args.zeek_args)))
+                    env = None if setup == "plain" else _zeek_env(setup, plugin_dir)
+                    results[setup].runs.append(_run_zeek(cmd, rundir, env=env))
         finally:
             for peer in peers.values():
                 peer.terminate()
@@ -328,12 +369,12 @@ def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: in
 def _table(report: dict) -> str:
     lines = [f"multa bench zeek: {report['trace']}, {report['packets']:,} packets, "
              f"median of {report['repeat']} alternating runs",
-             f"{'set-up':<12}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
+             f"{'set-up':<16}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
              f"{'RSS MB':>9}{'x plain':>9}{'flows':>9}"]
     for name, r in report["setups"].items():
         flows = "-" if r["flows"] is None else f"{r['flows']:,}"
         rss = ("-", "-") if r["rss_mb"] is None else (f"{r['rss_mb']:.1f}", f"{r['rss_ratio']:.3f}")
-        lines.append(f"{name:<12}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
+        lines.append(f"{name:<16}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
                      f"{r['cpu_ratio']:>9.3f}{rss[0]:>9}{rss[1]:>9}{flows:>9}")
     s = report["setups"]
     if "collect" in s and "new_packet" in s and s["collect"]["flows"] != s["new_packet"]["flows"]:
