@@ -89,7 +89,7 @@ PLUGIN_DIR = REPO / "build"
 def test_bench_zeek_plugin_setups_send_the_same_flows(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "200", "--repeat", "1",
-         "--setups", "plain,publish,collect", "--plugin", str(PLUGIN_DIR), "--json"],
+         "--setups", "plain,publish,collect", "--plugin", "--plugin-dir", str(PLUGIN_DIR), "--json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout)["setups"]
@@ -101,7 +101,7 @@ def test_bench_zeek_plugin_setups_send_the_same_flows(tmp_path):
 def test_bench_zeek_plugin_option_names_a_missing_build(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "10", "--zeek", sys.executable,
-         "--plugin", str(tmp_path)],
+         "--plugin", "--plugin-dir", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert str(tmp_path) in proc.stderr and "zeek_plugin/build.sh" in proc.stderr

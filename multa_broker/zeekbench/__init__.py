@@ -14,8 +14,8 @@ On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
                packet (the zeek-flowmeter approach), with the same output as
                ``collect``: the same flows, batched into the same events.
 
-With ``--plugin DIR`` (a build of the optional Multa::Collector plugin, see
-zeek_plugin/), ``multa``, ``publish`` and ``collect`` run twice: as above with
+With ``--plugin`` (and a build of the optional Multa::Collector plugin, see
+zeek_plugin/ and ``--plugin-dir``), ``multa``, ``publish`` and ``collect`` run twice: as above with
 the scripts' collector (``MULTA_COLLECTOR=scripts``), and as
 ``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the plugin's C++
 collector.
@@ -111,9 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--package-script", default="", metavar="ZEEK",
                         help="Zeek script text added to the package set-ups, to try settings "
                              "(e.g. 'redef Multa::batch_interval = 2 secs;')")
-    parser.add_argument("--plugin", nargs="?", const=str(PLUGIN_BUILD), default=None, metavar="DIR",
+    parser.add_argument("--plugin", action="store_true",
                         help="also run the package set-ups with the C++ collector of the Multa::Collector "
-                             "plugin built in DIR (default: %(const)s, where zeek_plugin/build.sh builds it)")
+                             "plugin (see --plugin-dir)")
+    parser.add_argument("--plugin-dir", default=str(PLUGIN_BUILD), metavar="DIR",
+                        help="where the plugin is built (default: %(default)s, where zeek_plugin/build.sh "
+                             "builds it)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -227,12 +230,12 @@ def _zeek_env(setup: str, plugin_dir: Path | None) -> dict[str, str]:
 
 def _check_plugin(zeek: str, plugin_dir: Path) -> None:
     if not (plugin_dir / "__zeek_plugin__").is_file():
-        raise MultaError(f"--plugin {plugin_dir}: no Zeek plugin there (build it with zeek_plugin/build.sh)")
+        raise MultaError(f"--plugin-dir {plugin_dir}: no Zeek plugin there (build it with zeek_plugin/build.sh)")
     env = _zeek_env(PLUGIN, plugin_dir)
     out = subprocess.run([zeek, "-N", "Multa::Collector"], env=env, capture_output=True, text=True, timeout=60)
     if out.returncode != 0 or "Multa::Collector" not in out.stdout:
         tail = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise MultaError(f"--plugin {plugin_dir}: Zeek does not load the Multa::Collector plugin: {tail}")
+        raise MultaError(f"--plugin-dir {plugin_dir}: Zeek does not load the Multa::Collector plugin: {tail}")
 
 
 def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S,
@@ -303,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         raise MultaError(f"--setups: unknown set-up(s) {sorted(bad)}; known: {', '.join(SETUPS)}")
     if "plain" not in setups:
         setups.insert(0, "plain")
-    plugin_dir = Path(args.plugin).resolve() if args.plugin else None
+    plugin_dir = Path(args.plugin_dir).resolve() if args.plugin else None
     if plugin_dir is not None:
         _check_plugin(args.zeek, plugin_dir)
         setups += [s + PLUGIN for s in setups if s in ("multa", "publish", "collect")]
