@@ -6,6 +6,7 @@
 #include <zeek/ID.h>
 #include <zeek/IP.h>
 #include <zeek/Reporter.h>
+#include <zeek/analyzer/Manager.h>
 #include <zeek/RunState.h>
 #include <zeek/Val.h>
 #include <zeek/ZeekString.h>
@@ -98,6 +99,8 @@ void start(size_t max_packets) {
     s.wanted = true;
     s.enabled = true;
     s.max_packets = max_packets;
+    // By tag, not name: the name's lookup would run for every connection.
+    s.tag = zeek::analyzer_mgr->GetComponentTag("MULTA_COLLECTOR");
     script(); // fail at start-up, not at the first flow, if the scripts lack something
 }
 
@@ -125,7 +128,7 @@ zeek::ValPtr flush(double min_age) {
     return out;
 }
 
-Collector::Collector(zeek::Connection* conn) : zeek::analyzer::Analyzer("MULTA_COLLECTOR", conn) {
+Collector::Collector(zeek::Connection* conn) : zeek::analyzer::Analyzer(settings().tag, conn) {
     // The uid is made when the connection record is first built; the
     // scripts' collector built it at the first packet, and uids come from
     // one random sequence, so build it here too and keep uids the same.
@@ -147,7 +150,7 @@ void Collector::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_
         // Paused: nothing is recorded. A flow paused at its first packet
         // is never collected; a later one is not sent (GAP at emission).
         if ( phase == Phase::NEW )
-            phase = Phase::FINISHED;
+            Finish();
         return;
     }
 
@@ -201,6 +204,7 @@ void Collector::DeliverPacket(int len, const u_char* data, bool is_orig, uint64_
 
 void Collector::Done() {
     // A pause in force at the end drops the flow silently, as in the scripts.
+    ending = true;
     if ( phase == Phase::COLLECTING && settings().enabled )
         Emit(Reason::ENDED);
     Finish();
@@ -220,9 +224,16 @@ zeek::RecordValPtr Collector::FlushIfOlder(double now, double min_age) {
 }
 
 void Collector::Finish() {
+    if ( phase == Phase::FINISHED )
+        return;
     if ( phase == Phase::COLLECTING )
         live().erase(live_pos);
     phase = Phase::FINISHED;
+    // Out of the connection's analyzer tree, so that the connection's later
+    // packets cost nothing here: the parent calls Done() and deletes it
+    // before its next packet (not while the connection ends anyway).
+    if ( ! ending && Parent() )
+        Remove();
     std::vector<uint32_t>().swap(sizes);
     std::vector<uint64_t>().swap(iats);
     std::vector<bool>().swap(dirs);

@@ -5,6 +5,7 @@
 // keeps its semantics (zeek_scripts/collect.zeek is the reference).
 #pragma once
 
+#include <zeek/Tag.h>
 #include <zeek/Val.h>
 #include <zeek/analyzer/Analyzer.h>
 
@@ -51,9 +52,11 @@ private:
     // Ends collection, raising Multa::collected where the flow is to be sent.
     void Emit(Reason reason);
     zeek::RecordValPtr MakeFlow() const;
+    // Ends collection and leaves the analyzer tree.
     void Finish();
 
     Phase phase = Phase::NEW;
+    bool ending = false; // in Done()
     std::list<Collector*>::iterator live_pos; // in live(), while COLLECTING
     uint64_t epoch = 0;
     double first_ts = 0.0;
@@ -69,6 +72,7 @@ struct Settings {
     bool enabled = false; // collecting (false while Multa::pause_without_bridge pauses)
     uint64_t epoch = 0;   // bumped on every pause and resume
     size_t max_packets = 20;
+    zeek::Tag tag; // of the MULTA_COLLECTOR analyzer
 };
 
 Settings& settings();
