@@ -20,6 +20,11 @@ the scripts' collector (``MULTA_COLLECTOR=scripts``), and as
 ``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the plugin's C++
 collector.
 
+Each set-up also runs on a capture without packets, so that start-up and
+shutdown (parsing scripts, the WebSocket server, waiting for a peer) can be
+told from the cost per packet and per flow that a long-running Zeek pays:
+``trace cpu`` is the median CPU time minus the median on the empty capture.
+
 It reports the median wall time, CPU time and peak RSS of the Zeek process
 and their ratios to plain Zeek. ``collect`` against ``new_packet`` compares
 equal work; ``publish`` is what the package costs Zeek to feed a bridge;
@@ -85,9 +90,15 @@ class Run:
 class SetupResult:
     name: str
     runs: list[Run] = field(default_factory=list)
+    # Runs on a capture without packets: start-up and shutdown alone.
+    empty: list[Run] = field(default_factory=list)
 
     def median(self, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in self.runs)
+
+    def trace_cpu(self) -> float:
+        """CPU time spent on the trace itself: the median run minus the median empty run."""
+        return self.median("cpu_s") - statistics.median(r.cpu_s for r in self.empty)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +175,12 @@ def concatenate(captures: list[Path], out: Path, skip_unusable: bool = False) ->
         now = t
     out.write_bytes(pcap(frames))
     return len(captures) - skipped, len(frames), skipped
+
+
+def _empty_pcap() -> bytes:
+    from multa_broker.capture.pcapwriter import pcap
+
+    return pcap([])
 
 
 def tiny_trace(n: int, out: Path) -> int:
@@ -324,6 +341,8 @@ def run(args: argparse.Namespace) -> int:
                 what += f" ({skipped} skipped: not Ethernet or unreadable)"
         else:
             raise MultaError("give one or more captures, or --tiny N")
+        empty = work / "empty.pcap"
+        empty.write_bytes(_empty_pcap())
         ports = {s: free_port() for s in setups if s.startswith(("multa", "publish"))}
         peers = {}
         for setup, port in ports.items():
@@ -343,6 +362,8 @@ def run(args: argparse.Namespace) -> int:
                                     args.package_script, tuple(shlex.split(args.zeek_args)))
                     env = None if setup == "plain" else _zeek_env(setup, plugin_dir)
                     results[setup].runs.append(_run_zeek(cmd, rundir, env=env))
+                    cmd[cmd.index(str(trace))] = str(empty)
+                    results[setup].empty.append(_run_zeek(cmd, rundir, env=env))
         finally:
             for peer in peers.values():
                 peer.terminate()
@@ -364,6 +385,8 @@ def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: in
             "wall_ratio": round(res.median("wall_s") / plain.median("wall_s"), 3),
             "cpu_ratio": round(res.median("cpu_s") / plain.median("cpu_s"), 3),
             "rss_ratio": round(res.median("rss_mb") / plain.median("rss_mb"), 3) if has_rss else None,
+            "trace_cpu_s": round(res.trace_cpu(), 4),
+            "trace_cpu_ratio": round(res.trace_cpu() / plain.trace_cpu(), 3),
             "flows": res.runs[-1].flows,
         }
     return {"trace": what, "packets": packets, "repeat": repeat, "setups": rows}
@@ -373,15 +396,18 @@ def _table(report: dict) -> str:
     lines = [f"multa bench zeek: {report['trace']}, {report['packets']:,} packets, "
              f"median of {report['repeat']} alternating runs",
              f"{'set-up':<16}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
-             f"{'RSS MB':>9}{'x plain':>9}{'flows':>9}"]
+             f"{'trace cpu':>11}{'x plain':>9}{'RSS MB':>9}{'x plain':>9}{'flows':>9}"]
     for name, r in report["setups"].items():
         flows = "-" if r["flows"] is None else f"{r['flows']:,}"
         rss = ("-", "-") if r["rss_mb"] is None else (f"{r['rss_mb']:.1f}", f"{r['rss_ratio']:.3f}")
         lines.append(f"{name:<16}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
-                     f"{r['cpu_ratio']:>9.3f}{rss[0]:>9}{rss[1]:>9}{flows:>9}")
+                     f"{r['cpu_ratio']:>9.3f}{r['trace_cpu_s']:>11.3f}{r['trace_cpu_ratio']:>9.3f}"
+                     f"{rss[0]:>9}{rss[1]:>9}{flows:>9}")
     s = report["setups"]
     if "collect" in s and "new_packet" in s and s["collect"]["flows"] != s["new_packet"]["flows"]:
         lines.append("note: collect and new_packet emitted different flow counts; see docs/zeek.md")
+    lines.append("trace cpu: CPU time minus that of the same set-up on a capture without packets "
+                 "(start-up and shutdown)")
     if any(r["rss_mb"] is None for r in s.values()):
         lines.append("note: no GNU time on PATH: peak RSS not measured")
     return "\n".join(lines)

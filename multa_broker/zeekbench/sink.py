@@ -15,6 +15,13 @@ from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
 
+# After a Zeek run ends, wait this long before connecting again: a client
+# that reconnects at once can reach a Zeek that is stopping its WebSocket
+# server; Zeek 8.0.10 then waits for that connection's thread to end, with
+# its server's cleanup thread busy-looping, for as long as the client stays.
+RECONNECT_AFTER_CLOSE_S = 0.3
+
+
 def main(port: int, topic: str = "multa/flows") -> None:
     url = f"ws://127.0.0.1:{port}/v1/messages/json"
     while True:
@@ -23,6 +30,7 @@ def main(port: int, topic: str = "multa/flows") -> None:
                 ws.send(f'["{topic}"]')
                 for _message in ws:
                     pass
+            time.sleep(RECONNECT_AFTER_CLOSE_S)
         except (OSError, WebSocketException):
             time.sleep(0.02)
 
