@@ -36,12 +36,26 @@ pytestmark = [
 ]
 
 
-def test_btests() -> None:
+def _btest(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     # btest-diff and btest-bg-* live beside btest; the fake bridge needs this
     # interpreter's websockets.
     env["PATH"] = os.pathsep.join([str(Path(BTEST).parent), env.get("PATH", "")])
     env.setdefault("MULTA_PYTHON", sys.executable)
-    proc = subprocess.run([BTEST, "-d", "-j", "2"], cwd=BTEST_DIR, env=env,
+    return subprocess.run([BTEST, "-d", "-j", "2", *args], cwd=BTEST_DIR, env=env,
                           capture_output=True, text=True, timeout=900)
+
+
+def test_btests() -> None:
+    proc = _btest()
     assert proc.returncode == 0, f"btest failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+
+
+PLUGIN = Path(__file__).resolve().parents[1] / "build" / "__zeek_plugin__"
+
+
+@pytest.mark.skipif(not PLUGIN.is_file(),
+                    reason="Multa::Collector plugin not built (zeek_plugin/build.sh): btests with it not run")
+def test_btests_with_the_cpp_collector() -> None:
+    proc = _btest("-a", "plugin")
+    assert proc.returncode == 0, f"btest -a plugin failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
