@@ -1,6 +1,6 @@
 """``multa bench zeek``: what the multa package costs Zeek, side by side.
 
-On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
+On one capture, in one run, alternating, it times ``zeek -r`` in five set-ups:
 
 ``plain``      Zeek's default scripts only;
 ``multa``      plus the multa package in offline mode with a live bridge
@@ -15,10 +15,10 @@ On one capture, in one run, alternating, it times ``zeek -r`` in four set-ups:
                ``collect``: the same flows, batched into the same events.
 
 With ``--plugin`` (and a build of the optional Multa::Collector plugin, see
-zeek_plugin/ and ``--plugin-dir``), ``multa``, ``publish`` and ``collect`` run twice: as above with
-the scripts' collector (``MULTA_COLLECTOR=scripts``), and as
-``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the plugin's C++
-collector.
+zeek_plugin/ and ``--plugin-dir``), ``multa``, ``publish`` and ``collect``
+run twice: as above with the scripts' collector (``MULTA_COLLECTOR=scripts``),
+and as ``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the
+plugin's C++ collector.
 
 Each set-up also runs on a capture without packets, so that start-up and
 shutdown (parsing scripts, the WebSocket server, waiting for a peer) can be
