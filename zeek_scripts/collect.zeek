@@ -208,7 +208,10 @@ function publish_batch(shard: count)
 		count_dropped("publish_failed", |b$flows|);
 		}
 	else
+		{
 		Telemetry::counter_inc(flows_counter, |b$flows| + 0.0);
+		Telemetry::counter_inc(batches_counter);
+		}
 
 	b$flows = vector();
 	++b$gen;
@@ -575,4 +578,12 @@ event zeek_init() &priority=4
 		++i;
 		}
 @endif
+	}
+
+# Connections still open when Zeek stops are removed, and their flows
+# queued, before zeek_done; no batch timer fires after it, so the last
+# batches leave here rather than being lost uncounted.
+event zeek_done()
+	{
+	flush_batches();
 	}

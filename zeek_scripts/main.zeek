@@ -307,6 +307,14 @@ global flows_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 
 global flows_counter = Telemetry::counter_with(flows_cf);
 
+global batches_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
+	$prefix="zeek",
+	$name="multa-batches",
+	$unit="",
+	$help_text="Multa::flows events multa published; flows over batches is the mean batch size"));
+
+global batches_counter = Telemetry::counter_with(batches_cf);
+
 global dropped_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 	$prefix="zeek",
 	$name="multa-dropped",
