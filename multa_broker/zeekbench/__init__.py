@@ -20,6 +20,11 @@ run twice: as above with the scripts' collector (``MULTA_COLLECTOR=scripts``),
 and as ``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the
 plugin's C++ collector.
 
+Several captures are joined one after another, each at its own pace, or
+with ``--overlay`` played at once as the hosts behind a sensor are (see
+:mod:`multa_broker.zeekbench.traces`): the same connections, denser in time,
+so that costs per batch weigh as they do on a loaded sensor.
+
 Each set-up also runs on a capture without packets, so that start-up and
 shutdown (parsing scripts, the WebSocket server, waiting for a peer) can be
 told from the cost per packet and per flow that a long-running Zeek pays:
@@ -51,6 +56,7 @@ from pathlib import Path
 
 from multa_broker.errors import MultaError
 from multa_broker.loopback import free_port
+from multa_broker.zeekbench.traces import concatenate, empty_pcap, overlay, tiny_trace
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
 # Where zeek_plugin/build.sh puts the Multa::Collector plugin.
@@ -59,10 +65,13 @@ PLUGIN = "+plugin"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
 SETUPS = ("plain", "multa", "publish", "collect", "new_packet")
 
-# Prints the number of flows a set-up emitted, so outputs can be compared.
+# Prints the number of flows a set-up emitted, so outputs can be compared,
+# and the Multa::flows events (batches) it published.
 _COUNT_PACKAGE = ('global multa_bench_flows = 0; hook Multa::flow_policy(f: Multa::Flow) '
                   '{ ++multa_bench_flows; } event zeek_done() &priority=-100 '
-                  '{ print fmt("MULTA_BENCH_FLOWS %d", multa_bench_flows); }')
+                  '{ print fmt("MULTA_BENCH_FLOWS %d", multa_bench_flows); '
+                  'for ( _, m in Telemetry::collect_metrics("zeek", "multa_batches*") ) '
+                  'print fmt("MULTA_BENCH_BATCHES %.0f", m$value); }')
 # The publish set-up: offline mode, so that Zeek waits for the sink before
 # reading the trace, but without holding sent flows for results that never
 # come (offline mode holds them until the end; scanning that ever larger
@@ -84,6 +93,7 @@ class Run:
     cpu_s: float
     rss_mb: float | None
     flows: int | None
+    batches: int | None = None
 
 
 @dataclass
@@ -103,7 +113,10 @@ class SetupResult:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("captures", nargs="*", metavar="CAPTURE",
-                        help="capture(s); several are concatenated into one trace (Ethernet only)")
+                        help="capture(s); several are joined into one trace, one after another (Ethernet only)")
+    parser.add_argument("--overlay", action="store_true",
+                        help="play the captures at once, each with its own addresses, as a sensor sees "
+                             "many hosts, instead of one after another (see docs/zeek.md)")
     parser.add_argument("--tiny", type=int, default=0, metavar="N",
                         help="instead, synthesise a worst-case trace of N two-packet connections")
     parser.add_argument("--skip-unusable", action="store_true",
@@ -132,71 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
-MAX_GAP_S = 10.0
 # A Zeek run that takes longer than this is stuck (a set-up's peer gone, ...).
 RUN_TIMEOUT_S = 600.0
-
-
-def concatenate(captures: list[Path], out: Path, skip_unusable: bool = False) -> tuple[int, int, int]:
-    """Write one Ethernet pcap holding every capture back to back.
-
-    Time only moves forward, and gaps over MAX_GAP_S are shortened to it:
-    public captures are often spliced from sessions years apart, and such
-    jumps would only measure Zeek's timer expiry. A capture with another link
-    type or that cannot be read is an error, or skipped with *skip_unusable*.
-    Returns the
-    captures joined, the packets and the captures skipped.
-    """
-    from multa_broker.capture.reader import open_capture
-    from multa_broker.capture.pcapwriter import pcap
-
-    frames: list[tuple[float, bytes]] = []
-    now = 1_000_000_000.0
-    skipped = 0
-    for path in captures:
-        prev = None
-        mine: list[tuple[float, bytes]] = []
-        t = now
-        try:
-            for ts, data, _wirelen, linktype in open_capture(path):
-                if linktype != 1:
-                    raise MultaError(f"{path}: link type {linktype}; only Ethernet captures can be "
-                                     "concatenated (--skip-unusable skips the others)")
-                gap = 1.0 if prev is None else min(max(ts - prev, 0.0), MAX_GAP_S)
-                prev = ts
-                t += gap
-                mine.append((t, data))
-        except MultaError:  # CaptureError too
-            if not skip_unusable:
-                raise
-            skipped += 1
-            continue
-        frames.extend(mine)
-        now = t
-    out.write_bytes(pcap(frames))
-    return len(captures) - skipped, len(frames), skipped
-
-
-def _empty_pcap() -> bytes:
-    from multa_broker.capture.pcapwriter import pcap
-
-    return pcap([])
-
-
-def tiny_trace(n: int, out: Path) -> int:
-    """N connections of a SYN and a RST each: the most connections per packet Zeek can see."""
-    from multa_broker.capture import pcapwriter as w
-
-    frames = []
-    t = 1_700_000_000.0
-    for i in range(n):
-        src = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-        sport = 1024 + i % 60000
-        frames.append((t, w.ether(w.ip(w.tcp(src, sport, "192.0.2.1", 80, w.SYN)))))
-        frames.append((t + 0.0001, w.ether(w.ip(w.tcp("192.0.2.1", 80, src, sport, w.RST | w.ACK, ack=1001)))))
-        t += 0.0005
-    out.write_bytes(w.pcap(frames))
-    return 2 * n
 
 
 def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int, extra: str = "",
@@ -284,15 +234,17 @@ def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S,
     if proc.returncode != 0:
         tail = (err.strip().splitlines() or ["(no output)"])[-1]
         raise MultaError(f"zeek exited {proc.returncode} ({what}): {tail}")
-    flows = None
+    flows = batches = None
     for line in out.splitlines():
         if line.startswith("MULTA_BENCH_FLOWS "):
             flows = int(line.split()[1])
+        elif line.startswith("MULTA_BENCH_BATCHES "):
+            batches = int(line.split()[1])
     rss_mb = None
     if gnu_time:
         lines = rss_file.read_text().split()
         rss_mb = int(lines[-1]) / 1024.0 if lines and lines[-1].isdigit() else None
-    return Run(wall, usage.ru_utime + usage.ru_stime, rss_mb, flows)
+    return Run(wall, usage.ru_utime + usage.ru_stime, rss_mb, flows, batches)
 
 
 def _start_sink(port: int, workdir: Path) -> subprocess.Popen:
@@ -334,15 +286,15 @@ def run(args: argparse.Namespace) -> int:
             packets = tiny_trace(args.tiny, trace)
             what = f"synthetic worst case: {args.tiny} two-packet connections"
         elif args.captures:
-            files, packets, skipped = concatenate([Path(c) for c in args.captures], trace,
-                                                  args.skip_unusable)
-            what = f"{files} capture(s) concatenated"
+            join = overlay if args.overlay else concatenate
+            files, packets, skipped = join([Path(c) for c in args.captures], trace, args.skip_unusable)
+            what = f"{files} capture(s) " + ("played at once" if args.overlay else "concatenated")
             if skipped:
                 what += f" ({skipped} skipped: not Ethernet or unreadable)"
         else:
             raise MultaError("give one or more captures, or --tiny N")
         empty = work / "empty.pcap"
-        empty.write_bytes(_empty_pcap())
+        empty.write_bytes(empty_pcap())
         ports = {s: free_port() for s in setups if s.startswith(("multa", "publish"))}
         peers = {}
         for setup, port in ports.items():
@@ -388,6 +340,7 @@ def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: in
             "trace_cpu_s": round(res.trace_cpu(), 4),
             "trace_cpu_ratio": round(res.trace_cpu() / plain.trace_cpu(), 3),
             "flows": res.runs[-1].flows,
+            "batches": res.runs[-1].batches,
         }
     return {"trace": what, "packets": packets, "repeat": repeat, "setups": rows}
 
@@ -396,18 +349,19 @@ def _table(report: dict) -> str:
     lines = [f"multa bench zeek: {report['trace']}, {report['packets']:,} packets, "
              f"median of {report['repeat']} alternating runs",
              f"{'set-up':<16}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
-             f"{'trace cpu':>11}{'x plain':>9}{'RSS MB':>9}{'x plain':>9}{'flows':>9}"]
+             f"{'trace cpu':>11}{'x plain':>9}{'RSS MB':>9}{'x plain':>9}{'flows':>9}{'batches':>9}"]
     for name, r in report["setups"].items():
         flows = "-" if r["flows"] is None else f"{r['flows']:,}"
+        batches = "-" if r["batches"] is None else f"{r['batches']:,}"
         rss = ("-", "-") if r["rss_mb"] is None else (f"{r['rss_mb']:.1f}", f"{r['rss_ratio']:.3f}")
         lines.append(f"{name:<16}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
                      f"{r['cpu_ratio']:>9.3f}{r['trace_cpu_s']:>11.3f}{r['trace_cpu_ratio']:>9.3f}"
-                     f"{rss[0]:>9}{rss[1]:>9}{flows:>9}")
+                     f"{rss[0]:>9}{rss[1]:>9}{flows:>9}{batches:>9}")
     s = report["setups"]
     if "collect" in s and "new_packet" in s and s["collect"]["flows"] != s["new_packet"]["flows"]:
         lines.append("note: collect and new_packet emitted different flow counts; see docs/zeek.md")
     lines.append("trace cpu: CPU time minus that of the same set-up on a capture without packets "
-                 "(start-up and shutdown)")
+                 "(start-up and shutdown); batches: Multa::flows events published")
     if any(r["rss_mb"] is None for r in s.values()):
         lines.append("note: no GNU time on PATH: peak RSS not measured")
     return "\n".join(lines)
