@@ -53,6 +53,16 @@ def _read_ethernet(path: Path, skip_unusable: bool) -> list[tuple[float, bytes]]
     return frames
 
 
+def _usable(captures: list[Path], skip_unusable: bool) -> tuple[list[list[tuple[float, bytes]]], int]:
+    """Each usable capture's frames (see :func:`_read_ethernet`), and how many were skipped."""
+    streams = []
+    for path in captures:
+        mine = _read_ethernet(path, skip_unusable)
+        if mine is not None:
+            streams.append(mine)
+    return streams, len(captures) - len(streams)
+
+
 def concatenate(captures: list[Path], out: Path, skip_unusable: bool = False) -> tuple[int, int, int]:
     """Write one Ethernet pcap holding every capture back to back, 1 s apart.
 
@@ -61,19 +71,15 @@ def concatenate(captures: list[Path], out: Path, skip_unusable: bool = False) ->
     """
     from multa_broker.capture.pcapwriter import pcap
 
+    streams, skipped = _usable(captures, skip_unusable)
     frames: list[tuple[float, bytes]] = []
     now = 1_000_000_000.0
-    skipped = 0
-    for path in captures:
-        mine = _read_ethernet(path, skip_unusable)
-        if mine is None:
-            skipped += 1
-            continue
+    for mine in streams:
         start = now + 1.0
         frames.extend((start + t, data) for t, data in mine)
         now = frames[-1][0] if mine else now
     out.write_bytes(pcap(frames))
-    return len(captures) - skipped, len(frames), skipped
+    return len(streams), len(frames), skipped
 
 
 def overlay(captures: list[Path], out: Path, skip_unusable: bool = False) -> tuple[int, int, int]:
@@ -90,17 +96,11 @@ def overlay(captures: list[Path], out: Path, skip_unusable: bool = False) -> tup
 
     if len(captures) > 0xFFFF:
         raise MultaError(f"--overlay: {len(captures)} captures; at most 65535 can be played at once")
+    streams, skipped = _usable(captures, skip_unusable)
     start = 1_000_000_000.0
-    streams = []
-    skipped = 0
-    for path in captures:
-        mine = _read_ethernet(path, skip_unusable)
-        if mine is None:
-            skipped += 1
-            continue
-        k = len(streams)
-        streams.append([(start + t, data if k == 0 else move_addresses(data, k)) for t, data in mine])
-    frames = list(heapq.merge(*streams, key=lambda f: f[0]))
+    moved = [[(start + t, data if k == 0 else move_addresses(data, k)) for t, data in mine]
+             for k, mine in enumerate(streams)]
+    frames = list(heapq.merge(*moved, key=lambda f: f[0]))
     out.write_bytes(pcap(frames))
     return len(streams), len(frames), skipped
 
