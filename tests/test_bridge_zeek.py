@@ -35,7 +35,6 @@ def _zeek() -> str:
     return z
 
 
-
 def _log(path: Path) -> list[dict[str, str]]:
     """Rows of a Zeek TSV log as dicts."""
     fields: list[str] = []

@@ -56,7 +56,6 @@ SHARED_CAPTURES = [
 ]
 
 
-
 @pytest.fixture(scope="module")
 def classifier():
     from multa_broker.errors import MultaError

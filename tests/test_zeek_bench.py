@@ -18,14 +18,12 @@ import sys
 
 import pytest
 
-from conftest import REPO
-
-from multa_broker.capture import pcapwriter as w
-from multa_broker.errors import MultaError
 from multa_broker.capture import checksum
+from multa_broker.capture import pcapwriter as w
 from multa_broker.capture.extractor import FlowExtractor
 from multa_broker.capture.reader import open_capture
-from multa_broker.zeekbench import concatenate
+from multa_broker.errors import MultaError
+from multa_broker.zeekbench import PLUGIN_BUILD, concatenate
 from multa_broker.zeekbench.traces import move_addresses, overlay
 
 ZEEK = shutil.which("zeek")
@@ -154,7 +152,7 @@ def test_bench_zeek_rejects_unknown_setup(tmp_path):
     assert "bogus" in proc.stderr and "Traceback" not in proc.stderr
 
 
-PLUGIN_DIR = REPO / "build"
+PLUGIN_DIR = PLUGIN_BUILD
 
 
 @pytest.mark.zeek

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from multa_broker.zeekbench import PLUGIN_BUILD
+
 BTEST_DIR = Path(__file__).resolve().parent / "zeek"
 BIN = Path(sys.executable).parent
 
@@ -51,7 +53,7 @@ def test_btests() -> None:
     assert proc.returncode == 0, f"btest failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
 
 
-PLUGIN = Path(__file__).resolve().parents[1] / "build" / "__zeek_plugin__"
+PLUGIN = PLUGIN_BUILD / "__zeek_plugin__"
 
 
 @pytest.mark.skipif(not PLUGIN.is_file(),

@@ -70,7 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------ helpers
 
 
-
 def _tree(pid: int) -> list[int]:
     """``pid`` and its descendants (the bridge and its model worker)."""
     out, todo = [], [pid]

@@ -151,22 +151,20 @@ RUN_TIMEOUT_S = 600.0
 
 def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int, extra: str = "",
               zeek_args: tuple[str, ...] = ()) -> list[str]:
+    """One set-up's Zeek command line; *extra* goes before the package set-ups' own script."""
     base = [zeek, "-C", "-r", str(trace), *zeek_args]
     if setup == "plain":
         return base
-    if setup in ("multa", "publish", "collect") and extra:
-        cmd = _zeek_cmd(zeek, trace, setup, port, zeek_args=zeek_args)
-        cmd[-1] = extra + " " + cmd[-1]
-        return cmd
     if setup == "new_packet":
         return base + [str(REFERENCE), "-e", _COUNT_REFERENCE]
     if setup == "collect":
-        return base + [str(PACKAGE_DIR), "-e", "redef Multa::pause_without_bridge = F; " + _COUNT_PACKAGE]
-    if setup == "publish":
-        return base + [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek"), "-e",
-                       f"redef Multa::websocket_port = {port}/tcp; " + _PUBLISH_ONLY + _COUNT_PACKAGE]
-    return base + [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek"), "-e",
-                   f"redef Multa::websocket_port = {port}/tcp; " + _COUNT_PACKAGE]
+        scripts = [str(PACKAGE_DIR)]
+        script = "redef Multa::pause_without_bridge = F; " + _COUNT_PACKAGE
+    else:  # multa and publish: offline mode, with their peer on *port*
+        scripts = [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek")]
+        script = (f"redef Multa::websocket_port = {port}/tcp; "
+                  + (_PUBLISH_ONLY if setup == "publish" else "") + _COUNT_PACKAGE)
+    return base + scripts + ["-e", f"{extra} {script}" if extra else script]
 
 
 @functools.cache
