@@ -366,3 +366,83 @@ def test_wrong_types_leave_the_fast_path(field, value):
     assert wire.decode_flows(_with_field(field, value)) is None
     other = json.dumps({"type": "data-message", "topic": "t", **codec.event_data("Other::event", [])})
     assert wire.decode_flows(other) is None
+
+
+# ------------------------------------------------------------ issue 16: hostile messages
+
+
+def _transport_parse(text: str, use_msgspec: bool):
+    """What the bridge does with one message: the transport's parse, then the flows' parser."""
+    from multa_broker.bridge.config import WebSocketConfig
+    from multa_broker.bridge.websocket import WebSocketTransport
+
+    inbound = WebSocketTransport(WebSocketConfig(use_msgspec=use_msgspec)).parse(text)
+    if inbound.kind != "event":
+        return inbound, None
+    return inbound, inbound.parse_flows(inbound.args, MAX_N)
+
+
+def _nested(depth: int) -> str:
+    inner = '{"@data-type":"vector","data":[' * depth + '{"@data-type":"count","data":1}' + "]}" * depth
+    from multa_broker.bridge.fakezeek import flows_message_text
+
+    return flows_message_text("multa/flows", "w", inner)
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+@pytest.mark.parametrize("depth", [500, 5000])
+def test_deeply_nested_message_is_refused_not_raised(use_msgspec, depth):
+    """Issue 16 (1): ~500 nested vectors (17 KB) raised RecursionError in both parsers."""
+    text = _nested(depth)
+    inbound, _ = _transport_parse(text, use_msgspec)
+    assert inbound.kind == "malformed" and inbound.code == "too_deep", inbound
+    with pytest.raises(wire.TooDeep):
+        wire.decode_message(text, use_msgspec=use_msgspec)
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+def test_nesting_within_the_bound_still_parses(use_msgspec):
+    # 40 levels below the flows vector: parsed, and the one bad record is dropped alone.
+    inbound, fm = _transport_parse(_nested(40), use_msgspec)
+    assert inbound.kind == "event" and fm is not None
+    assert not fm.flows and len(fm.rejected) == 1
+
+
+def test_depth_check_ignores_unbalanced_text_and_counts_levels():
+    wire.check_depth(b"[" * 1000)  # unbalanced: for the parser to reject
+    wire.check_depth("[" * 64 + "]" * 64)
+    with pytest.raises(wire.TooDeep):
+        wire.check_depth("[" * 65 + "]" * 65)
+    with pytest.raises(wire.TooDeep):
+        wire.check_depth('{"a":' * 65 + "1" + "}" * 65)
+
+
+def _message_with(recs: list) -> str:
+    from multa_broker.bridge.fakezeek import flows_message_text
+
+    return flows_message_text("multa/flows", "w", ",".join(json.dumps(r) for r in recs))
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+@pytest.mark.parametrize("ts", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
+def test_out_of_range_timestamp_drops_that_flow_only(use_msgspec, ts):
+    """Issue 16 (4): OverflowError escaped the per-flow check and lost the whole message."""
+    recs = [events.flow_record_json(make_flow(i)) for i in range(3)]
+    recs[1]["data"][5]["data"] = ts
+    inbound, fm = _transport_parse(_message_with(recs), use_msgspec)
+    assert [f.uid for f in fm.flows] == ["Cf000000", "Cf000002"]
+    assert len(fm.rejected) == 1 and "Cf000001" in fm.rejected[0] and "ts" in fm.rejected[0]
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+def test_counts_above_64_bits_are_rejected(use_msgspec):
+    """Issue 16 (9): a count is unsigned 64-bit; 2**64 was accepted as an iat."""
+    recs = [events.flow_record_json(make_flow(i)) for i in range(3)]
+    recs[1]["data"][8]["data"][1]["data"] = 2**64
+    recs[2]["data"][8]["data"][1]["data"] = 2**64 - 1  # the largest count is legal
+    inbound, fm = _transport_parse(_message_with(recs), use_msgspec)
+    assert [f.uid for f in fm.flows] == ["Cf000000", "Cf000002"]
+    assert len(fm.rejected) == 1 and "Cf000001" in fm.rejected[0] and "2**64-1" in fm.rejected[0]
+    # The same through the generic codec and the native transport's values.
+    with pytest.raises(codec.CodecError):
+        codec.decode({"@data-type": "count", "data": 2**64})

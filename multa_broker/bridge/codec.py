@@ -167,9 +167,10 @@ def parse_timestamp(text: str) -> _dt.datetime:
     """Broker's ISO 8601 timestamp; a string without a zone is UTC (as Broker reads it)."""
     try:
         ts = _dt.datetime.fromisoformat(text)
-    except (TypeError, ValueError):
-        raise CodecError(f"bad timestamp {text!r}") from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except (TypeError, ValueError, OverflowError):
+        # OverflowError: a zone offset that moves the time outside years 1..9999.
+        raise CodecError(f"bad timestamp {text!r}"[:120]) from None
 
 
 def parse_timespan(text: str) -> _dt.timedelta:

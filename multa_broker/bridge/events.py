@@ -29,6 +29,24 @@ _N_FLOW_FIELDS = len(FLOW_FIELDS)
 _N_RESULT_FIELDS = len(RESULT_FIELDS)
 _UTC = _dt.timezone.utc
 _PROTOS = {"tcp", "udp", "icmp"}
+#: A Broker ``count`` is unsigned 64-bit (docs/protocol.md, section 4).
+_MAX_COUNT = 2**64 - 1
+#: What one record's checks may raise besides FlowError; each drops that record alone.
+_RECORD_ERRORS = (FlowError, codec.CodecError, ValueError, TypeError, OverflowError, AttributeError,
+                  IndexError, KeyError)
+
+
+def _timestamp(text: Any) -> float:
+    try:
+        return codec.parse_timestamp(text).timestamp()
+    except (codec.CodecError, OverflowError, ValueError) as e:
+        raise FlowError(f"field ts: {e}"[:160]) from None
+
+
+def _counts(values: list[Any], name: str) -> list[Any]:
+    if values and max(values) > _MAX_COUNT:
+        raise FlowError(f"field {name}: count {max(values)} outside 0..2**64-1"[:120])
+    return values
 
 
 @dataclass(slots=True)
@@ -77,7 +95,7 @@ def _seq(v: Any, dtype: str, pytype: type, name: str, max_n: int) -> list[Any]:
     # map(type) keeps the per-element type check in C (bool is not int here).
     if len(values) != len(items) or list(map(type, values)).count(pytype) != len(values):
         raise FlowError(f"field {name} must be a vector of {dtype}")
-    return values
+    return _counts(values, name) if dtype == "count" else values
 
 
 def _port(v: Any, name: str) -> tuple[int, str]:
@@ -124,11 +142,7 @@ def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
         resp_p, proto = _port(fields[4], "resp_p")
         if orig_proto != proto:
             raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
-        ts_text = _field(fields[5], "timestamp", "ts")
-        try:
-            ts = codec.parse_timestamp(ts_text).timestamp()
-        except codec.CodecError as e:
-            raise FlowError(f"field ts: {e}") from None
+        ts = _timestamp(_field(fields[5], "timestamp", "ts"))
         flow = Flow(
             FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts),
             _seq(fields[6], "count", int, "sizes", max_n),
@@ -157,6 +171,8 @@ def flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
             msg.flows.append(flow_from_json(rec, max_n))
         except FlowError as e:
             msg.rejected.append(str(e))
+        except _RECORD_ERRORS as e:  # a shape no check foresaw: this record only
+            msg.rejected.append(f"unreadable flow record: {e!r}"[:300])
     return msg
 
 
@@ -183,14 +199,12 @@ def flows_from_wire(m: Any, max_n: int = MAX_N) -> FlowsMessage:
             resp_p, proto = _port(rp, "resp_p")
             if orig_proto != proto:
                 raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
-            try:
-                t = codec.parse_timestamp(ts.data).timestamp()
-            except codec.CodecError as e:
-                raise FlowError(f"field ts: {e}") from None
+            t = _timestamp(ts.data)
             f = Flow(FlowKey(proto, orig_h, orig_p, resp_h, resp_p, t),
-                     [c.data for c in sz.data], [b.data for b in dr.data], [c.data for c in ia.data], uid)
+                     [c.data for c in sz.data], [b.data for b in dr.data],
+                     _counts([c.data for c in ia.data], "iats"), uid)
             validate(f, max_n)
-        except FlowError as e:
+        except _RECORD_ERRORS as e:
             rejected.append(f"flow {uid or '?'}: {e}"[:300])
             continue
         ok.append(f)
@@ -244,6 +258,8 @@ def flows_from_values(args: Any, max_n: int = MAX_N) -> FlowsMessage:
             msg.flows.append(flow_from_values(rec, max_n))
         except FlowError as e:
             msg.rejected.append(str(e))
+        except _RECORD_ERRORS as e:
+            msg.rejected.append(f"unreadable flow record: {e!r}"[:300])
     return msg
 
 

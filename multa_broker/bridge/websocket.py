@@ -106,6 +106,8 @@ class WebSocketTransport(Transport):
                                parse_flows=events.flows_from_wire)
         try:
             msg = wire.decode_message(text, use_msgspec=self._use_msgspec)
+        except wire.TooDeep as e:
+            return Inbound("malformed", code="too_deep", detail=f"{e} ({len(text)} bytes)")
         except wire.MessageError as e:
             return Inbound("malformed", code="bad_json", detail=str(e)[:200])
         if msg.type == "data-message":
