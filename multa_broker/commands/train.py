@@ -44,6 +44,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--single-hidden", type=int, default=64,
                         help="LSTM width of the single-task baselines (default 64)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--augment", choices=("on", "off"), default="on",
+                        help="training-time augmentation: other RTTs, jitter, MTUs, header sizes, loss, "
+                             "short flows (docs/model.md; default on)")
+    parser.add_argument("--label-smoothing", type=float, default=0.0,
+                        help="label smoothing of every task's loss (default 0)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +68,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject", type=float, default=0.05,
                         help="open-set threshold: fraction of correct validation predictions it may "
                              "turn to unknown (default 0.05)")
+    parser.add_argument("--eval", choices=("split", "loso"), default="split",
+                        help="split: train, test on the held-out split and store the model; loso: leave one "
+                             "source out at a time, train on the rest, report each left-out source "
+                             "(stores no model; default split)")
+    parser.add_argument("--loso-out", type=Path, default=Path("runs/loso"),
+                        help="--eval loso: folder for loso.md, loso.json and the out-of-source "
+                             "predictions oos.npz (default runs/loso)")
+    parser.add_argument("--fold", action="append", default=[], metavar="SOURCE",
+                        help="--eval loso: leave out only this source (repeatable; default every source "
+                             "with enough labelled flows)")
+    parser.add_argument("--jobs", type=int, default=1, help="--eval loso: folds trained at once (default 1)")
+    parser.add_argument("--with-old-recipe", action="store_true",
+                        help="--eval loso: also train the LMMoE the way multa-default/2 was trained "
+                             "(no augmentation, no label smoothing), for comparison")
     parser.add_argument("--set-default", action="store_true", help="make this the store's default model")
     parser.add_argument("--force", action="store_true", help="overwrite an existing name/version")
 
@@ -81,9 +100,12 @@ def parse_task_weights(text: str) -> dict[str, float]:
 
 
 def train_config(args: argparse.Namespace):
+    from multa_broker.model.augment import AugmentConfig
     from multa_broker.model.training import TrainConfig
 
-    return TrainConfig(paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
+    return TrainConfig(augment=AugmentConfig() if args.augment == "on" else AugmentConfig.off(),
+                       label_smoothing=args.label_smoothing,
+                       paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
                        min_epochs=args.min_epochs, smooth=args.smooth,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
@@ -96,10 +118,32 @@ def setup_torch(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+def run_loso(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from multa_broker.model import loso
+    from multa_broker.model.augment import AugmentConfig
+
+    cfg = train_config(args)
+    variants = {}
+    if args.with_old_recipe:
+        variants["old"] = dataclasses.replace(cfg, augment=AugmentConfig.off(), label_smoothing=0.0)
+    spec = loso.LosoSpec(
+        dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
+        tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,
+        train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants)
+    summary = loso.run(spec)
+    print(loso.markdown(summary), end="")
+    print(f"wrote {args.loso_out}/loso.md, loso.json, oos.npz")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from multa_broker.model.experiment import RunSpec, run as run_experiment
 
     setup_torch(args.threads)
+    if args.eval == "loso":
+        return run_loso(args)
     spec = RunSpec(
         dataset=args.dataset, out=args.out, name=args.name, version=args.version,
         tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,

@@ -9,6 +9,7 @@ baselines with the same budget, and export everything into
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -245,7 +246,7 @@ def run(spec: RunSpec) -> Path:
     if spec.baselines:
         metrics["single"], metrics["classical"] = {}, {}
         # The single-task models see only their task's rows: both paradigms are the same for them.
-        single_cfg = TrainConfig(**{**spec.train.to_json(), "paradigm": "separate"})
+        single_cfg = dataclasses.replace(spec.train, paradigm="separate")
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
                                 tower=spec.tower, dropout=spec.dropout, stats=spec.stats)

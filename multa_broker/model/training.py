@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from multa_broker.dataset.format import FlowDataset
 from multa_broker.errors import MultaError
+from multa_broker.model.augment import AugmentConfig, augment
 from multa_broker.model.metrics import mean_macro_f1, task_report
 
 log = logging.getLogger("multa.model.training")
@@ -59,9 +60,19 @@ class TrainConfig:
     #: Early stopping reads the mean of the last ``smooth`` epochs' validation scores: one lucky
     #: epoch on a small, differently mixed validation split should not pick the weights.
     smooth: int = 1
+    #: Training-time augmentation (augment.py); off unless given.
+    augment: AugmentConfig = field(default_factory=AugmentConfig.off)
+    #: Label smoothing of every task's cross-entropy.
+    label_smoothing: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        d = dict(d)
+        aug = d.pop("augment", None)
+        return cls(**d, augment=AugmentConfig.from_json(aug) if aug else AugmentConfig.off())
 
 
 @dataclass
@@ -85,6 +96,12 @@ class SplitTensors:
 
     def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(a[idx] for a in self.inputs)
+
+    def augmented_rows(self, idx: torch.Tensor, rng: np.random.Generator,
+                       cfg: AugmentConfig) -> tuple[torch.Tensor, ...]:
+        sizes, dirs, iats, lengths, proto = (a.numpy() for a in self.rows(idx))
+        out = augment(sizes, dirs, iats, lengths, proto, rng, cfg)
+        return (*(torch.from_numpy(a) for a in out), torch.from_numpy(proto))
 
 
 def predict_logits(model: nn.Module, inputs: Sequence[torch.Tensor], batch: int = 4096) -> list[np.ndarray]:
@@ -208,12 +225,14 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
                 g = int(rng.choice(len(streams), p=sizes / sizes.sum()))
             idx = torch.from_numpy(next(streams[g]))
             y = train.labels[idx]
-            logits = model.logits(*train.rows(idx))
+            rows = train.augmented_rows(idx, rng, cfg.augment) if cfg.augment.active else train.rows(idx)
+            logits = model.logits(*rows)
             loss = torch.zeros(())
             for t in range(len(tasks)):
                 present = y[:, t] >= 0
                 if bool(present.any()):
-                    loss = loss + tw[t] * nn.functional.cross_entropy(logits[t][present], y[present, t], weight=cw[t])
+                    loss = loss + tw[t] * nn.functional.cross_entropy(
+                        logits[t][present], y[present, t], weight=cw[t], label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)

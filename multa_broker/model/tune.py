@@ -16,6 +16,7 @@ final report.
 
 from __future__ import annotations
 
+import dataclasses
 import csv
 import itertools
 import json
@@ -79,7 +80,7 @@ def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, 
 
     reference: dict[str, float] = {}
     single_models = []
-    single_cfg = TrainConfig(**{**cfg.to_json(), "paradigm": "separate"})
+    single_cfg = dataclasses.replace(cfg, paradigm="separate")
     seed_list = [cfg.seed + k for k in range(seeds)]
     for task in tasks:
         one = {task: classes[task]}
@@ -88,7 +89,7 @@ def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, 
         for seed in seed_list:
             model = make_single(SingleConfig(tasks=one, n=n, hidden=single_hidden, tower=single_tower), seed)
             res = fit(model, tsplits["train"], tsplits["val"], one,
-                      TrainConfig(**{**single_cfg.to_json(), "seed": seed}), desc=f"single {task} s{seed}")
+                      dataclasses.replace(single_cfg, seed=seed), desc=f"single {task} s{seed}")
             scores.append(res.val[task]["macro_f1"])
         reference[task] = float(np.mean(scores))
         single_models.append(model)
@@ -103,7 +104,7 @@ def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, 
         for seed in seed_list:
             model = make_lmmoe(LMMoEConfig(tasks=classes, n=n, experts=e, hidden=h, tower=t), seed)
             runs.append(fit(model, splits["train"], splits["val"], classes,
-                            TrainConfig(**{**cfg.to_json(), "seed": seed}),
+                            dataclasses.replace(cfg, seed=seed),
                             desc=f"[{k}/{len(combos)}] E{e} H{h} T{t} s{seed}").val)
         scripted = script(model.eval())
         speed = {b: flows_per_second({"m": [scripted], "s": scripted_single}, x, repeats=repeats)

@@ -1,0 +1,304 @@
+"""Out-of-source evaluation: leave one source out, train on the rest, test on it.
+
+A test split drawn from the same captures as training flatters every model:
+the flows share hosts, stacks, RTTs and tools. What an operator gets is the
+figure on traffic from *elsewhere*, so this is multa's main yardstick.
+
+For each fold (a source, or a group of the lab's scenario families):
+
+* training and validation rows are the other sources' ``train`` and ``val``
+  splits (validation drives early stopping, temperatures and thresholds, so
+  model selection never sees the left-out source);
+* the test rows are **every** labelled row of the left-out source;
+* the LMMoE, the single-task LSTMs and the classical trees are trained with
+  the same budget; per task, macro-F1 over the classes present in the fold.
+
+The out-of-source probabilities of every fold are kept (``oos.npz``): the
+open-set and notice thresholds are calibrated on them (``thresholds.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from multa_broker.dataset.format import SPLITS, FlowDataset
+from multa_broker.errors import MultaError
+from multa_broker.flow import DEFAULT_N
+
+log = logging.getLogger("multa.model.loso")
+
+#: A source with fewer labelled flows than this is never a fold of its own (its figure would be noise).
+MIN_FOLD_ROWS = 50
+MODELS = ("lmmoe", "single", "classical")
+
+
+@dataclass
+class LosoSpec:
+    dataset: Path
+    out: Path
+    n: int = DEFAULT_N
+    experts: int = 3
+    hidden: int = 32
+    tower: int = 32
+    dropout: float = 0.1
+    single_hidden: int = 64
+    stats: bool = True
+    train: Any = None  # TrainConfig
+    baselines: bool = True
+    #: Leave out only these folds (default: every fold with MIN_FOLD_ROWS labelled rows).
+    folds: list[str] | None = None
+    jobs: int = 1
+    #: Variants of the LMMoE recipe trained in every fold beside the main one: {name: TrainConfig}.
+    variants: dict[str, Any] = field(default_factory=dict)
+
+
+def lab_kind(family: str) -> str | None:
+    """The lab scenario kind (benign, tunnel, threat) of a scenario family, if the lab knows it."""
+    from multa_broker.lab import runner  # noqa: F401  (importing it registers every scenario)
+    from multa_broker.lab.scenario import REGISTRY, UNAVAILABLE
+
+    for name in UNAVAILABLE:
+        if name.split("-", 1)[0] == family:
+            return UNAVAILABLE[name][0]
+    for name, spec in REGISTRY.items():
+        if name.split("-", 1)[0] == family:
+            return spec.kind
+    return None
+
+
+def fold_of(source: str) -> str:
+    """The fold a source belongs to: benign lab services form one fold, lab tunnels one, each
+    lab threat family its own (scan, bf, dos, ...), every shared corpus its own."""
+    if not source.startswith("lab/"):
+        return source
+    family = source.split("/", 1)[1]
+    kind = lab_kind(family)
+    if kind in ("benign", "tunnel"):
+        return f"lab/{kind}"
+    return source
+
+
+def folds_of(ds: FlowDataset) -> np.ndarray:
+    if hasattr(ds, "sources"):
+        srcs = ds.sources()
+    else:  # TEMP until the dataset records sources
+        def src(name: str) -> str:
+            if name.startswith("lab:"):
+                return "lab/" + name.split("/", 1)[1].split("-", 1)[0]
+            return name.split("/", 1)[0]
+        srcs = np.array([src(ds.captures[c]) for c in ds.capture])
+    return np.array([fold_of(s) for s in srcs], dtype=object)
+
+
+def plan_folds(ds: FlowDataset, wanted: list[str] | None) -> list[str]:
+    folds = folds_of(ds)
+    labelled = (ds.labels >= 0).any(axis=1)
+    names, counts = np.unique(folds[labelled], return_counts=True)
+    available = {str(n): int(c) for n, c in zip(names, counts)}
+    if wanted:
+        unknown = [w for w in wanted if w not in available]
+        if unknown:
+            raise MultaError(f"--fold {', '.join(unknown)}: no such source in the dataset "
+                             f"(folds: {', '.join(sorted(available))})")
+        return list(wanted)
+    return sorted(n for n, c in available.items() if c >= MIN_FOLD_ROWS)
+
+
+def _fold_datasets(ds: FlowDataset, fold: str) -> tuple[FlowDataset, FlowDataset]:
+    """(the other sources with their train/val splits, every row of the left-out fold as test)."""
+    folds = folds_of(ds)
+    out = folds == fold
+    rest = ds.subset(~out & (ds.split != SPLITS.index("test")))
+    held = ds.subset(out)
+    held.split = np.full(len(held), SPLITS.index("test"), np.int8)
+    return rest, held
+
+
+def _concat(a: FlowDataset, b: FlowDataset) -> FlowDataset:
+    cols = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in
+            ("sizes", "dirs", "iats", "lengths", "proto", "orig_p", "resp_p", "labels", "split", "capture", "keys")}
+    return FlowDataset(**cols, tasks=a.tasks, captures=a.captures, meta=a.meta)
+
+
+def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
+    """Train every model without ``fold`` and test it on ``fold``; returns figures and OOS probabilities."""
+    import torch
+
+    from multa_broker.model.experiment import choose_tasks, load_splits, make_lmmoe, make_single, train_model
+    from multa_broker.model.lmmoe import LMMoEConfig
+    from multa_broker.model.single import SingleConfig
+    from multa_broker.model.training import predict_logits
+    from multa_broker.model.calibration import softmax
+
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    ds = FlowDataset.load(spec.dataset)
+    rest, held = _fold_datasets(ds, fold)
+    work = _concat(rest, held)
+    tasks = choose_tasks(rest, None)
+    held_tasks = [t for t in tasks if (held.task_labels(t) >= 0).any()]
+    classes = {t: list(ds.tasks[t]) for t in tasks}
+    splits = load_splits(work, tasks, spec.n)
+    result: dict[str, Any] = {"fold": fold, "rows": {t: int((held.task_labels(t) >= 0).sum()) for t in held_tasks},
+                              "train_rows": int((rest.split == 0).sum()), "models": {}, "oos": {}}
+
+    def oos(model: Any, trained: Any, task_list: list[str]) -> dict[str, np.ndarray]:
+        logits = predict_logits(model, splits["test"].inputs)
+        return {task: softmax(logits[i], trained.temperatures[i]) for i, task in enumerate(task_list)}
+
+    recipes = {"lmmoe": spec.train, **{f"lmmoe:{k}": v for k, v in spec.variants.items()}}
+    for name, cfg in recipes.items():
+        mcfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden, tower=spec.tower,
+                           dropout=spec.dropout, stats=spec.stats)
+        cfg = dataclasses.replace(cfg, progress=False)
+        trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}")
+        result["models"][name] = {t: trained.test[t] for t in held_tasks}
+        result["oos"][name] = oos(trained.model, trained, tasks)
+        result[f"{name}_thresholds"] = dict(zip(tasks, trained.thresholds))
+
+    if spec.baselines:
+        single_cfg = dataclasses.replace(spec.train, paradigm="separate", progress=False)
+        result["models"]["single"] = {}
+        result["oos"]["single"] = {}
+        for task in tasks:
+            scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
+                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
+            tsplits = load_splits(work, [task], spec.n)
+            trained = train_model(make_single(scfg, single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
+                                  desc=f"{fold} single {task}")
+            if task in held_tasks:
+                result["models"]["single"][task] = trained.test[task]
+            logits = predict_logits(trained.model, tsplits["test"].inputs)
+            result["oos"]["single"][task] = softmax(logits[0], trained.temperatures[0])
+        result["models"]["classical"], result["oos"]["classical"] = _classical(work, tasks, classes, spec, held_tasks)
+    # Labels of the held-out rows, per task, for calibration.
+    result["labels"] = {t: held.task_labels(t).astype(np.int64) for t in tasks}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], spec: LosoSpec,
+               held_tasks: list[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    from multa_broker.model.classical import dataset_features, fit_task
+    from multa_broker.model.metrics import task_report
+
+    feats = {s: dataset_features(ds.split_rows(s), spec.n) for s in SPLITS}
+    reports, probs = {}, {}
+    for task in tasks:
+        col = {s: ds.split_rows(s).task_labels(task).astype(np.int64) for s in SPLITS}
+        sel = {s: col[s] >= 0 for s in SPLITS}
+        model = fit_task(task, classes[task], feats["train"][sel["train"]], col["train"][sel["train"]],
+                         feats["val"][sel["val"]], col["val"][sel["val"]], spec.train.seed, spec.train.class_weights)
+        p = model.predict_proba(feats["test"])
+        probs[task] = p
+        if task in held_tasks:
+            reports[task] = task_report(col["test"][sel["test"]], p[sel["test"]], classes[task])
+    return reports, probs
+
+
+def run(spec: LosoSpec) -> dict[str, Any]:
+    """Every fold (in ``spec.jobs`` processes); writes loso.json, loso.md and oos.npz under ``spec.out``."""
+    ds = FlowDataset.load(spec.dataset)
+    folds = plan_folds(ds, spec.folds)
+    if not folds:
+        raise MultaError(f"{spec.dataset}: no source has {MIN_FOLD_ROWS} labelled flows to leave out")
+    log.info("leave-one-source-out over %d folds: %s", len(folds), ", ".join(folds))
+    spec.out.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    if spec.jobs > 1:
+        with ProcessPoolExecutor(max_workers=spec.jobs) as pool:
+            for r in pool.map(run_fold, [spec] * len(folds), folds):
+                log.info("fold %s done in %.0fs", r["fold"], r["seconds"])
+                results.append(r)
+    else:
+        from tqdm import tqdm
+        for fold in tqdm(folds, desc="folds", unit="fold"):
+            results.append(run_fold(spec, fold))
+    summary = summarise(results)
+    _save(spec, results, summary)
+    return summary
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per fold, per model, per task macro-F1; and the mean over folds per task."""
+    per_fold: dict[str, dict[str, dict[str, float]]] = {}
+    models: list[str] = []
+    for r in results:
+        per_fold[r["fold"]] = {}
+        for model, reports in r["models"].items():
+            if model not in models:
+                models.append(model)
+            per_fold[r["fold"]][model] = {t: float(rep["macro_f1"]) for t, rep in reports.items()}
+    tasks = sorted({t for r in results for t in r["rows"]})
+    mean: dict[str, dict[str, float]] = {}
+    for model in models:
+        mean[model] = {}
+        for t in tasks:
+            vals = [per_fold[f][model][t] for f in per_fold if t in per_fold[f].get(model, {})]
+            vals = [v for v in vals if np.isfinite(v)]
+            mean[model][t] = float(np.mean(vals)) if vals else float("nan")
+    folds_per_task = {t: sorted(f for f in per_fold if t in per_fold[f].get(models[0], {})) for t in tasks}
+    rows = {r["fold"]: r["rows"] for r in results}
+    return {"models": models, "tasks": tasks, "per_fold": per_fold, "mean": mean,
+            "folds_per_task": folds_per_task, "rows": rows,
+            "seconds": {r["fold"]: r["seconds"] for r in results}}
+
+
+def _save(spec: LosoSpec, results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    (spec.out / "loso.json").write_text(json.dumps(_json_safe(summary), indent=1, sort_keys=True) + "\n")
+    (spec.out / "loso.md").write_text(markdown(summary))
+    arrays: dict[str, np.ndarray] = {}
+    for r in results:
+        for model, per_task in r["oos"].items():
+            for task, p in per_task.items():
+                arrays[f"{r['fold']}|{model}|{task}|probs"] = p.astype(np.float32)
+        for task, y in r["labels"].items():
+            arrays[f"{r['fold']}|labels|{task}"] = y
+    np.savez_compressed(spec.out / "oos.npz", **arrays)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The out-of-source table: per fold and task, each model's macro-F1; then the mean."""
+    models, tasks = summary["models"], summary["tasks"]
+    head = "| left out | task | rows | " + " | ".join(models) + " |"
+    lines = ["Out of source: macro-F1 on each left-out source (trained on every other source).", "",
+             head, "|---|---|---:|" + "---:|" * len(models)]
+    for fold, per_model in summary["per_fold"].items():
+        for t in tasks:
+            if t not in per_model.get(models[0], {}):
+                continue
+            vals = " | ".join(_f(per_model.get(m, {}).get(t)) for m in models)
+            lines.append(f"| {fold} | {t} | {summary['rows'][fold][t]} | {vals} |")
+    lines += ["", "Mean over the left-out sources that carry the task:", "",
+              "| task | folds | " + " | ".join(models) + " |", "|---|---:|" + "---:|" * len(models)]
+    for t in tasks:
+        best = max((summary["mean"][m][t] for m in models if np.isfinite(summary["mean"][m][t])), default=None)
+        cells = []
+        for m in models:
+            v = summary["mean"][m][t]
+            cells.append(f"**{_f(v)}**" if best is not None and v == best else _f(v))
+        lines.append(f"| {t} | {len(summary['folds_per_task'][t])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _f(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.3f}"

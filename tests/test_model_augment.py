@@ -1,0 +1,93 @@
+"""Training-time augmentation: each transform does what it says and keeps the flow well-formed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from multa_broker.model.augment import AugmentConfig, augment
+from multa_broker.model.synthetic import make_dataset
+
+
+def _batch(flows: int = 64, n: int = 20):
+    e = make_dataset(flows, seed=4).encoded(n)
+    return e.sizes.copy(), e.dirs.copy(), e.iats.copy(), e.lengths.copy(), np.zeros(flows, np.int64)
+
+
+def _only(**kw) -> AugmentConfig:
+    return AugmentConfig(**{**AugmentConfig.off().to_json(), **kw})
+
+
+def _well_formed(sizes, dirs, iats, lengths) -> None:
+    n = sizes.shape[1]
+    pad = np.arange(n)[None, :] >= lengths[:, None]
+    assert (sizes[pad] == 0).all() and (dirs[pad] == 0).all() and (iats[pad] == 0).all()
+    assert (sizes[~pad] >= 20).all()
+    assert (iats >= 0).all() and (iats[:, 0] == 0).all()
+    assert set(np.unique(dirs)) <= {0.0, 1.0}
+    assert ((lengths >= 1) & (lengths <= n)).all()
+
+
+def test_off_changes_nothing_and_inputs_are_never_modified() -> None:
+    b = _batch()
+    before = [a.copy() for a in b]
+    out = augment(*b, np.random.default_rng(0), AugmentConfig.off())
+    for x, y in zip(out, before[:4]):
+        np.testing.assert_array_equal(x, y)
+    out = augment(*b, np.random.default_rng(0), AugmentConfig())
+    for x, y in zip(b, before):
+        np.testing.assert_array_equal(x, y)
+    _well_formed(*out)
+
+
+def test_time_scale_multiplies_every_gap_of_a_flow_by_one_factor() -> None:
+    sizes, dirs, iats, lengths, proto = _batch()
+    _, _, out, _ = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(1),
+                           _only(time_scale_p=1.0, time_scale=(0.1, 10.0)))
+    ratios = []
+    for i in range(len(iats)):
+        k = lengths[i]
+        r = out[i, 1:k] / iats[i, 1:k]
+        np.testing.assert_allclose(r, r[0], rtol=1e-5)
+        ratios.append(r[0])
+    assert min(ratios) >= 0.1 - 1e-6 and max(ratios) <= 10 + 1e-6
+    assert max(ratios) / min(ratios) > 5  # really drawn per flow, over the range
+
+
+def test_resegmentation_splits_big_tcp_packets_and_keeps_the_bytes() -> None:
+    sizes = np.zeros((1, 20), np.float32)
+    dirs = np.zeros((1, 20), np.float32)
+    iats = np.zeros((1, 20), np.float32)
+    sizes[0, :4] = [60, 1500, 1500, 52]
+    dirs[0, :4] = [1, 0, 0, 1]
+    iats[0, :4] = [0, 100, 5, 40]
+    lengths = np.array([4])
+    s, d, g, n = augment(sizes, dirs, iats, lengths, np.zeros(1, np.int64), np.random.default_rng(2),
+                         _only(reseg_p=1.0))
+    k = int(n[0])
+    assert k > 4 and s[0, :k].max() <= 1460
+    payload = lambda sz, ln: float(np.sum(sz[:ln] - 40))  # noqa: E731
+    assert payload(s[0], k) == payload(sizes[0], 4)
+    # Direction order kept: one originator packet, responder pieces, originator again.
+    assert d[0, 0] == 1 and d[0, k - 1] == 1 and (d[0, 1:k - 1] == 0).all()
+    _well_formed(s, d, g, n)
+
+
+def test_udp_is_never_resegmented_and_cut_short_flows_stay_well_formed() -> None:
+    sizes, dirs, iats, lengths, _ = _batch()
+    udp = np.ones(len(sizes), np.int64)
+    s, d, g, n = augment(sizes, dirs, iats, lengths, udp, np.random.default_rng(3), _only(reseg_p=1.0, loss_p=1.0))
+    np.testing.assert_array_equal(s, sizes)
+    s, d, g, n = augment(sizes, dirs, iats, lengths, udp, np.random.default_rng(3), _only(cut_p=1.0))
+    assert (n < lengths).all()
+    _well_formed(s, d, g, n)
+
+
+def test_loss_adds_a_late_retransmission_or_removes_one_packet() -> None:
+    sizes, dirs, iats, lengths, proto = _batch(200)
+    s, d, g, n = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(5), _only(loss_p=1.0))
+    changed = n != lengths
+    assert changed.any()
+    grew = n > lengths
+    assert (g[grew] >= 2e5).any(axis=1).all()  # the retransmission waited for a timeout
+    assert ((n == lengths + 1) | (n == lengths - 1) | (n == lengths)).all()
+    _well_formed(s, d, g, n)

@@ -1,0 +1,64 @@
+"""Leave-one-source-out evaluation: the left-out source never trains, and every model is scored on it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from multa_broker.dataset.format import SPLITS
+from multa_broker.model import loso
+from multa_broker.model.synthetic import make_dataset
+from multa_broker.model.training import TrainConfig
+
+CAPTURE_SOURCES = ["ndpi/pcap/a.pcap", "zeek-traces/http/b.pcap", "lab:lab/scan-syn-s1.pcap",
+                   "lab:lab/http-s1.pcap", "lab:lab/dns-s2.pcap", "lab:lab/openvpn-udp-s1.pcap"]
+
+
+def _dataset(path):
+    ds = make_dataset(600, partial=True, seed=7)
+    # Six "sources" of ten synthetic captures each.
+    ds.captures = [CAPTURE_SOURCES[i % 6].replace(".pcap", f"-{i}.pcap") for i in range(len(ds.captures))]
+    ds.save(path)
+    return ds
+
+
+def test_lab_families_fold_by_kind_and_threat_families_stay_apart() -> None:
+    assert loso.fold_of("lab/http") == "lab/benign"
+    assert loso.fold_of("lab/dns") == "lab/benign"
+    assert loso.fold_of("lab/openvpn") == "lab/tunnel"
+    assert loso.fold_of("lab/scan") == "lab/scan"
+    assert loso.fold_of("lab/bf") == "lab/bf"
+    assert loso.fold_of("ndpi") == "ndpi"
+
+
+def test_fold_split_keeps_the_left_out_source_out_of_training(tmp_path) -> None:
+    ds = _dataset(tmp_path / "d.npz")
+    folds = loso.folds_of(ds)
+    assert set(folds) == {"ndpi", "zeek-traces", "lab/scan", "lab/benign", "lab/tunnel"}
+    rest, held = loso._fold_datasets(ds, "lab/benign")
+    held_keys, rest_keys = set(held.keys.tolist()), set(rest.keys.tolist())
+    assert held_keys == set(ds.keys[folds == "lab/benign"].tolist())  # every row of the fold, any split
+    assert not held_keys & rest_keys
+    assert (held.split == SPLITS.index("test")).all()
+    assert not (rest.split == SPLITS.index("test")).any()  # the others' test rows are not used at all
+
+
+def test_run_scores_every_model_on_each_left_out_fold(tmp_path) -> None:
+    _dataset(tmp_path / "d.npz")
+    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", experts=2, hidden=8, tower=8,
+                         single_hidden=8, train=TrainConfig(epochs=2, min_epochs=1, batch_size=64, progress=False),
+                         folds=["ndpi", "lab/scan"], variants={"old": TrainConfig(epochs=1, progress=False)})
+    summary = loso.run(spec)
+    assert set(summary["per_fold"]) == {"ndpi", "lab/scan"}
+    assert summary["models"] == ["lmmoe", "lmmoe:old", "single", "classical"]
+    for fold in ("ndpi", "lab/scan"):
+        for model in summary["models"]:
+            assert set(summary["per_fold"][fold][model]) == set(summary["rows"][fold])
+    saved = json.loads((tmp_path / "out" / "loso.json").read_text())
+    assert saved["models"] == summary["models"]
+    oos = np.load(tmp_path / "out" / "oos.npz")
+    y = oos["ndpi|labels|service"]
+    p = oos["ndpi|lmmoe|service|probs"]
+    assert p.shape == (len(y), 3) and np.allclose(p.sum(axis=1), 1, atol=1e-4)
+    assert "| ndpi | service |" in (tmp_path / "out" / "loso.md").read_text()
