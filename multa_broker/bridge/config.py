@@ -36,8 +36,12 @@ class WebSocketConfig:
     verify: bool = _f(True, "wss: check Zeek's certificate and host name (false only for testing)")
     open_timeout_s: float = _f(10.0, "give up a connection attempt (TCP, TLS, WebSocket, Broker ack) after this")
     ping_interval_s: Union[float, None] = _f(20.0, "WebSocket keepalive ping period (null: no pings)")
+    ping_timeout_s: Union[float, None] = _f(
+        None, "no pong within this long after a ping (writing it included) drops the connection and "
+              "reconnects (null: ping_interval_s)")
     max_message_bytes: int = _f(16 * 1024 * 1024,
-                                "largest message accepted from Zeek; a bigger one closes the connection "
+                                "largest message accepted from Zeek (16 MiB); a bigger one is counted as "
+                                "malformed (too_big) and closes the connection, then: reconnect "
                                 "(100 flows of 64 packets are about 1 MB)")
     max_queue: int = _f(16, "messages read ahead of the bridge; beyond this TCP pushes back on Zeek "
                             "(memory bound: max_queue x max_message_bytes)")
@@ -95,6 +99,7 @@ class ReconnectConfig:
     max_s: float = _f(30.0, "longest wait between attempts")
     multiplier: float = _f(2.0, "each failed attempt multiplies the wait by this")
     jitter: float = _f(0.2, "each wait is randomised by +- this fraction")
+    reset_after_s: float = _f(10.0, "the wait starts again from initial_s only after a connection lived this long")
 
 
 @dataclass
@@ -134,13 +139,18 @@ class BridgeConfig:
                 raise ValueError(f"{key} must be > 0, got {v}")
         for key, v in {"batch.max_wait_ms": self.batch.max_wait_ms, "model.poll_s": self.model.poll_s,
                        "drain_timeout_s": self.drain_timeout_s, "log_interval_s": self.log_interval_s,
-                       "reconnect.jitter": self.reconnect.jitter}.items():
+                       "reconnect.jitter": self.reconnect.jitter,
+                       "reconnect.reset_after_s": self.reconnect.reset_after_s}.items():
             if v < 0:
                 raise ValueError(f"{key} must be >= 0, got {v}")
         if self.reconnect.multiplier < 1:
             raise ValueError(f"reconnect.multiplier must be >= 1, got {self.reconnect.multiplier}")
         if self.reconnect.jitter >= 1:
             raise ValueError(f"reconnect.jitter must be < 1, got {self.reconnect.jitter}")
+        for key, v in {"websocket.ping_interval_s": self.websocket.ping_interval_s,
+                       "websocket.ping_timeout_s": self.websocket.ping_timeout_s}.items():
+            if v is not None and v <= 0:
+                raise ValueError(f"{key} must be > 0 or null, got {v}")
         if not self.topics.flows:
             raise ValueError("topics.flows must name at least one topic")
         if not 0 <= self.metrics.port <= 65535 or not 0 < self.native.port <= 65535:

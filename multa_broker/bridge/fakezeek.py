@@ -113,8 +113,10 @@ class FakeZeek:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
                  on_results: Callable[[Received], None] | None = None, keep: bool = True,
-                 ssl: Any = None) -> None:
+                 ssl: Any = None, rcvbuf: int | None = None) -> None:
         self.host, self.port = host, port
+        self.rcvbuf = rcvbuf  # SO_RCVBUF for accepted connections (small: a stalled reader fills up fast)
+        self._stalled: set[Any] = set()
         self.ssl = ssl  # an ssl.SSLContext: serve wss://
         self.endpoint = f"{uuid.uuid4()}-websocket-0"
         self.received: list[Received] = []
@@ -137,7 +139,23 @@ class FakeZeek:
         self._server = await serve(self._serve, self.host, self.port, compression=None,
                                    max_size=None, max_queue=64, ssl=self.ssl)
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.rcvbuf:
+            import socket
+
+            for sock in self._server.sockets:  # accepted sockets inherit it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         return self
+
+    def stop_reading(self) -> int:
+        """Stop reading from every client connected now, as a Zeek that hangs would:
+        nothing more is read off their sockets (pings unanswered, their send buffers
+        fill up). Later connections are served normally. Returns how many stalled."""
+        n = 0
+        for ws in list(self._clients):
+            ws.transport.pause_reading()
+            self._stalled.add(ws)
+            n += 1
+        return n
 
     async def stop(self) -> None:
         """Go away like a Zeek that exits: close every connection and the listener."""
@@ -176,6 +194,8 @@ class FakeZeek:
         self._subscribed.set()
         try:
             async for text in ws:
+                if ws in self._stalled:
+                    await asyncio.Event().wait()  # read no more, answer nothing
                 await self._incoming(ws, text)
         except Exception:
             pass

@@ -23,6 +23,13 @@ class RateLimitedLog:
 
     def warning(self, kind: str, msg: str) -> bool:
         """Log ``msg`` unless a ``kind`` message was logged less than ``interval`` ago; True if logged."""
+        return self.log(logging.WARNING, kind, msg)
+
+    def info(self, kind: str, msg: str) -> bool:
+        """Like :meth:`warning`, at INFO level (connection up/down lines of a flapping peer)."""
+        return self.log(logging.INFO, kind, msg)
+
+    def log(self, level: int, kind: str, msg: str) -> bool:
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self.interval:
@@ -30,5 +37,5 @@ class RateLimitedLog:
             return False
         n = self._suppressed.pop(kind, 0)
         self._last[kind] = now
-        self.logger.warning("%s%s", msg, f" ({n} more like it not logged)" if n else "")
+        self.logger.log(level, "%s%s", msg, f" ({n} more like it not logged)" if n else "")
         return True

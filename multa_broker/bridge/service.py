@@ -231,14 +231,16 @@ class BridgeService:
                 self._ratelog.warning("connect", f"{e}; retrying in {delay:.1f}s")
                 await asyncio.sleep(delay)
                 continue
-            backoff.reset()
+            t_up = time.monotonic()
             self._transport = transport
             self.metrics.connected.set(1)
             if self._ever_connected:
                 self.metrics.reconnects.inc()
             self._ever_connected = True
-            log.info("connected to %s via %s, subscribed to %s", peer, transport.kind,
-                     ",".join(self.cfg.topics.flows))
+            # A peer that accepts and then drops us at once must not get a log line
+            # (or two) per attempt: both lines go through the rate limiter.
+            self._ratelog.info("connected", f"connected to {peer} via {transport.kind}, subscribed to "
+                                            f"{','.join(self.cfg.topics.flows)}")
             try:
                 await self._flush_pending(transport)
                 while True:
@@ -248,11 +250,17 @@ class BridgeService:
                     # yield so the batcher runs between messages under load.
                     await asyncio.sleep(0)
             except TransportClosed as e:
-                log.warning("lost Zeek: %s", e)
+                if e.dropped:
+                    self._malformed(e.dropped, str(e))
+                self._ratelog.warning("lost", f"lost Zeek: {e}")
             finally:
                 self._transport = None
                 self.metrics.connected.set(0)
                 await transport.close()
+            # Start the backoff over only after a connection that lasted; otherwise a
+            # peer that acks and closes would be retried at initial_s forever.
+            if time.monotonic() - t_up >= self.cfg.reconnect.reset_after_s:
+                backoff.reset()
             await asyncio.sleep(backoff.next())
 
     def _handle(self, msg: Inbound) -> None:

@@ -17,7 +17,15 @@ from multa_broker.protocol import Result
 
 
 class TransportClosed(Exception):
-    """The connection is gone (or never came up); the message says why."""
+    """The connection is gone (or never came up); the message says why.
+
+    ``dropped`` names a malformed-message reason when the connection ended
+    because of one message (``too_big``): that message is counted as dropped.
+    """
+
+    def __init__(self, msg: str, *, dropped: str | None = None) -> None:
+        super().__init__(msg)
+        self.dropped = dropped
 
 
 @dataclass(slots=True)

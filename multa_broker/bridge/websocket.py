@@ -33,6 +33,11 @@ def ssl_context(cfg: WebSocketConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+#: WebSocket close code for "message too big" (RFC 6455), which websockets sends
+#: when a message exceeds max_size.
+CLOSE_TOO_BIG = 1009
+
+
 class WebSocketTransport(Transport):
     kind = "websocket"
 
@@ -40,6 +45,9 @@ class WebSocketTransport(Transport):
         self.cfg = cfg
         self._ws = None
         self._use_msgspec = cfg.use_msgspec
+        self._keepalive_task: asyncio.Task[None] | None = None
+        #: Why the keepalive gave up on the connection (None while it holds).
+        self._dead: str | None = None
 
     async def connect(self, topics: Sequence[str]) -> str:
         from websockets.asyncio.client import connect
@@ -53,7 +61,10 @@ class WebSocketTransport(Transport):
             self._ws = await connect(
                 self.cfg.url, ssl=ctx,
                 open_timeout=self.cfg.open_timeout_s,
-                ping_interval=self.cfg.ping_interval_s,
+                # Our own keepalive (below): websockets' ping waits for the send
+                # buffer to drain, so against a peer that stopped reading it never fires.
+                ping_interval=None, ping_timeout=None,
+                close_timeout=2.0,
                 max_size=self.cfg.max_message_bytes,
                 # Zeek speaks plain frames; compressing 50 MB/s of JSON would cost more CPU than it saves.
                 compression=None,
@@ -81,7 +92,37 @@ class WebSocketTransport(Transport):
         if msg.type != "ack":
             await self.close()
             raise TransportClosed(f"{self.cfg.url}: expected an ack, got a {msg.type!r} message")
+        if self.cfg.ping_interval_s:
+            self._keepalive_task = asyncio.create_task(self._keepalive(self._ws), name="keepalive")
         return f"{self.cfg.url} endpoint {msg.endpoint} version {msg.version}"
+
+    async def _keepalive(self, ws) -> None:  # type: ignore[no-untyped-def]
+        """Ping every ``ping_interval_s``; no pong within ``ping_timeout_s`` aborts the connection.
+
+        The timeout covers writing the ping too: when the peer stops reading, the
+        send buffer fills and the ping cannot even be written. Aborting the TCP
+        connection wakes every send blocked on that buffer (their messages were
+        not delivered: :meth:`publish_results` raises) and ends :meth:`receive`,
+        so the service reconnects.
+        """
+        from websockets.exceptions import ConnectionClosed
+
+        interval = float(self.cfg.ping_interval_s or 0)
+        timeout = float(self.cfg.ping_timeout_s or interval)
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    async with asyncio.timeout(timeout):
+                        pong = await ws.ping()
+                        await pong
+                except TimeoutError:
+                    self._dead = (f"keepalive: no pong from {self.cfg.url} within {timeout:g}s "
+                                  f"(peer not reading, or gone)")
+                    ws.transport.abort()
+                    return
+        except (ConnectionClosed, asyncio.CancelledError):
+            return
 
     async def receive(self) -> Inbound:
         from websockets.exceptions import ConnectionClosed
@@ -93,6 +134,14 @@ class WebSocketTransport(Transport):
             # would only add a pass over ~300 KB per message.
             text = await self._ws.recv(decode=False)
         except ConnectionClosed as e:
+            if self._dead:
+                raise TransportClosed(self._dead) from None
+            if e.sent is not None and e.sent.code == CLOSE_TOO_BIG:
+                # websockets refuses the frame from its header and must close the
+                # connection: the message cannot be skipped on its own.
+                raise TransportClosed(f"dropped a message larger than websocket.max_message_bytes "
+                                      f"({self.cfg.max_message_bytes}); the connection closes with it",
+                                      dropped="too_big") from None
             raise TransportClosed(f"connection closed: {e}") from None
         return self.parse(text)
 
@@ -128,10 +177,17 @@ class WebSocketTransport(Transport):
         try:
             await self._ws.send(events.results_message_text(topic, results))
         except ConnectionClosed as e:
-            raise TransportClosed(f"connection closed: {e}") from None
+            raise TransportClosed(self._dead or f"connection closed: {e}") from None
+        if self._dead:
+            # The keepalive aborted the connection while this message waited for
+            # buffer space: it was discarded with the buffer, so it was not sent.
+            raise TransportClosed(self._dead)
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None
+        task, self._keepalive_task = self._keepalive_task, None
+        if task is not None:
+            task.cancel()
         if ws is not None:
             try:
                 await asyncio.wait_for(ws.close(), 2.0)
