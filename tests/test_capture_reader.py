@@ -107,3 +107,97 @@ def test_read_many_goes_on_after_a_bad_file(tmp_path):
                           on_error=errors.append))
     assert len(recs) == 4 and len(errors) == 2
     assert "bad.pcap" in str(errors[0]) and "missing.pcap" in str(errors[1])
+
+
+# ------------------------------------------------------------ issue 16: damage anywhere, nothing lost before it
+
+
+def _ng_block(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack("<II", btype, len(body) + 12) + body + struct.pack("<I", len(body) + 12)
+
+
+@pytest.mark.parametrize("option", [
+    struct.pack("<HH", 14, 8) + b"\0" * 4,   # if_tsoffset: 8 bytes announced, 4 left in the block
+    struct.pack("<HH", 9, 1),                # if_tsresol: 1 byte announced, none left
+    struct.pack("<HH", 2, 200) + b"eth0",    # if_name running far past the block
+])
+def test_pcapng_interface_option_past_its_block_is_a_one_line_error(tmp_path, capsys, option):
+    """Issue 16 (3): struct.error/IndexError escaped as a traceback and later captures were not read."""
+    from multa_broker.cli import main
+
+    frame = pw.ether(pw.ip(pw.udp(C, 1, S, 2, b"x")))
+    bad = (_ng_block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+           + _ng_block(1, struct.pack("<HHI", 1, 0, 262144) + option)
+           + _ng_block(6, struct.pack("<IIIII", 0, 0, 1_000_000, len(frame), len(frame)) + frame))
+    (tmp_path / "bad.pcapng").write_bytes(bad)
+    (tmp_path / "good.pcap").write_bytes(pw.pcap(frames()))
+    with pytest.raises(CaptureError, match=r"bad\.pcapng: corrupt pcapng interface block at offset 28"):
+        list(read_connections(tmp_path / "bad.pcapng"))
+    rc = main(["flows", str(tmp_path / "bad.pcapng"), str(tmp_path / "good.pcap")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and len(out.splitlines()) == 4
+    assert "Traceback" not in err
+    assert [e for e in err.splitlines() if "bad.pcapng" in e] == [
+        f"multa flows: error: {tmp_path / 'bad.pcapng'}: corrupt pcapng interface block at offset 28 "
+        f"(option {struct.unpack_from('<H', option)[0]} of {struct.unpack_from('<H', option, 2)[0]} bytes "
+        f"runs past the block)"]
+
+
+def _many_frames(n: int = 40):
+    import random
+
+    rng = random.Random(7)  # random payloads: gzip cannot shrink them much
+    return [(100.0 + i * 0.1, pw.ether(pw.ip(pw.udp(C, 1000 + i, S, 2000, rng.randbytes(300)))))
+            for i in range(n)]
+
+
+def _read_all(path):
+    got = []
+    try:
+        for r in read_connections(path):
+            got.append(r.flow)
+    except CaptureError as e:
+        return got, str(e)
+    return got, None
+
+
+@pytest.mark.parametrize("fmt", ["pcap", "pcapng"])
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.9])
+def test_gzip_capture_cut_short_keeps_the_flows_before_the_cut(tmp_path, fmt, keep):
+    """Issue 16 (6): a gzip capture cut short gave 0 flows ('damaged compressed data near offset 0');
+    now it keeps what the same capture uncompressed and cut at the same place keeps, and both
+    errors say at which offset of the capture reading stopped."""
+    import re
+    import zlib
+
+    fr = _many_frames()
+    raw = pw.pcap(fr) if fmt == "pcap" else pw.pcapng([(0, t, f) for t, f in fr])
+    gz = gzip.compress(raw)
+    cut = gz[:int(len(gz) * keep)]
+    avail = len(zlib.decompressobj(wbits=31).decompress(cut))
+    (tmp_path / "cut.gz").write_bytes(cut)
+    (tmp_path / "cut.raw").write_bytes(raw[:avail])
+    got_gz, err_gz = _read_all(tmp_path / "cut.gz")
+    got_raw, err_raw = _read_all(tmp_path / "cut.raw")
+    assert got_gz == got_raw and 0 < len(got_gz) < len(fr)
+    assert err_gz.startswith(str(tmp_path / "cut.gz")) and "cut short" in err_gz
+    stop_gz = re.search(r"offset (\d+)", err_gz)
+    stop_raw = re.search(r"offset (\d+)", err_raw)
+    assert stop_gz and stop_raw and stop_gz.group(1) == stop_raw.group(1), (err_gz, err_raw)
+
+
+def test_gzip_with_several_members_and_padding_reads_whole(tmp_path):
+    raw = pw.pcap(_many_frames())
+    (tmp_path / "m.gz").write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]) + b"\0" * 8)
+    (tmp_path / "m.pcap").write_bytes(raw)
+    assert _read_all(tmp_path / "m.gz") == _read_all(tmp_path / "m.pcap") and len(_read_all(tmp_path / "m.gz")[0]) == 40
+
+
+def test_damaged_gzip_names_the_file_and_where_reading_stopped(tmp_path):
+    raw = pw.pcap(_many_frames())
+    bad = bytearray(gzip.compress(raw))
+    bad[len(bad) // 2] ^= 0xFF
+    (tmp_path / "d.gz").write_bytes(bytes(bad))
+    got, err = _read_all(tmp_path / "d.gz")
+    assert err is not None and err.startswith(str(tmp_path / "d.gz")) and "reading stopped at offset" in err

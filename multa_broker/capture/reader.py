@@ -52,7 +52,7 @@ def open_capture(path: str | os.PathLike[str]) -> Iterator[tuple[float, bytes, i
         stream: BinaryIO = raw
         if raw.read(2) == b"\x1f\x8b":
             raw.seek(0)
-            stream = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+            stream = _GzipStream(raw)  # type: ignore[assignment]
         else:
             raw.seek(0)
         return _iter_stream(name, stream, raw)
@@ -76,6 +76,65 @@ def _iter_stream(name: str, stream: BinaryIO, closer: BinaryIO | None = None
     raise CaptureError(f"{name}: not a pcap or pcapng capture (magic {magic.hex()})")
 
 
+class _GzipStream:
+    """Decompresses a gzip stream (members one after the other), handing out every byte it could
+    decompress before a cut or damage, and only then raising.
+
+    ``gzip.GzipFile.read(n)`` raises at a cut and loses what it decompressed in that call, so a
+    capture cut short gave no packets at all. ``offset`` counts the compressed bytes read.
+    """
+
+    _IN = 1 << 16
+    _OUT = 1 << 20
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.offset = 0
+        self._d = zlib.decompressobj(wbits=31)
+        self._fed = False  # the current member has had input
+        self._pending = b""  # input left over after a member ended
+        self._out = bytearray()
+        self._error: Exception | None = None
+        self._done = False
+
+    def read(self, n: int) -> bytes:
+        while len(self._out) < n and not self._done and self._error is None:
+            self._step()
+        if not self._out and self._error is not None:
+            raise self._error
+        chunk = bytes(self._out[:n])
+        del self._out[:n]
+        return chunk
+
+    def _step(self) -> None:
+        if self._d.unconsumed_tail:
+            data = self._d.unconsumed_tail
+        elif self._pending:
+            data, self._pending = self._pending, b""
+        else:
+            data = self.raw.read(self._IN)
+            self.offset += len(data)
+            if not data:
+                if self._fed and not self._d.eof:
+                    self._error = EOFError(f"the gzip stream is cut short after {self.offset} compressed bytes")
+                else:
+                    self._done = True
+                return
+        if not self._fed and not data.strip(b"\0"):
+            self._done = True  # zero padding after the last member, which gzip(1) accepts
+            return
+        self._fed = True
+        try:
+            self._out += self._d.decompress(data, self._OUT)
+        except zlib.error as e:
+            self._error = zlib.error(f"{e}, within the first {self.offset} compressed bytes")
+            return
+        if self._d.eof:  # the member ended: another may follow
+            self._pending = self._d.unused_data
+            self._d = zlib.decompressobj(wbits=31)
+            self._fed = False
+
+
 class _Buffer:
     """A forward-only byte window over a (possibly gzip'd) stream."""
 
@@ -97,8 +156,8 @@ class _Buffer:
             try:
                 chunk = self.stream.read(max(_CHUNK, need))
             except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-                raise CaptureError(f"{self.name}: damaged compressed data near offset "
-                                   f"{self.base + len(self.data)}: {e}") from None
+                raise CaptureError(f"{self.name}: damaged compressed data ({e}); reading stopped at offset "
+                                   f"{self.offset()} of the uncompressed capture") from None
             if not chunk:
                 self.eof = True
                 return False
@@ -236,9 +295,12 @@ def _parse_idb_options(name: str, start: int, bo: str, lt: int, snap: int, opts:
     pos = 0
     while pos + 4 <= len(opts):
         code, olen = struct.unpack_from(bo + "HH", opts, pos)
-        val = opts[pos + 4:pos + 4 + olen]
         if code == 0:
             break
+        if pos + 4 + olen > len(opts):
+            raise CaptureError(f"{name}: corrupt pcapng interface block at offset {start} "
+                               f"(option {code} of {olen} bytes runs past the block)")
+        val = opts[pos + 4:pos + 4 + olen]
         if code == 9 and olen >= 1:  # if_tsresol
             r = val[0]
             units = 2 ** (r & 0x7F) if r & 0x80 else 10 ** (r & 0x7F)
@@ -265,5 +327,5 @@ def iter_bytes(name: str, content: bytes) -> Iterator[tuple[float, bytes, int, i
     """Like :func:`open_capture` over capture bytes already in memory (tests, stdin)."""
     stream: BinaryIO = io.BytesIO(content)
     if content[:2] == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=stream, mode="rb")  # type: ignore[assignment]
+        stream = _GzipStream(stream)  # type: ignore[assignment]
     return _iter_stream(name, stream)
