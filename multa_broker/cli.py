@@ -73,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"multa {ns.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # The reader of our output went away (| head): stop quietly, and point stdout at
+        # /dev/null so the interpreter's final flush does not complain about it again.
+        import os
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         return 0
 
 

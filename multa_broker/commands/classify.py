@@ -3,8 +3,10 @@
 Flows come from the same extractor as ``multa flows`` and the dataset
 builder (``multa_broker.capture.read_flows``), are encoded with
 ``multa_broker.flow.encode`` and run through the verified TorchScript model.
-A capture that cannot be read gets a one-line error naming it; the others
-are still classified and the exit status is 1.
+A capture that cannot be read gets a one-line error naming it; the flows
+read from it before the damage and the other captures are still classified,
+and the exit status is 1. An output that cannot be written is a one-line
+error naming it; a closed pipe (``| head``) ends quietly with status 0.
 """
 
 from __future__ import annotations
@@ -63,16 +65,66 @@ def flow_record(flow: Any, verdict: Any, capture: str) -> dict[str, Any]:
 class _Table:
     """Fixed-width rows: one line per flow, label(score) per task."""
 
-    def __init__(self, out: TextIO, tasks: Sequence[str]) -> None:
+    def __init__(self, out: Any, tasks: Sequence[str]) -> None:
         self.out, self.tasks = out, tasks
         head = f"{'ts':>17} {'proto':5} {'orig':>21} {'resp':>21} {'pkts':>4} " + " ".join(f"{t:>20}" for t in tasks)
-        print(head, file=out)
+        out.write(head + "\n")
 
     def write(self, rec: dict[str, Any]) -> None:
         cells = " ".join(f"{r['label'] + ' ' + format(r['score'], '.2f'):>20}" for r in
                          (rec["results"][t] for t in self.tasks))
-        print(f"{rec['ts']:17.6f} {rec['proto']:5} {rec['orig_h'] + ':' + str(rec['orig_p']):>21} "
-              f"{rec['resp_h'] + ':' + str(rec['resp_p']):>21} {rec['packets']:>4} {cells}", file=self.out)
+        self.out.write(f"{rec['ts']:17.6f} {rec['proto']:5} {rec['orig_h'] + ':' + str(rec['orig_p']):>21} "
+                       f"{rec['resp_h'] + ':' + str(rec['resp_p']):>21} {rec['packets']:>4} {cells}\n")
+
+
+class _Output:
+    """Where results go; a write error names the output, not the capture being read."""
+
+    def __init__(self, path: Path | None) -> None:
+        from multa_broker.errors import MultaError
+
+        self.path = path
+        if path is None:
+            self.f: TextIO = sys.stdout
+            return
+        try:
+            self.f = open(path, "w")
+        except OSError as e:
+            raise MultaError(f"{path}: cannot write the output: {e.strerror or e}") from None
+
+    def write(self, text: str) -> None:
+        try:
+            self.f.write(text)
+        except BrokenPipeError:
+            raise  # the reader went away (| head): the CLI ends quietly, as multa flows does
+        except OSError as e:
+            from multa_broker.errors import MultaError
+
+            raise MultaError(f"{self.path or 'stdout'}: cannot write the output: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        if self.f is not sys.stdout:
+            try:
+                self.f.close()
+            except OSError as e:
+                from multa_broker.errors import MultaError
+
+                raise MultaError(f"{self.path}: cannot write the output: {e.strerror or e}") from None
+        else:
+            self.f.flush()
+
+
+def _until_error(flows: Iterable[Any], errors: list[Exception]) -> Iterator[Any]:
+    """``flows`` until the capture's reader fails; the failure goes to ``errors``, so the flows
+    read before it are still classified (a capture cut short keeps what it had)."""
+    from multa_broker.errors import MultaError
+
+    try:
+        yield from flows
+    except BrokenPipeError:
+        raise
+    except (MultaError, OSError) as e:
+        errors.append(e)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     n = args.n or clf.n
     if not 1 <= n <= MAX_N:
         raise MultaError(f"--n must be within 1..{MAX_N}")
-    out = open(args.output, "w") if args.output else sys.stdout
+    out = _Output(args.output)
     table = _Table(out, clf.tasks) if args.format == "table" else None
     failed = 0
     total = 0
@@ -96,25 +148,24 @@ def run(args: argparse.Namespace) -> int:
                    dynamic_ncols=True)
         for path in args.captures:
             bar.set_postfix_str(path.name)
-            try:
-                flows = read_flows(path, n=n, verify_checksums=args.verify_checksums)
-                for batch in _batches(flows, BATCH):
-                    for flow, verdict in zip(batch, clf.classify(batch)):
-                        rec = flow_record(flow, verdict, str(path))
-                        if table:
-                            table.write(rec)
-                        else:
-                            out.write(json.dumps(rec) + "\n")
-                    total += len(batch)
-                    bar.update(len(batch))
-            except (MultaError, OSError) as e:
+            errors: list[Exception] = []
+            flows = _until_error(read_flows(path, n=n, verify_checksums=args.verify_checksums), errors)
+            for batch in _batches(flows, BATCH):
+                for flow, verdict in zip(batch, clf.classify(batch)):
+                    rec = flow_record(flow, verdict, str(path))
+                    if table:
+                        table.write(rec)
+                    else:
+                        out.write(json.dumps(rec) + "\n")
+                total += len(batch)
+                bar.update(len(batch))
+            for e in errors:
                 failed += 1
                 msg = str(e) if str(path) in str(e) else f"{path}: {e}"
                 print(f"multa classify: error: {msg}", file=sys.stderr)
         bar.close()
     finally:
-        if out is not sys.stdout:
-            out.close()
+        out.close()
     log.info("classified %d flows from %d captures with %s (%d unreadable)", total,
              len(args.captures) - failed, clf.name, failed)
     return 1 if failed else 0
