@@ -35,8 +35,11 @@ def ndpi_source():
 
 
 def test_builtin_sources_parse_and_use_known_classes():
-    kinds = sorted(s.kind for s in builtin_sources())
-    assert kinds == ["ndpi", "rules", "rules"]
+    kinds = {s.name: s.kind for s in builtin_sources()}
+    assert kinds == {"arkime": "arkime", "ndpi": "ndpi", "pcap-attack": "ndpi", "stopddos": "ndpi",
+                     "stratosphere": "rules", "suricata-verify": "ndpi", "zeek-traces": "rules"}
+    # Every built-in says where its captures come from, for the data card.
+    assert all(s.provenance and s.licence for s in builtin_sources())
 
 
 def test_parse_out_reads_flow_lines_only(tmp_path):

@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--source", action="append", default=[], metavar="YAML",
                    help="an extra label-source file (docs/datasets.md; repeatable)")
     b.add_argument("--no-builtin", action="store_true", help="skip the built-in label sources")
+    b.add_argument("--without", action="append", default=[], metavar="NAME",
+                   help="leave out one label source by name, e.g. stopddos or lab (repeatable)")
     b.add_argument("--out", default="data/dataset.npz", help="dataset file to write (default: %(default)s)")
     b.add_argument("--seed", type=int, default=1, help="seed of the split by capture (default: %(default)s)")
     b.add_argument("--ratios", default="0.7,0.15,0.15", help="train,val,test ratios (default: %(default)s)")
@@ -31,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--verify-checksums", action="store_true",
                    help="drop TCP/UDP packets with bad checksums, like Zeek without -C")
     b.add_argument("--json", action="store_true", help="print the class counts as JSON")
-    i = sub.add_parser("info", help="print a dataset file's class counts per task and split")
+    i = sub.add_parser("info", help="print a dataset file's data card and class counts per split")
     i.add_argument("path")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="the data card and class counts as JSON")
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -64,10 +66,17 @@ def run(args: argparse.Namespace) -> int:
     from multa_broker.dataset.format import FlowDataset
 
     if args.action == "info":
+        from multa_broker.dataset.card import data_card, render_markdown
+
         ds = FlowDataset.load(args.path)
         counts = ds.class_counts()
-        print(json.dumps(counts, indent=1) if args.json else
-              f"{args.path}: {len(ds)} flows from {len(set(ds.capture.tolist()))} captures\n" + format_counts(counts))
+        card = data_card(ds)
+        if args.json:
+            print(json.dumps({"card": card, "counts": counts}, indent=1))
+        else:
+            print(f"{args.path}: {len(ds)} flows from {len(set(ds.capture.tolist()))} captures\n")
+            print(render_markdown(card))
+            print("\nClass counts per split:\n" + format_counts(counts))
         return 0
 
     from multa_broker.dataset.build import BuildConfig, build
@@ -77,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         raise MultaError(f"--data {data}: no such folder (set --data or MULTA_DATA)")
     config = BuildConfig(
         data_dir=data, lab_dirs=[Path(p) for p in args.lab], sources=[Path(p) for p in args.source],
-        builtin=not args.no_builtin, verify_checksums=args.verify_checksums, seed=args.seed,
+        builtin=not args.no_builtin, without=list(args.without), verify_checksums=args.verify_checksums, seed=args.seed,
         ratios=_ratios(args.ratios), max_per_capture_label=args.max_per_capture_label,
     )
     ds, report = build(config)

@@ -19,10 +19,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from multa_broker.capture import read_flows
-from multa_broker.dataset.format import FlowDataset
+from multa_broker.dataset.format import FlowDataset, lab_source
 from multa_broker.dataset.jsonl import JsonlLabels
 from multa_broker.dataset.labelmap import LabelSource, Labels, builtin_sources, load_source
 from multa_broker.dataset.ndpi import NdpiLabeller
+from multa_broker.dataset.ndpireader import NdpiReader
 from multa_broker.dataset.split import DEFAULT_RATIOS, assign_splits
 from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_N, PROTO_INDEX, Flow, FlowKey
@@ -40,6 +41,8 @@ class BuildConfig:
     lab_dirs: list[Path] = field(default_factory=list)
     sources: list[Path] = field(default_factory=list)
     builtin: bool = True
+    #: Names of label sources (built-in or given) to leave out.
+    without: list[str] = field(default_factory=list)
     verify_checksums: bool = False
     seed: int = 1
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
@@ -80,20 +83,74 @@ def _rules_jobs(src: LabelSource, data_dir: Path) -> Iterator[CaptureJob]:
         yield CaptureJob(path, f"{src.root}/{rel}", src.name, rules.label)
 
 
-def _ndpi_jobs(src: LabelSource, data_dir: Path) -> Iterator[CaptureJob]:
+class _LazyNdpi:
+    """Runs ndpiReader (or reads its cache) on first use, not while planning."""
+
+    def __init__(self, src: LabelSource, reader: NdpiReader, capture: Path, rel: str) -> None:
+        self._args = (src, reader, capture, rel)
+        self._labeller: NdpiLabeller | None = None
+
+    def __call__(self, key: FlowKey) -> Labels:
+        if self._labeller is None:
+            src, reader, capture, rel = self._args
+            self._labeller = NdpiLabeller(src, reader.verdicts(capture), rel)
+        return self._labeller(key)
+
+
+def _ndpi_jobs(src: LabelSource, data_dir: Path, reader: NdpiReader) -> Iterator[CaptureJob]:
+    """nDPI's corpus layout (``pcap/X`` with ``result/X.out``) or any capture folder.
+
+    Captures without a result file get ndpiReader's verdicts (cached).
+    """
     root = data_dir / src.root
-    pcaps, results = root / "pcap", root / "result"
-    if not pcaps.is_dir() or not results.is_dir():
-        raise MultaError(f"{src.origin}: expected {pcaps} and {results}")
-    for path in sorted(p for p in pcaps.iterdir() if _is_capture(p)):
-        out = results / f"{path.name}.out"
-        rel = f"pcap/{path.name}"
-        if not out.is_file() or src.excluded(rel):
+    if not root.is_dir():
+        raise MultaError(f"{src.origin}: capture folder {root} does not exist")
+    results = root / "result"
+    checked = False
+    for path in sorted(p for p in root.rglob("*") if _is_capture(p)):
+        rel = path.relative_to(root).as_posix()
+        if src.excluded(rel):
             continue
-        yield CaptureJob(path, f"{src.root}/{rel}", src.name, NdpiLabeller(src, out, rel))
+        out = results / f"{path.name}.out"
+        if rel == f"pcap/{path.name}" and out.is_file():
+            labeller: Labeller = NdpiLabeller(src, out, rel)
+        else:
+            if not checked:
+                _ = reader.version  # fail now, with one line, if ndpiReader is missing
+                checked = True
+            labeller = _LazyNdpi(src, reader, path, rel)
+        yield CaptureJob(path, f"{src.root}/{rel}", src.name, labeller)
 
 
-def _lab_jobs(lab_dir: Path) -> Iterator[CaptureJob]:
+def _arkime_jobs(src: LabelSource, data_dir: Path) -> Iterator[CaptureJob]:
+    from multa_broker.dataset.arkime import ArkimeLabeller
+
+    root = data_dir / src.root
+    if not root.is_dir():
+        raise MultaError(f"{src.origin}: capture folder {root} does not exist")
+    for path in sorted(p for p in root.rglob("*") if _is_capture(p)):
+        rel = path.relative_to(root).as_posix()
+        test = path.with_name(path.name.rsplit(".", 1)[0] + ".test")
+        if src.excluded(rel) or not test.is_file():
+            continue
+        yield CaptureJob(path, f"{src.root}/{rel}", src.name, ArkimeLabeller(src, test, rel))
+
+
+def _zeek_jobs(src: LabelSource, data_dir: Path, verify_checksums: bool) -> Iterator[CaptureJob]:
+    from multa_broker.dataset.zeeklogs import ZeekRunner, lazy_zeek_labeller
+
+    root = data_dir / src.root
+    if not root.is_dir():
+        raise MultaError(f"{src.origin}: capture folder {root} does not exist")
+    runner = ZeekRunner(verify_checksums=verify_checksums)
+    runner.check()  # one clear line now if zeek is not on PATH
+    for path in sorted(p for p in root.rglob("*") if _is_capture(p)):
+        rel = path.relative_to(root).as_posix()
+        if not src.excluded(rel):
+            yield CaptureJob(path, f"{src.root}/{rel}", src.name, lazy_zeek_labeller(src, runner, path, rel))
+
+
+def _lab_jobs(lab_dir: Path, source: str = "lab") -> Iterator[CaptureJob]:
     labels_file = lab_dir / "labels.jsonl"
     if not labels_file.is_file():
         raise MultaError(f"{lab_dir}: no labels.jsonl (is this a `multa lab run` output folder?)")
@@ -102,24 +159,69 @@ def _lab_jobs(lab_dir: Path) -> Iterator[CaptureJob]:
         path = lab_dir / cap
         if not path.is_file():
             raise MultaError(f"{labels_file}: capture {cap} is missing")
-        yield CaptureJob(path, f"lab:{lab_dir.name}/{cap}", "lab", table.labeller(cap))
+        yield CaptureJob(path, f"lab:{lab_dir.name}/{cap}", source, table.labeller(cap))
 
 
 def plan(config: BuildConfig) -> list[CaptureJob]:
     """Every capture to read, with its labeller; fails early on a bad source."""
     sources = builtin_sources() if config.builtin else []
     sources += [load_source(p) for p in config.sources]
+    known = {s.name for s in sources} | {"lab"}
+    unknown = sorted(set(config.without) - known)
+    if unknown:
+        raise MultaError(f"--without {', '.join(unknown)}: no such label source (sources: {', '.join(sorted(known))})")
+    reader = NdpiReader()
     jobs: list[CaptureJob] = []
     for src in sources:
+        if src.name in config.without:
+            continue
         if src.kind == "jsonl":
-            jobs += _lab_jobs(config.data_dir / src.root)
+            jobs += _lab_jobs(config.data_dir / src.root, src.name)
         elif src.kind == "ndpi":
-            jobs += _ndpi_jobs(src, config.data_dir)
+            jobs += _ndpi_jobs(src, config.data_dir, reader)
+        elif src.kind == "arkime":
+            jobs += _arkime_jobs(src, config.data_dir)
+        elif src.kind == "zeek":
+            jobs += _zeek_jobs(src, config.data_dir, config.verify_checksums)
         else:
             jobs += _rules_jobs(src, config.data_dir)
-    for lab in config.lab_dirs:
-        jobs += _lab_jobs(lab)
+    if "lab" not in config.without:
+        for lab in config.lab_dirs:
+            jobs += _lab_jobs(lab)
     return jobs
+
+
+LAB_ORIGIN = "multa traffic lab, generated"
+LAB_LICENCE = "BSD-3-Clause (multa)"
+
+
+def source_info(config: BuildConfig, jobs: Sequence[CaptureJob]) -> dict[str, dict[str, str]]:
+    """{source id: {origin, licence}} for the data card, from the label-source YAMLs."""
+    sources = (builtin_sources() if config.builtin else []) + [load_source(p) for p in config.sources]
+    by_name = {s.name: s for s in sources}
+    out: dict[str, dict[str, str]] = {}
+    for job in jobs:
+        sid = source_id(job)
+        if sid in out:
+            continue
+        src = by_name.get(job.source)
+        if job.source == "lab":
+            out[sid] = {"origin": LAB_ORIGIN, "licence": LAB_LICENCE}
+        else:
+            out[sid] = {"origin": src.provenance if src else "", "licence": src.licence if src else ""}
+    return out
+
+
+def source_id(job: CaptureJob) -> str:
+    """The data card's source of a capture: the label source, or ``lab/<family>``.
+
+    A lab scenario family (the scenario name before its first ``-``:
+    ``scan-syn-s2.pcap`` -> ``lab/scan``) counts as one source, since its
+    captures share one implementation and one network.
+    """
+    if job.source == "lab":
+        return lab_source(Path(job.name).name)
+    return job.source
 
 
 @dataclass
@@ -201,6 +303,8 @@ def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, Buil
         "max_per_capture_label": config.max_per_capture_label,
         "flows_capped": report.flows_capped,
         "sources": sorted({j.source for j in jobs}),
+        "capture_sources": [source_id(j) for j in jobs],
+        "source_info": source_info(config, jobs),
         "captures_with_labels": len(capture_classes),
         "capture_sha": hashlib.sha256("\n".join(sorted(capture_classes)).encode()).hexdigest()[:16],
     })

@@ -77,6 +77,22 @@ class FlowDataset:
             self.proto.astype(np.int64),
         )
 
+    def capture_sources(self) -> list[str]:
+        """The source of each capture (aligned with ``captures``).
+
+        From ``meta["capture_sources"]``; files written before that key existed
+        get it derived from the capture names.
+        """
+        given = self.meta.get("capture_sources")
+        if isinstance(given, list) and len(given) == len(self.captures):
+            return [str(s) for s in given]
+        return [source_of_capture(c) for c in self.captures]
+
+    def sources(self) -> np.ndarray:
+        """The source id of every flow (str [F]): a label source's name or ``lab/<family>``."""
+        per_capture = np.array(self.capture_sources() or [""], dtype="U")
+        return per_capture[self.capture] if len(self) else np.array([], dtype="U")
+
     def class_counts(self) -> dict[str, dict[str, dict[str, int]]]:
         """{task: {split: {class: count}}}, missing labels left out."""
         out: dict[str, dict[str, dict[str, int]]] = {}
@@ -119,6 +135,24 @@ class FlowDataset:
             np.full((0, len(tasks)), MISSING, np.int16), z(0, np.int8), z(0, np.int32),
             np.array([], dtype="U"), tasks, [],
         )
+
+
+def lab_source(capture: str) -> str:
+    """``lab/<family>``: a lab scenario's name up to its first ``-`` (http-s1.pcap -> lab/http)."""
+    name = capture.rsplit("/", 1)[-1]
+    family = name.split("-", 1)[0] if "-" in name else name.split(".", 1)[0]
+    return f"lab/{family}"
+
+
+def source_of_capture(name: str) -> str:
+    """A capture's source from its dataset name alone, for files without ``capture_sources``.
+
+    Lab captures are named ``lab:<run>/<capture>``; shared corpora
+    ``<root>/<path>``, and every built-in source's root is its name.
+    """
+    if name.startswith("lab:"):
+        return lab_source(name)
+    return name.split("/", 1)[0]
 
 
 _ARRAYS = ("sizes", "dirs", "iats", "lengths", "proto", "orig_p", "resp_p",

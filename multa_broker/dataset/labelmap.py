@@ -9,6 +9,10 @@ Three kinds exist:
 ``ndpi``   -- nDPI ``.out`` result files beside the captures; nDPI protocol
              names and categories map onto tasks (see ndpi.py).
 ``jsonl``  -- per-flow label files such as the traffic lab's ``labels.jsonl``.
+``arkime`` -- Arkime's ``.test`` session files beside the captures; Arkime's
+             protocol names map onto tasks (see arkime.py).
+``zeek``   -- Zeek run over the captures; conn.log's ``service`` and the
+             ssl/ssh logs map onto tasks (see zeeklogs.py).
 
 A label left out (or null) is *missing*, never guessed.
 """
@@ -30,7 +34,7 @@ from multa_broker.taxonomy import TASKS
 
 #: {task: class}; a None value means "explicitly missing" and overrides a default.
 Labels = dict[str, "str | None"]
-SOURCE_KINDS = ("rules", "ndpi", "jsonl")
+SOURCE_KINDS = ("rules", "ndpi", "jsonl", "arkime", "zeek")
 _MATCH_KEYS = {"proto", "orig_h", "resp_h", "host", "orig_p", "resp_p", "port", "net"}
 
 
@@ -105,6 +109,18 @@ class LabelSource:
     categories: dict[str, Labels] = field(default_factory=dict)
     defaults: Labels = field(default_factory=dict)
     exclude: list[str] = field(default_factory=list)
+    #: Data-card facts: where the captures come from and under what licence.
+    provenance: str = ""
+    licence: str = ""
+    #: ndpi: take only nDPI's DPI verdicts, not its guesses by port or address
+    #: (a SYN flood to port 80 is not HTTP because of the port).
+    dpi_only: bool = False
+    #: ndpi/arkime/zeek: a flow a capture rule matches is labelled even when the
+    #: labeller cannot name it (its other tasks stay missing). Off for nDPI's own
+    #: corpus, whose rules only refine what nDPI named.
+    rules_alone: bool = False
+    #: arkime/zeek: protocol names whose sessions get no labels (encapsulations, proxies).
+    skip: list[str] = field(default_factory=list)
 
     def rules_for(self, relpath: str) -> CaptureRules | None:
         for cr in self.captures:
@@ -161,8 +177,16 @@ def parse_source(doc: Any, origin: str) -> LabelSource:
     if kind not in SOURCE_KINDS:
         raise MultaError(f"{origin}: 'type' must be one of {', '.join(SOURCE_KINDS)}, got {kind!r}")
     name = str(doc.get("name") or Path(origin).stem)
+    unknown = set(doc) - _SOURCE_KEYS
+    if unknown:
+        raise MultaError(f"{origin}: unknown key(s) {sorted(unknown)} (known: {sorted(_SOURCE_KEYS)})")
     src = LabelSource(name=name, kind=kind, root=str(doc.get("root", ".")), origin=origin,
-                      exclude=list(doc.get("exclude", [])))
+                      exclude=list(doc.get("exclude", [])),
+                      provenance=str(doc.get("origin") or ""), licence=str(doc.get("licence") or ""),
+                      dpi_only=bool(doc.get("dpi_only", False)), rules_alone=bool(doc.get("rules_alone", False)),
+                      skip=[str(x) for x in doc.get("skip", []) or []])
+    if doc.get("tables"):
+        _inherit_tables(src, str(doc["tables"]), origin)
     for i, cap in enumerate(doc.get("captures", []) or []):
         where = f"{origin}: captures[{i}]"
         if not isinstance(cap, Mapping) or "glob" not in cap:
@@ -179,8 +203,31 @@ def parse_source(doc: Any, origin: str) -> LabelSource:
         if not isinstance(table, Mapping):
             raise MultaError(f"{origin}: '{key}' must be a mapping")
         getattr(src, attr).update({str(k): check_labels(v, f"{origin}: {key}.{k}") for k, v in table.items()})
-    src.defaults = check_labels(doc.get("defaults"), f"{origin}: defaults")
+    if "defaults" in doc:
+        src.defaults = check_labels(doc.get("defaults"), f"{origin}: defaults")
     return src
+
+
+_SOURCE_KEYS = {"name", "type", "root", "exclude", "captures", "protocols", "categories", "defaults",
+                "origin", "licence", "dpi_only", "rules_alone", "tables", "skip"}
+
+
+def _inherit_tables(src: LabelSource, name: str, origin: str) -> None:
+    """``tables: ndpi``: start from a built-in source's protocol/category/default tables.
+
+    The new corpora label service/encrypted/tunnel with exactly the mapping
+    nDPI's own corpus uses, without copying its 200 lines; the file's own
+    tables, parsed after this, override single entries.
+    """
+    # Parsed from its own file, not via builtin_sources(): a built-in that
+    # inherits would otherwise parse itself again, without end.
+    entry = resources.files("multa_broker.dataset") / "labels" / f"{name}.yaml"
+    base = parse_source(yaml.safe_load(entry.read_text()), f"builtin:{name}.yaml") if entry.is_file() else None
+    if base is None or base.kind != src.kind or base.name == src.name:
+        raise MultaError(f"{origin}: 'tables: {name}' names no built-in {src.kind} source")
+    src.protocols.update(base.protocols)
+    src.categories.update(base.categories)
+    src.defaults = dict(base.defaults)
 
 
 def load_source(path: str | Path) -> LabelSource:

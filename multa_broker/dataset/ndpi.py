@@ -10,6 +10,14 @@ conventions the service comes from the master ("apps carried inside TLS are
 tls"); full ``Master.App`` entries may override (e.g. ``TLS.Tor`` -> tunnel
 tor). ``[Encrypted]``/``[ClearText]`` give the encrypted task directly.
 ``Unknown`` flows get no labels at all.
+
+The same lines come from nDPI's test result files and from ``ndpiReader -i
+CAPTURE -v 2`` (ndpireader.py runs it for captures without result files).
+nDPI 4.2's reader prints the same ``[proto: N.M/Master.App]``, ``[Encrypted]``
+and ``[cat: C/N]`` fields; some protocol names differ from newer nDPI's (e.g.
+4.2's ``IPsec`` and ``Skype_Teams``), so the tables list both spellings.
+``[Confidence: ...]`` says how nDPI decided: by DPI, or guessed ("Match by
+port", "Match by IP"); a source with ``dpi_only`` keeps only DPI verdicts.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ _LINE = re.compile(
 )
 _PROTO = re.compile(r"\[proto: [0-9.]+/(?P<name>[^\]]+)\]")
 _CAT = re.compile(r"\[cat: (?P<cat>[^/\]]+)/")
+_CONF = re.compile(r"\[Confidence: (?P<conf>[^\]]+)\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +45,13 @@ class NdpiFlow:
     protocol: str  # "Master" or "Master.App"
     category: str | None
     encrypted: bool | None
+    #: "DPI", "DPI (cache)", "Match by port", ...; None where the line has none.
+    confidence: str | None = None
+
+    @property
+    def guessed(self) -> bool:
+        """nDPI named the flow from its port or address, not from its payload."""
+        return self.confidence is not None and not self.confidence.startswith("DPI")
 
     @property
     def master(self) -> str:
@@ -60,10 +76,11 @@ def parse_out(path: str | Path) -> list[NdpiFlow]:
             if not pm:
                 continue
             cm = _CAT.search(rest)
+            conf = _CONF.search(rest)
             enc = True if "[Encrypted]" in rest else False if "[ClearText]" in rest else None
             proto = {"TCP": "tcp", "UDP": "udp"}.get(m["proto"], "icmp")
             flows.append(NdpiFlow(proto, _endpoint(m["a"]), _endpoint(m["b"]), pm["name"],
-                                  cm["cat"] if cm else None, enc))
+                                  cm["cat"] if cm else None, enc, conf["conf"] if conf else None))
     return flows
 
 
@@ -80,7 +97,7 @@ def key_of(k: FlowKey) -> tuple:
 
 def labels_for(source: LabelSource, nf: NdpiFlow) -> Labels:
     """Map one nDPI verdict onto our tasks, per the source's tables."""
-    if nf.master == "Unknown":
+    if nf.master == "Unknown" or (source.dpi_only and nf.guessed):
         return {}
     enc = None if nf.encrypted is None else ("encrypted" if nf.encrypted else "cleartext")
     return merged(
@@ -93,7 +110,7 @@ def labels_for(source: LabelSource, nf: NdpiFlow) -> Labels:
 
 
 class NdpiLabeller:
-    """Labels the flows of one capture from its ``.out`` file."""
+    """Labels the flows of one capture from its ``.out`` file (or ndpiReader's output)."""
 
     def __init__(self, source: LabelSource, out_file: str | Path, relpath: str) -> None:
         self._index: dict[tuple, Labels] = {}
@@ -102,10 +119,11 @@ class NdpiLabeller:
             if labels:
                 self._index.setdefault(flow_index_key(nf.proto, nf.a, nf.b), labels)
         self._overrides = source.rules_for(relpath)
+        self._rules_alone = source.rules_alone
 
     def __call__(self, key: FlowKey) -> Labels:
         base = self._index.get(key_of(key))
-        if base is None:
-            return {}
         extra = self._overrides.label(key) if self._overrides else None
+        if base is None and not (self._rules_alone and extra):
+            return {}
         return merged(base, extra)
