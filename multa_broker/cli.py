@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("multa_broker.commands.bench", "benchmarks: flows, model, bridge, zeek"),
     "bridge": ("multa_broker.commands.bridge", "run the Zeek <-> model bridge service"),
     "lab": ("multa_broker.commands.lab", "generate labelled traffic in network namespaces"),
+    "zeek-path": ("multa_broker.resources", "print the folder of the installed Zeek scripts (for @load)"),
 }
 
 log = logging.getLogger("multa")

@@ -50,11 +50,11 @@ SIDE_ONLY = ("archive_sha256",)
 
 
 def repo_store() -> Path:
-    """The repository's model store (``$MULTA_MODEL_STORE`` overrides)."""
-    env = os.environ.get("MULTA_MODEL_STORE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "model_store"
+    """The default model store: ``model_store/`` of the checkout or of the installed
+    package (:mod:`multa_broker.resources`); ``$MULTA_MODEL_STORE`` overrides."""
+    from multa_broker import resources
+
+    return resources.model_store()
 
 
 def sha256_file(path: Path) -> str:
