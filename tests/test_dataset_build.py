@@ -43,6 +43,9 @@ def test_build_labels_only_matching_flows_and_keeps_missing(small_corpus):
     ds, report = build(BuildConfig(data_dir=data, sources=[source], builtin=False), progress=False)
     assert report.errors == []
     assert report.captures_read == 3
+    # The data card's source of every capture: the label source's name (file stem).
+    assert ds.meta["capture_sources"] == ["src"] * 3
+    assert set(ds.sources().tolist()) == {"src"}
     assert 0 < len(ds) <= report.flows_seen
     service = ds.task_labels("service")
     http = TASKS["service"].index("http")
