@@ -43,8 +43,10 @@ CAUTION = (
     "drop", "ips", "frag", "reversed", "unrecognized", "mismatch", "long", "wrong", "incomplete",
     "missing", "duplicate", "inject", "recursion", "eicar", "kerberoast", "probing", "weak",
     "testmyids", "not09", "events", "unintroduced", "unassigned", "z-flag", "midstream", "async",
-    "filestore", "data-after", "abandon", "noint", "bailout", "retry",
+    "filestore", "data-after", "abandon", "noint", "bailout", "retry", "multiple-cl", "no-helo", "spaces",
 )
+#: A 4-digit number in a name is a Suricata ticket: a regression case for a bug.
+TICKET = re.compile(r"(^|-)\d{4}(-|$)")
 #: Words in a test's rules or test.yaml that suggest an attack sample.
 ATTACK_WORDS = re.compile(
     r"trojan|malware|cnc|exploit|shellcode|web-application-attack|attempted-admin|"
@@ -94,6 +96,9 @@ def decide(test: Path) -> tuple[str, str]:
     if prefix is None:
         return "missing", "no protocol prefix in the name (engine, decoder or output test)"
     word = next((w for w in CAUTION if w in name), None)
+    ticket = TICKET.search(name)
+    if word is None and ticket:
+        return "missing", f"name has Suricata ticket number {ticket.group(0).strip('-')}: a bug regression case"
     if word:
         return "missing", f"name keyword '{word}': not a plain protocol exchange"
     text = "\n".join(p.read_text(errors="replace") for p in sorted(test.glob("*.rules")))

@@ -104,7 +104,7 @@ def test_ndpi_source_without_results_needs_the_reader(tmp_path):
     orig = build_mod.NdpiReader
     build_mod.NdpiReader = NoReader
     try:
-        with pytest.raises(MultaError, match="libndpi-bin"):
+        with pytest.raises(MultaError, match=r"s\.yaml: .*libndpi-bin.*--without s$"):
             plan(BuildConfig(tmp_path, sources=[yaml_file], builtin=False))
     finally:
         build_mod.NdpiReader = orig

@@ -116,7 +116,10 @@ def _ndpi_jobs(src: LabelSource, data_dir: Path, reader: NdpiReader) -> Iterator
             labeller: Labeller = NdpiLabeller(src, out, rel)
         else:
             if not checked:
-                _ = reader.version  # fail now, with one line, if ndpiReader is missing
+                try:
+                    _ = reader.version  # fail now, with one line, if ndpiReader is missing
+                except MultaError as e:
+                    raise MultaError(f"{src.origin}: {e}; or leave this source out: --without {src.name}") from None
                 checked = True
             labeller = _LazyNdpi(src, reader, path, rel)
         yield CaptureJob(path, f"{src.root}/{rel}", src.name, labeller)
