@@ -63,6 +63,9 @@ def test_older_files_without_capture_sources_still_load(tmp_path):
     assert "capture_sources" not in back.meta
     assert list(np.unique(back.sources())) == ["lab/http", "lab/scan", "ndpi", "stopddos"]
     assert source_of_capture("zeek-traces/http/get.pcap") == "zeek-traces"
+    # Origin and licence of a built-in source come from its YAML when the file lacks them.
+    by = {s["source"]: s for s in data_card(back)["sources"]}
+    assert by["ndpi"]["licence"] == "LGPL-3.0" and by["lab/scan"]["origin"] == "multa traffic lab, generated"
     # subset keeps the mapping
     assert set(back.subset(back.capture == 1).sources().tolist()) == {"ndpi"}
 

@@ -32,10 +32,17 @@ def _info(ds: FlowDataset, source: str) -> dict[str, str]:
         return {"origin": str(known[source].get("origin", "")), "licence": str(known[source].get("licence", ""))}
     if source.startswith("lab/"):
         return dict(_LAB_ORIGIN)
+    # Files built before source_info existed: the built-in source of that name says.
+    from multa_broker.dataset.labelmap import builtin_sources
+
+    for src in builtin_sources():
+        if src.name == source:
+            return {"origin": src.provenance, "licence": src.licence}
     return {"origin": "", "licence": ""}
 
 
-def data_card(ds: FlowDataset, target_flows: int = TARGET_FLOWS, target_sources: int = TARGET_SOURCES) -> dict[str, Any]:
+def data_card(ds: FlowDataset, target_flows: int = TARGET_FLOWS,
+              target_sources: int = TARGET_SOURCES) -> dict[str, Any]:
     """The card as a JSON-ready dict: ``sources`` (a list) and ``tasks`` ({task: {class: ...}})."""
     flow_sources = ds.sources()
     cap_sources = ds.capture_sources()
