@@ -88,7 +88,7 @@ class Classifier:
 
     @classmethod
     def load(cls, path: str | Path = "default", thresholds: Any = None, *, threads: int | None = None,
-             verify: bool = True) -> "Classifier":
+             verify: bool = True, sha256: str | None = None) -> "Classifier":
         """Load ``path`` (a store dir, a model.pt with its manifest beside it, or ``"default"``).
 
         ``threads`` sets torch's intra-op CPU threads (process-wide); ``verify``
@@ -96,7 +96,7 @@ class Classifier:
         """
         if threads is not None:
             torch.set_num_threads(max(1, int(threads)))
-        clf = cls(store.load(path, verify=verify), thresholds)
+        clf = cls(store.load(path, verify=verify, sha256=sha256), thresholds)
         log.info("loaded %s from %s (tasks %s, N=%d)", clf.name, clf.path, ", ".join(clf.tasks), clf.n)
         return clf
 

@@ -166,8 +166,26 @@ def read_manifest(model_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def load(path: str | Path, verify: bool = True) -> StoredModel:
-    """Load and verify a stored model; refuses anything that does not check out."""
+class PinMismatch(MultaError):
+    """The archive is not the one an operator approved (the bridge's ``model.sha256``)."""
+
+
+def check_pin(model_path: Path, got: str, pin: str | None) -> None:
+    """Raise :class:`PinMismatch` unless the archive's sha256 ``got`` is the pinned ``pin`` (None: no pin)."""
+    if pin is not None and got != pin.strip().lower():
+        raise PinMismatch(f"{model_path}: sha256 {got[:16]}... is not the approved archive "
+                          f"(model.sha256 {pin.strip().lower()[:16]}...); refusing it")
+
+
+def load(path: str | Path, verify: bool = True, sha256: str | None = None) -> StoredModel:
+    """Load and verify a stored model; refuses anything that does not check out.
+
+    ``sha256`` pins the archive: any other ``model.pt`` is refused (:class:`PinMismatch`),
+    whatever its manifest says. The archive is read once, and the bytes that were
+    hashed are the bytes loaded.
+    """
+    import io
+
     import torch
 
     model_dir = resolve(path)
@@ -178,9 +196,14 @@ def load(path: str | Path, verify: bool = True) -> StoredModel:
     if side.get("format") != MANIFEST_FORMAT:
         raise MultaError(f"{model_dir / MANIFEST_FILE}: manifest format {side.get('format')!r}, "
                          f"this multa reads {MANIFEST_FORMAT}")
+    try:
+        data = model_path.read_bytes()
+    except OSError as e:
+        raise MultaError(f"{model_path}: cannot read: {e.strerror or e}") from None
+    got = hashlib.sha256(data).hexdigest()
+    check_pin(model_path, got, sha256)
     if verify:
         want = side.get("archive_sha256")
-        got = sha256_file(model_path)
         if want != got:
             raise MultaError(f"{model_path}: sha256 {got[:16]}... does not match its manifest "
                              f"({str(want)[:16]}...): the file was changed or corrupted")
@@ -188,7 +211,7 @@ def load(path: str | Path, verify: bool = True) -> StoredModel:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=DeprecationWarning)
-            module = torch.jit.load(str(model_path), map_location="cpu", _extra_files=extra)
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
     except Exception as e:  # torch raises RuntimeError/ValueError/zip errors for damaged archives
         raise MultaError(f"{model_path}: not a loadable TorchScript archive ({str(e).splitlines()[0]})") from None
     try:

@@ -75,6 +75,9 @@ class ModelConfig:
     worker: Literal["process", "thread"] = _f(
         "process", "run the model in a worker process (no GIL shared with the network side) or a thread")
     threads: int = _f(1, "torch threads for inference (the event loop needs a core too)")
+    sha256: Union[str, None] = _f(
+        None, "sha256 of the approved model.pt (sha256sum model.pt): any other archive is refused at start "
+              "and on reload, whatever its manifest says (null: any model whose manifest checks pass)")
 
 
 @dataclass
@@ -151,6 +154,9 @@ class BridgeConfig:
                        "websocket.ping_timeout_s": self.websocket.ping_timeout_s}.items():
             if v is not None and v <= 0:
                 raise ValueError(f"{key} must be > 0 or null, got {v}")
+        pin = (self.model.sha256 or "").strip().lower()
+        if self.model.sha256 is not None and (len(pin) != 64 or pin.strip("0123456789abcdef")):
+            raise ValueError(f"model.sha256 must be 64 hex digits (sha256sum model.pt), got {self.model.sha256!r}"[:160])
         if not self.topics.flows:
             raise ValueError("topics.flows must name at least one topic")
         if not 0 <= self.metrics.port <= 65535 or not 0 < self.native.port <= 65535:

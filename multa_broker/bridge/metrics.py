@@ -52,7 +52,7 @@ class BridgeMetrics:
         self.reloads = Counter("multa_bridge_model_reloads", "model reload attempts", ["result"], registry=r)
         for reason in DROP_REASONS:
             self.flows_dropped.labels(reason)
-        for result in ("ok", "failed"):
+        for result in ("ok", "failed", "refused"):
             self.reloads.labels(result)
 
     def value(self, name: str, **labels: str) -> float:

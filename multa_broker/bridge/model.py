@@ -34,11 +34,39 @@ class ClassifierLike(Protocol):
 Loader = Callable[[str, Any], ClassifierLike]
 
 
-def load_classifier(path: str, thresholds: Any = None) -> ClassifierLike:
-    """Load and verify the stored model with multa's Classifier (imports torch)."""
+def load_classifier(path: str, thresholds: Any = None, sha256: str | None = None) -> ClassifierLike:
+    """Load and verify the stored model with multa's Classifier (imports torch).
+
+    ``sha256`` pins the archive (``model.sha256``): another one raises ``store.PinMismatch``.
+    """
     from multa_broker.inference import Classifier
 
-    return Classifier.load(path, thresholds=thresholds)
+    return Classifier.load(path, thresholds=thresholds, sha256=sha256)
+
+
+def check_pin(path: str, sha256: str | None) -> None:
+    """Raise ``store.PinMismatch`` unless the model at ``path`` has the pinned archive sha256
+    (for loaders other than :func:`load_classifier`, which checks the bytes it loads)."""
+    from multa_broker import store
+
+    if sha256 is None:
+        return
+    model_path = store.resolve(path) / store.MODEL_FILE
+    try:
+        got = store.sha256_file(model_path)
+    except OSError as e:
+        from multa_broker.errors import MultaError
+
+        raise MultaError(f"{model_path}: cannot read: {e.strerror or e}") from None
+    store.check_pin(model_path, got, sha256)
+
+
+def load_pinned(loader: "Loader | None", path: str, thresholds: Any, sha256: str | None) -> ClassifierLike:
+    """``loader(path, thresholds)`` (None: multa's own) with the archive pinned to ``sha256``."""
+    if loader is None or loader is load_classifier:
+        return load_classifier(path, thresholds, sha256)
+    check_pin(path, sha256)
+    return loader(path, thresholds)
 
 
 def watched_files(path: str) -> list[Path]:

@@ -74,18 +74,19 @@ class ThreadRunner:
         except ImportError:  # a classifier without torch needs no threads setting
             pass
 
-    def _load_sync(self, path: str, thresholds: Any) -> Any:
+    def _load_sync(self, path: str, thresholds: Any, sha256: str | None = None) -> Any:
         try:
-            return self._loader(path, thresholds)
+            return modelmod.load_pinned(self._loader, path, thresholds, sha256)
         except MultaError:
             raise
         except Exception as e:  # torch/pickle/IO errors: one line, not a traceback
             raise MultaError(f"{path}: cannot load model: {type(e).__name__}: {e}") from None
 
-    async def load(self, path: str, thresholds: Any) -> Any:
-        """Load (and on success use) the model at ``path``; returns it. MultaError on failure."""
+    async def load(self, path: str, thresholds: Any, sha256: str | None = None) -> Any:
+        """Load (and on success use) the model at ``path``; returns it. MultaError on failure
+        (``store.PinMismatch`` when ``sha256`` pins another archive)."""
         loop = asyncio.get_running_loop()
-        clf = await loop.run_in_executor(self._load_pool, self._load_sync, path, thresholds)
+        clf = await loop.run_in_executor(self._load_pool, self._load_sync, path, thresholds, sha256)
         self.model = clf  # swapped on the loop thread: the next batch uses it
         return clf
 
@@ -175,11 +176,15 @@ class ProcessRunner:
             except (ConnectionError, BrokenPipeError):
                 pass  # the reader sees EOF and fails every waiting future
         status, payload = await fut
+        if status == "refused":
+            from multa_broker.store import PinMismatch
+
+            raise PinMismatch(str(payload))
         if status != "ok":
             raise MultaError(str(payload))
         return payload
 
-    async def load(self, path: str, thresholds: Any) -> modelmod.ModelInfo:
+    async def load(self, path: str, thresholds: Any, sha256: str | None = None) -> modelmod.ModelInfo:
         snap = await asyncio.to_thread(self._copy_model, path)
         try:
             for _ in range(SLOTS):
@@ -188,7 +193,8 @@ class ProcessRunner:
                 if not self._alive():
                     await self._kill()
                     await self._start()
-                info = await self._call("load", str(snap), thresholds, self._threads)
+                # The worker hashes the bytes it loads from the private copy: no swap in between.
+                info = await self._call("load", str(snap), thresholds, self._threads, sha256)
             finally:
                 for _ in range(SLOTS):
                     self._slots.release()
@@ -197,14 +203,14 @@ class ProcessRunner:
             # Name the user's files, not our private copy.
             from multa_broker import store
 
-            raise MultaError(str(e).replace(str(snap), str(store.resolve(path)))) from None
+            raise type(e)(str(e).replace(str(snap), str(store.resolve(path)))) from None
         except BaseException:
             shutil.rmtree(snap, ignore_errors=True)
             raise
         old, self._snapshot = self._snapshot, snap
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        self._source = (str(snap), thresholds)
+        self._source = (str(snap), thresholds, sha256)
         self.model = info
         return info
 
@@ -215,7 +221,8 @@ class ProcessRunner:
             await self._kill()
             await self._start()
             if self._source is not None:
-                self.model = await self._call("load", *self._source, self._threads)
+                snap, thresholds, sha256 = self._source
+                self.model = await self._call("load", snap, thresholds, self._threads, sha256)
                 log.warning("model worker restarted with %s", self.model.name)
 
     async def classify(self, flows: Sequence[Flow]) -> list[Result]:

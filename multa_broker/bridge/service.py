@@ -37,6 +37,7 @@ from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
 from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_N
 from multa_broker.protocol import FLOWS_EVENT, NODE_RESULT_TOPIC_PREFIX, Result
+from multa_broker.store import PinMismatch
 
 log = logging.getLogger("multa.bridge")
 
@@ -100,7 +101,7 @@ class BridgeService:
         """Load the configured model here and now (``--check``); MultaError if it cannot be used."""
         path = self.cfg.model.path
         try:
-            clf = (self._loader or modelmod.load_classifier)(path, self.cfg.model.thresholds)
+            clf = modelmod.load_pinned(self._loader, path, self.cfg.model.thresholds, self.cfg.model.sha256)
         except MultaError:
             raise
         except Exception as e:  # torch/pickle/IO errors: the user needs one line, not a traceback
@@ -115,10 +116,10 @@ class BridgeService:
     async def _load(self) -> Any:
         path = self.cfg.model.path
         try:
-            return self._checked(await self._runner.load(path, self.cfg.model.thresholds))
+            return self._checked(await self._runner.load(path, self.cfg.model.thresholds, self.cfg.model.sha256))
         except MultaError as e:
             msg = str(e)
-            raise MultaError(msg if path in msg else f"{path}: cannot load model: {msg}") from None
+            raise type(e)(msg if path in msg else f"{path}: cannot load model: {msg}") from None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -456,6 +457,11 @@ class BridgeService:
         old = self.classifier
         try:
             new = await self._load()
+        except PinMismatch as e:
+            # Not the archive the operator approved (model.sha256): never served.
+            self.metrics.reloads.labels("refused").inc()
+            log.error("reload (%s) refused, keeping model %s: %s", why, old.name if old else "?", e)
+            return
         except Exception as e:
             self.metrics.reloads.labels("failed").inc()
             log.error("reload (%s) failed, keeping model %s: %s", why, old.name if old else "?", e)

@@ -3,8 +3,9 @@
 The bridge starts it as ``python -m multa_broker.bridge.worker`` and talks to
 it over stdin/stdout with length-prefixed pickles, one request at a time:
 
-* ``("load", path, thresholds, threads)`` -> ``("ok", ModelInfo)`` or ``("error", message)``;
-  a failed load keeps the model it had;
+* ``("load", path, thresholds, threads, sha256)`` -> ``("ok", ModelInfo)``, ``("error", message)``,
+  or ``("refused", message)`` when the archive is not the pinned ``sha256``; a failed load
+  keeps the model it had;
 * ``("probs", sizes, dirs, iats, lengths, proto)`` -> ``("ok", [per-task probabilities])``.
 
 Why a process: in one process the model thread and the event loop share the
@@ -47,6 +48,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
 
     from multa_broker.bridge.model import ModelInfo, load_classifier
     from multa_broker.flow import EncodedBatch
+    from multa_broker.store import PinMismatch
 
     clf = None
     while True:
@@ -56,11 +58,11 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         op = req[0]
         try:
             if op == "load":
-                _, path, thresholds, threads = req
+                _, path, thresholds, threads, sha256 = req
                 import torch
 
                 torch.set_num_threads(max(1, int(threads)))
-                new = load_classifier(path, thresholds)
+                new = load_classifier(path, thresholds, sha256)
                 clf = new
                 reply: Any = ("ok", ModelInfo.of(clf))
             elif op == "probs":
@@ -70,6 +72,8 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
                 reply = ("ok", clf.probabilities(batch))
             else:
                 reply = ("error", f"unknown request {op!r}")
+        except PinMismatch as e:
+            reply = ("refused", str(e))
         except Exception as e:  # the parent logs it; the worker keeps serving
             reply = ("error", f"{type(e).__name__}: {e}")
         write_frame(out, reply)
