@@ -159,3 +159,21 @@ def test_wheel_and_sdist_carry_the_data_and_the_installed_multa_runs(tmp_path):
     r = _run([multa, "zeek-path"], work, env)
     assert r.returncode == 0 and r.stdout.strip().startswith(str(site_dir)), r.stdout + r.stderr
     assert (Path(r.stdout.strip()) / "__load__.zeek").is_file()
+
+    # An editable install of the same checkout finds the checkout's own folders
+    # through the same module (pyproject maps multa_broker._data to the checkout).
+    venv2 = tmp_path / "venv-editable"
+    r = _run([sys.executable, "-m", "venv", "--without-pip", str(venv2)], tmp_path, env)
+    assert r.returncode == 0, r.stderr
+    py2 = venv2 / "bin" / "python"
+    site2 = Path(_run([str(py2), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                      tmp_path, env).stdout.strip())
+    (site2 / "multa-test-deps.pth").write_text("\n".join(deps) + "\n")
+    r = _run([sys.executable, "-m", "pip", "--python", str(py2), "install", "--no-deps", "--no-index",
+              "--no-build-isolation", "-q", "-e", str(src)], tmp_path, env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _run([str(venv2 / "bin" / "multa"), "zeek-path"], work, env)
+    assert r.returncode == 0 and Path(r.stdout.strip()) == src / "zeek_scripts", r.stdout + r.stderr
+    r = _run([str(py2), "-c", "from multa_broker import resources as r; print(r.model_store()); "
+              "print(r.example_capture())"], work, env)
+    assert r.stdout.split() == [str(src / "model_store"), str(src / "examples" / "example.pcap")], r.stdout
