@@ -3,7 +3,9 @@
 Captures that come without nDPI result files (``result/X.out``) still get
 nDPI's service/encrypted/tunnel verdicts: ``ndpiReader -i CAPTURE -v 2``
 prints one line per flow in the same form as those files, so ndpi.py parses
-both the same way.
+both the same way. (4.2's other outputs do not serve: ``-w FILE`` writes only
+the summary tables, and ``-C FILE`` CSV has the protocol but neither the
+category nor the ``[Encrypted]``/``[ClearText]`` flag.)
 
 The verdicts are cached, because ndpiReader over a corpus of hundreds of
 captures takes minutes and the result only depends on the capture's bytes
