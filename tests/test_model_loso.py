@@ -62,3 +62,34 @@ def test_run_scores_every_model_on_each_left_out_fold(tmp_path) -> None:
     p = oos["ndpi|lmmoe|service|probs"]
     assert p.shape == (len(y), 3) and np.allclose(p.sum(axis=1), 1, atol=1e-4)
     assert "| ndpi | service |" in (tmp_path / "out" / "loso.md").read_text()
+
+
+def test_training_with_loso_calibration_ships_its_thresholds_and_reports_it(tmp_path) -> None:
+    from multa_broker.model.experiment import RunSpec, run
+
+    _dataset(tmp_path / "d.npz")
+    tiny = TrainConfig(epochs=2, min_epochs=1, batch_size=64, progress=False)
+    loso.run(loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "loso", experts=2, hidden=8, tower=8,
+                           baselines=False, train=tiny, folds=["ndpi", "lab/scan"]))
+    calib = json.loads((tmp_path / "loso" / "thresholds.json").read_text())
+    dest = run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", name="t", version="1", experts=2,
+                       hidden=8, tower=8, train=tiny, calibration=tmp_path / "loso" / "thresholds.json"))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    for task in manifest["tasks"]:
+        if task["name"] in calib["open_set"]:
+            assert task["threshold"] == round(calib["open_set"][task["name"]]["threshold"], 6)
+    report = (dest / "REPORT.md").read_text()
+    assert "Out of source (leave one source out)" in report and "Data card" in report
+
+
+def test_a_broken_calibration_file_is_one_clear_error(tmp_path) -> None:
+    import pytest
+
+    from multa_broker.errors import MultaError
+    from multa_broker.model.experiment import RunSpec, run
+
+    _dataset(tmp_path / "d.npz")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(MultaError, match="bad.json: not a thresholds.json"):
+        run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", experts=2, hidden=8, tower=8,
+                    train=TrainConfig(epochs=1, progress=False), calibration=tmp_path / "bad.json"))

@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reject", type=float, default=0.05,
                         help="open-set threshold: fraction of correct validation predictions it may "
                              "turn to unknown (default 0.05)")
+    parser.add_argument("--calibration", type=Path,
+                        help="thresholds.json from `multa train --eval loso`: use its out-of-source open-set "
+                             "thresholds instead of those picked on validation")
     parser.add_argument("--eval", choices=("split", "loso"), default="split",
                         help="split: train, test on the held-out split and store the model; loso: leave one "
                              "source out at a time, train on the rest, report each left-out source "
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
         single_hidden=args.single_hidden, stats=not args.no_stats, train=train_config(args), baselines=args.baselines,
         calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
+        calibration=args.calibration,
         command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])
         if "train" in sys.argv else "",
     )

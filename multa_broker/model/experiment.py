@@ -59,6 +59,8 @@ class RunSpec:
     set_default: bool = False
     force: bool = False
     command: str = ""
+    #: thresholds.json of a `multa train --eval loso` run: open-set thresholds picked out of source.
+    calibration: Path | None = None
 
 
 @dataclass
@@ -231,6 +233,9 @@ def run(spec: RunSpec) -> Path:
     log.info("dataset %s: %s flows (train/val/test), tasks %s", spec.dataset,
              "/".join(str(len(splits[s])) for s in SPLITS), ", ".join(tasks))
     data = dataset_summary(ds, spec.dataset, tasks)
+    from multa_broker.dataset.card import data_card
+
+    data["card"] = data_card(ds)
     training = {"paradigm": spec.train.paradigm, "seed": spec.train.seed, "config": spec.train.to_json(),
                 "dataset": data, "command": spec.command}
 
@@ -238,6 +243,8 @@ def run(spec: RunSpec) -> Path:
                       tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
     lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe")
+    if spec.calibration:
+        training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
     arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
             "dropout": spec.dropout, "stats": spec.stats}
     manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
@@ -269,11 +276,30 @@ def run(spec: RunSpec) -> Path:
 
     confusion_png(lmmoe.test, classes, dest / "confusion_test.png",
                   f"{spec.name}/{version} on the held-out test split (rows: true class)")
-    (dest / "REPORT.md").write_text(report_markdown(manifest, metrics))
+    (dest / "REPORT.md").write_text(report_markdown(manifest, metrics) + _report_extras(spec, data["card"]))
     if spec.set_default:
         store.set_default(spec.out, spec.name, version)
     log.info("stored %s in %.0fs", dest, time.perf_counter() - started)
     return dest
+
+
+def apply_calibration(trained: Trained, splits: dict[str, SplitTensors], classes: dict[str, list[str]],
+                      path: Path) -> dict[str, Any]:
+    """Replace the validation-picked open-set thresholds by out-of-source ones; re-score val and test."""
+    try:
+        calib = json.loads(Path(path).read_text())
+        picked = {t: float(o["threshold"]) for t, o in calib["open_set"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MultaError(f"--calibration {path}: not a thresholds.json of `multa train --eval loso` ({e})") from None
+    for t, task in enumerate(trained.model.task_names):
+        if task in picked:
+            trained.thresholds[t] = picked[task]
+    trained.val = evaluate(trained.model, splits["val"], classes, trained.temperatures, trained.thresholds)
+    trained.test = evaluate(trained.model, splits["test"], classes, trained.temperatures, trained.thresholds)
+    return {"file": str(path), "open_set": picked,
+            "notice": {c: o["threshold"] for c, o in calib.get("notice", {}).items()},
+            "cross_validated": {"open_set": {t: o["cross_validated"] for t, o in calib["open_set"].items()},
+                                "notice": {c: o["cross_validated"] for c, o in calib.get("notice", {}).items()}}}
 
 
 def train_classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], n: int, seed: int,
@@ -322,6 +348,18 @@ def report_markdown(manifest: dict[str, Any], metrics: dict[str, Any]) -> str:
                      f"{_f(o.get('coverage'))} | {_f(o.get('accuracy_accepted'))} | "
                      f"{_f(lm['test_ece_uncalibrated'][task])} | {_f(r['ece'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _report_extras(spec: RunSpec, card: dict[str, Any]) -> str:
+    """The out-of-source evaluation (when calibrated from one) and the data card, for REPORT.md."""
+    from multa_broker.dataset.card import render_markdown
+
+    parts = []
+    if spec.calibration and (spec.calibration.parent / "loso.md").is_file():
+        parts += ["", "## Out of source (leave one source out)", "",
+                  (spec.calibration.parent / "loso.md").read_text()]
+    parts += ["", "## Data card", "", render_markdown(card)]
+    return "\n".join(parts)
 
 
 def _f(x: Any) -> str:

@@ -88,14 +88,7 @@ def fold_of(source: str) -> str:
 
 
 def folds_of(ds: FlowDataset) -> np.ndarray:
-    if hasattr(ds, "sources"):
-        srcs = ds.sources()
-    else:  # TEMP until the dataset records sources
-        def src(name: str) -> str:
-            if name.startswith("lab:"):
-                return "lab/" + name.split("/", 1)[1].split("-", 1)[0]
-            return name.split("/", 1)[0]
-        srcs = np.array([src(ds.captures[c]) for c in ds.capture])
+    srcs = ds.sources()
     return np.array([fold_of(s) for s in srcs], dtype=object)
 
 
@@ -225,6 +218,13 @@ def run(spec: LosoSpec) -> dict[str, Any]:
             results.append(run_fold(spec, fold))
     summary = summarise(results)
     _save(spec, results, summary)
+    from multa_broker.model import thresholds
+
+    calib = thresholds.calibrate(thresholds.load_oos(spec.out / "oos.npz", "lmmoe"), dict(ds.tasks))
+    (spec.out / "thresholds.json").write_text(json.dumps(_json_safe(calib), indent=1, sort_keys=True) + "\n")
+    with open(spec.out / "loso.md", "a") as fh:
+        fh.write("\n" + thresholds.markdown(calib))
+    summary["thresholds"] = calib
     return summary
 
 
