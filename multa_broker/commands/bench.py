@@ -11,13 +11,14 @@ import importlib
 
 from multa_broker.errors import MultaError
 
-HELP = "benchmarks: flows, model, bridge, zeek"
+HELP = "benchmarks: flows, model, bridge, zeek, soak"
 
 BENCHES: dict[str, tuple[str, str]] = {
     "flows": ("multa_broker.capture.bench", "offline extractor packets/s on a capture corpus"),
     "model": ("multa_broker.model.bench", "LMMoE vs single-task models: size, flows/s, macro-F1"),
     "bridge": ("multa_broker.bridge.bench", "end-to-end bridge flows/s and latency over WebSocket"),
     "zeek": ("multa_broker.zeekbench", "Zeek wall time and memory: plain vs multa vs new_packet"),
+    "soak": ("multa_broker.bridge.soak", "the bridge for a bounded time under load and injected faults"),
 }
 
 
