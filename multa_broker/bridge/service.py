@@ -251,9 +251,10 @@ class BridgeService:
                     # yield so the batcher runs between messages under load.
                     await asyncio.sleep(0)
             except TransportClosed as e:
-                if e.dropped:
+                if e.dropped:  # one message ended the connection: counted and logged as that message
                     self._malformed(e.dropped, str(e))
-                self._ratelog.warning("lost", f"lost Zeek: {e}")
+                else:
+                    self._ratelog.warning("lost", f"lost Zeek: {e}")
             finally:
                 self._transport = None
                 self.metrics.connected.set(0)
