@@ -270,6 +270,8 @@ def run(spec: RunSpec) -> Path:
         metrics["classical"] = train_classical(ds, tasks, classes, spec.n, spec.train.seed,
                                                spec.train.class_weights)
 
+    if spec.calibration and (spec.calibration.parent / "loso.json").is_file():
+        metrics["loso"] = json.loads((spec.calibration.parent / "loso.json").read_text())
     store.export(lmmoe.model, manifest, dest)
     (dest / "metrics.json").write_text(json.dumps(_finite(metrics), indent=1, sort_keys=True) + "\n")
     from multa_broker.model.figures import confusion_png
