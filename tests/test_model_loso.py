@@ -41,7 +41,10 @@ def test_fold_split_keeps_the_left_out_source_out_of_training(tmp_path) -> None:
     assert held_keys == set(ds.keys[folds == "lab/benign"].tolist())  # every row of the fold, any split
     assert not held_keys & rest_keys
     assert (held.split == SPLITS.index("test")).all()
-    assert not (rest.split == SPLITS.index("test")).any()  # the others' test rows are not used at all
+    assert not (rest.split == SPLITS.index("test")).any()  # the others' test rows train
+    others = ds.split[folds != "lab/benign"]
+    assert (rest.split == SPLITS.index("val")).sum() == (others == SPLITS.index("val")).sum()
+    assert len(rest) + len(held) == len(ds)
 
 
 def test_run_scores_every_model_on_each_left_out_fold(tmp_path) -> None:

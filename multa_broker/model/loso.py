@@ -6,9 +6,10 @@ figure on traffic from *elsewhere*, so this is multa's main yardstick.
 
 For each fold (a source, or a group of the lab's scenario families):
 
-* training and validation rows are the other sources' ``train`` and ``val``
-  splits (validation drives early stopping, temperatures and thresholds, so
-  model selection never sees the left-out source);
+* training rows are the other sources' ``train`` and ``test`` splits, and
+  validation rows their ``val`` split (validation drives early stopping,
+  temperatures and thresholds, so model selection never sees the left-out
+  source);
 * the test rows are **every** labelled row of the left-out source;
 * the LMMoE, the single-task LSTMs and the classical trees are trained with
   the same budget; per task, macro-F1 over the classes present in the fold.
@@ -107,10 +108,15 @@ def plan_folds(ds: FlowDataset, wanted: list[str] | None) -> list[str]:
 
 
 def _fold_datasets(ds: FlowDataset, fold: str) -> tuple[FlowDataset, FlowDataset]:
-    """(the other sources with their train/val splits, every row of the left-out fold as test)."""
+    """(the other sources, every row of the left-out fold as test).
+
+    The other sources keep their validation split (early stopping, calibration); their test split
+    trains too: here the test is the left-out source, and every flow from elsewhere helps.
+    """
     folds = folds_of(ds)
     out = folds == fold
-    rest = ds.subset(~out & (ds.split != SPLITS.index("test")))
+    rest = ds.subset(~out)
+    rest.split = np.where(rest.split == SPLITS.index("test"), SPLITS.index("train"), rest.split).astype(np.int8)
     held = ds.subset(out)
     held.split = np.full(len(held), SPLITS.index("test"), np.int8)
     return rest, held
