@@ -63,3 +63,10 @@ def test_cross_validation_scores_each_fold_with_the_other_folds_threshold() -> N
     # Fold a scored with b's threshold (~0.9) keeps ~20% of its rows; b with a's (~0.5, or none) keeps all.
     assert 0.5 < cv["coverage"] < 0.7
     assert "| encrypted |" in th.markdown(calib)
+
+
+def test_a_single_fold_gets_no_cross_validated_figure() -> None:
+    y = np.arange(300) % 2
+    calib = th.calibrate({"encrypted": [th.FoldPreds("only", y, _probs(y, np.full(300, 0.9), 2))]},
+                         {"encrypted": ["encrypted", "cleartext"]})
+    assert calib["open_set"]["encrypted"]["cross_validated"] == {}

@@ -142,7 +142,10 @@ def _cross_validated(preds: list[FoldPreds], pick, counts) -> dict[str, Any]:
     total: dict[str, int] = {}
     for k, fold in enumerate(preds):
         others = [p for j, p in enumerate(preds) if j != k]
-        t = pick(*_labelled(others))
+        yo, po = _labelled(others)
+        if len(yo) == 0:  # nothing else to pick a threshold on: this fold gets no figure
+            continue
+        t = pick(yo, po)
         yk, pk = fold.y[fold.y >= 0], fold.probs[fold.y >= 0]
         if t is None or len(yk) == 0:
             continue
