@@ -98,7 +98,9 @@ def dos_httpflood(ctx: Context) -> None:
     ctx.rule(HTTP_DOS, server=ctx.srv.ip, ports=ports(80), client=ctx.atk.ip, protos=("tcp",), what="ab/wrk")
     site = web_content(ctx, n=4, hi=50_000)
     nginx(ctx, site, ctx.srv.ip)
-    url = f"http://{ctx.target(ctx.srv.ip)}{ctx.choice(site.paths)}"
+    # Floods mostly hit the front page (small), sometimes an object.
+    path = ctx.choice(["/", "/index.html", "/index.html", ctx.choice(site.paths)])
+    url = f"http://{ctx.target(ctx.srv.ip)}{path}"
     with Browsing(ctx, site):
         ctx.pause(0.5, 1.5)
         from multa_broker.lab.scenario import find_tool

@@ -85,6 +85,29 @@ class Shaping:
         return dict(self.rate_kbit)
 
 
+TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: MTUs drawn per scenario (1500 half the time): tunnels and PPPoE paths below, jumbo frames above.
+MTUS = (1280, 1380, 1400, 1420, 1460, 1492, 4000, 9000)
+#: MSS values a middlebox clamps SYNs to (drawn in 30 % of scenarios, never above MTU - 40).
+MSS_CLAMPS = (536, 1200, 1240, 1360, 1380, 1400, 1410, 1440, 1452)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Path conditions of one scenario beyond the tbf rate (the kernel has no netem: no delay, jitter or loss)."""
+
+    mtu: int = 1500
+    mss: int | None = None
+
+    @staticmethod
+    def draw(rng: random.Random, mss_possible: bool = True) -> "Conditions":
+        mtu = 1500 if rng.random() < 0.5 else rng.choice(MTUS)
+        mss = None
+        if mss_possible and rng.random() < 0.3:
+            mss = rng.choice([m for m in MSS_CLAMPS if m <= mtu - 40])
+        return Conditions(mtu, mss)
+
+
 def list_lab_namespaces(prefix: str = NS_PREFIX) -> list[str]:
     p = sh(["ip", "netns", "list"], check=False)
     names = [line.split()[0] for line in p.stdout.splitlines() if line.strip()]
@@ -216,6 +239,19 @@ class Network:
             sh(["ip", "netns", "exec", self.switch, "tc", "qdisc", "replace", "dev", host.port, "root", *tbf])
             shaping.rate_kbit[host.role] = rate
         return shaping
+
+    # -- path conditions: MTU and MSS clamping ------------------------------------
+    def set_conditions(self, cond: "Conditions") -> None:
+        """Set every link's MTU and (re)set MSS clamping on every host; the previous scenario's are undone."""
+        for host in self.hosts.values():
+            sh(["ip", "-n", host.ns, "link", "set", "eth0", "mtu", str(cond.mtu)])
+            sh(["ip", "-n", self.switch, "link", "set", host.port, "mtu", str(cond.mtu)])
+            if shutil.which("iptables", path=TOOL_PATH):
+                sh(["ip", "netns", "exec", host.ns, "iptables", "-t", "mangle", "-F", "POSTROUTING"], check=False)
+                if cond.mss:
+                    sh(["ip", "netns", "exec", host.ns, "iptables", "-t", "mangle", "-A", "POSTROUTING", "-p", "tcp",
+                        "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", str(cond.mss)])
+        sh(["ip", "-n", self.switch, "link", "set", BRIDGE, "mtu", str(cond.mtu)], check=False)
 
     # -- helpers for scenarios ---------------------------------------------------
     def listening(self, role: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any, Iterator, Sequence
 
 from multa_broker.errors import MultaError
 from multa_broker.lab import labels as lab_labels
-from multa_broker.lab.network import BRIDGE, HOSTS, LAN, Network
+from multa_broker.lab.network import BRIDGE, HOSTS, LAN, Conditions, Network
 from multa_broker.lab.procs import Procs, lab_env
 from multa_broker.lab.scenario import KINDS, REGISTRY, UNAVAILABLE, Context, ScenarioError, find_tool
 from multa_broker.lab.tools import versions
@@ -38,7 +38,7 @@ log = logging.getLogger("multa.lab")
 #: Executables the lab itself needs, whatever the scenarios.
 CORE_TOOLS = ("ip", "tc", "ethtool", "tcpdump", "ss")
 #: Tools scenarios use when present (versions go in the manifest).
-OPTIONAL_TOOLS = ("nginx", "dnsmasq", "wget", "lftp", "redis-benchmark", "openssl", "ssh-keygen")
+OPTIONAL_TOOLS = ("nginx", "dnsmasq", "wget", "lftp", "redis-benchmark", "openssl", "ssh-keygen", "iptables")
 SETTLE_S = 1.0
 SNAPLEN = 1600
 BUFFER_KIB = 32768
@@ -60,6 +60,8 @@ class Outcome:
     unmatched: int = 0
     unmatched_examples: list[str] = field(default_factory=list)
     shaping_kbit: dict[str, int] = field(default_factory=dict)
+    mtu: int = 1500
+    mss_clamp: int | None = None
     notes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -110,13 +112,13 @@ def _signals_interrupt() -> Iterator[None]:
 class Capture:
     """tcpdump on the switch's bridge: every frame between lab hosts, once."""
 
-    def __init__(self, procs: Procs, net: Network, pcap: Path):
+    def __init__(self, procs: Procs, net: Network, pcap: Path, snaplen: int = SNAPLEN):
         self.procs, self.net, self.pcap = procs, net, pcap
         # A small snap length keeps ring slots small (the default 256 KiB slot
         # leaves room for a handful of frames and bursts get dropped); frames
         # are at most 1514 bytes with offloads off, so nothing is cut.
         self.daemon = procs.start(net.switch, ["tcpdump", "-i", BRIDGE, "-n", "-U", "--immediate-mode",
-                                               "-s", str(SNAPLEN), "-B", str(BUFFER_KIB),
+                                               "-s", str(snaplen), "-B", str(BUFFER_KIB),
                                                "-Z", "root", "-w", str(pcap), "ip and not igmp"],
                                   f"tcpdump-{pcap.stem}")
         deadline = time.monotonic() + 15
@@ -138,6 +140,18 @@ class Capture:
         return int(cap[-1]) if cap else 0, int(drop[-1]) if drop else 0
 
 
+def conditions(name: str, seed: int, scale: float) -> Conditions:
+    """MTU and MSS clamping for one scenario run, from their own seeded RNG (the scenario's draws stay as they were).
+
+    Shrunk (CI) runs and tunnel scenarios keep MTU 1500 and no clamping: the CI checks wire-sized
+    frames against 1500, and the tunnels set inner MTUs for a 1500-byte path (a smaller outer MTU
+    would fragment their packets).
+    """
+    if scale < 1 or REGISTRY[name].kind == "tunnel":
+        return Conditions()
+    return Conditions.draw(random.Random(f"{seed}:{name}:path"), mss_possible=find_tool("iptables") is not None)
+
+
 def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: float) -> Outcome:
     spec = REGISTRY[name]
     o = Outcome(name, spec.kind, "ran", seed)
@@ -157,7 +171,10 @@ def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: f
     log.info("scenario %s: %s", name, spec.summary)
     try:
         o.shaping_kbit = net.shape(rng).to_json()
-        cap = Capture(procs, net, pcap)
+        cond = conditions(name, seed, scale)
+        net.set_conditions(cond)
+        o.mtu, o.mss_clamp = cond.mtu, cond.mss
+        cap = Capture(procs, net, pcap, snaplen=max(SNAPLEN, cond.mtu + 100))
         try:
             spec.func(ctx)
         finally:
