@@ -86,7 +86,7 @@ def mariadb(ctx: Context, addr: str) -> Account:
                        f"--log-error={d}/error.log", "--max-connections=120", "--ssl=0"],
                "mariadbd", listen=[("tcp", addr, 3306)], wait=60)
     sql = (f"CREATE DATABASE app; CREATE USER '{acct.user}'@'%' IDENTIFIED BY '{acct.password}'; "
-           f"GRANT ALL ON app.* TO '{acct.user}'@'%'; FLUSH PRIVILEGES;")
+           f"GRANT ALL ON app.* TO '{acct.user}'@'%'; GRANT ALL ON slap.* TO '{acct.user}'@'%'; FLUSH PRIVILEGES;")
     ctx.client("srv", ["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-e", sql], timeout=60, ok=True)
     return acct
 
