@@ -21,7 +21,10 @@ ALL_PACKAGES="$CI_PACKAGES
   postgresql postgresql-client mariadb-server mariadb-client samba smbclient
   inetutils-inetd inetutils-telnetd telnet tigervnc-standalone-server tigervnc-tools vncsnapshot
   snmpd snmp rsyslog dovecot-imapd dovecot-pop3d apache2 apache2-utils lighttpd unbound bind9
-  masscan wrk iptables"
+  masscan wrk iptables busybox ntpsec-ntpdate sntp"
+# chronyd (the ntp scenario's server) is unpacked, not installed: Debian's chrony package conflicts
+# with systemd-timesyncd (one time daemon per system) and the lab must not replace the host's.
+CHRONY_DIR=/opt/multa-lab/chrony
 
 case "${1:-}" in
   --ci) PACKAGES="$CI_PACKAGES" ;;
@@ -47,4 +50,15 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $PACKAGES
+if [ "$PACKAGES" = "$ALL_PACKAGES" ] && [ ! -x "$CHRONY_DIR/usr/sbin/chronyd" ]; then
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  if (cd "$tmp" && apt-get download -q chrony) && mkdir -p "$CHRONY_DIR" \
+      && dpkg-deb -x "$tmp"/chrony_*.deb "$CHRONY_DIR"; then
+    echo "lab-setup: unpacked chronyd into $CHRONY_DIR (not installed; the host's time daemon is untouched)"
+  else
+    echo "lab-setup: could not unpack chrony: the ntp scenario will be skipped" >&2
+  fi
+  rm -rf "$tmp"
+fi
 echo "lab-setup: installed: $(echo $PACKAGES | tr -s ' \n' ' ')"

@@ -8,7 +8,7 @@ from multa_broker.lab.benign import DB, DNS, HTTP, TLS, _mail_body, curl_session
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.network import RESOLVER
 from multa_broker.lab.scenario import Context, find_tool, scenario
-from multa_broker.lab.servers import (PG_BIN, apache, dovecot, lighttpd, mariadb, named, need_user, postgres,
+from multa_broker.lab.servers import (CHRONYD, PG_BIN, apache, chronyd, dovecot, lighttpd, mariadb, named, need_user, postgres,
                                       rsyslogd, samba, snmpd, telnetd, unbound, xvnc)
 from multa_broker.lab.services import LAB_DOMAIN, resolver, web_content
 
@@ -418,3 +418,61 @@ def bind_scn(ctx: Context) -> None:
 
 
 __all__ = ["MAIL", "REMOTE", "WINDOWS", "NETMGMT", "telnet_session", "_mail_body"]
+
+
+# -- DHCP -----------------------------------------------------------------------------------------------------------
+
+@scenario("dhcp", "benign", "busybox udhcpd + udhcpc lease requests (DISCOVER/OFFER/REQUEST/ACK, varied client ids)",
+          needs=("busybox",), check=lambda: None if _busybox_has("udhcpd", "udhcpc") else "busybox lacks udhcpd/udhcpc")
+def dhcp(ctx: Context) -> None:
+    # Broadcasts from 0.0.0.0 to 255.255.255.255 and the server's replies: matched by port, not address.
+    ctx.rule(NETMGMT, ports=ports(67, 68), protos=("udp",), what="udhcpd/udhcpc")
+    d = ctx.mkdir("dhcp")
+    (d / "leases").touch()
+    conf = ctx.write("dhcp/udhcpd.conf", "\n".join([
+        "start 10.77.0.150", "end 10.77.0.199", "interface eth0", f"lease_file {d}/leases", f"pidfile {d}/udhcpd.pid",
+        "opt subnet 255.255.255.0", f"opt dns {RESOLVER}", f"opt domain {LAB_DOMAIN}",
+        f"opt lease {ctx.choice([120, 600, 3600, 86400])}", "max_leases 60", "auto_time 0"]) + "\n")
+    ctx.daemon("srv", ["busybox", "udhcpd", "-f", conf], "udhcpd", listen=[("udp", ctx.srv.ip, 67)])
+    for i in range(ctx.count(10, 25, minimum=2)):
+        cid = "01" + "".join(f"{ctx.rng.randrange(256):02x}" for _ in range(6))
+        argv = ["busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "3", "-T", "2", "-A", "1",
+                "-s", "/bin/true", "-C", "-x", f"0x3d:{cid}", "-x", f"hostname:host{ctx.rng.randrange(1000)}"]
+        if ctx.rng.random() < 0.5:
+            argv += ["-V", ctx.choice(["MSFT 5.0", "android-dhcp-13", "udhcp 1.35.0", "dhcpcd-9.4.1"])]
+        if ctx.rng.random() < 0.3:
+            argv += ["-O", ctx.choice(["dns", "domain", "ntpsrv", "router", "lease"])]
+        ctx.client("cli", argv, timeout=30, ok=True)
+        ctx.pause(0.2, 2.0)
+
+
+def _busybox_has(*applets: str) -> bool:
+    import subprocess
+    try:
+        out = subprocess.run(["busybox", "--list"], capture_output=True, text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return all(a in out for a in applets)
+
+
+# -- NTP ---------------------------------------------------------------------------------------------------------------
+
+@scenario("ntp", "benign", "chronyd NTP server (local clock, never sets the system clock) + ntpdig, sntp and chronyd -Q",
+          needs=(CHRONYD, "ntpdig"))
+def ntp(ctx: Context) -> None:
+    ctx.rule(NETMGMT, server=ctx.srv.ip, ports=ports(123), protos=("udp",), what="chronyd")
+    chronyd(ctx, ctx.srv.ip)
+    # None of these clients sets the clock: ntpdig and sntp only print the offset without -s/-S,
+    # chronyd -Q only logs it.
+    for i in range(ctx.count(10, 25, minimum=2)):
+        k = ctx.rng.random()
+        if k < 0.4:
+            argv = ["ntpdig", "-t", "2", "-c", str(ctx.rng.randint(1, 4)), ctx.srv.ip]
+        elif k < 0.7 and find_tool("sntp"):
+            argv = ["sntp", "-t", "2", *(["-c"] if ctx.rng.random() < 0.3 else []), ctx.srv.ip]
+        else:
+            argv = [CHRONYD, "-Q", "-4", "-u", "root", "-f", "/dev/null", "-t", "20",
+                    f"pidfile {ctx.dir}/chrony/q{i}.pid",
+                    f"server {ctx.srv.ip} iburst maxsamples {ctx.rng.randint(1, 6)}"]
+        ctx.client("cli", argv, timeout=30, ok=True)
+        ctx.pause(0.2, 2.0)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, scenario
-from multa_broker.lab.servers import (PG_BIN, Account, dovecot, mariadb, need_user, postgres, redis_auth, snmpd,
-                                      telnetd, xvnc)
+from multa_broker.lab.servers import (PG_BIN, Account, dovecot, mariadb, need_user, postgres, redis_auth, samba,
+                                      snmpd, telnetd, xvnc)
 from multa_broker.lab.threats import PASSWORDS, USERS
 
 BF_DB = Labels("database", "cleartext", "none", "bruteforce")
 BF_MAIL = Labels("mail", "cleartext", "none", "bruteforce")
 BF_REMOTE = Labels("remote", "cleartext", "none", "bruteforce")
 BF_NETMGMT = Labels("netmgmt", "cleartext", "none", "bruteforce")
+BF_WINDOWS = Labels("windows", "cleartext", "none", "bruteforce")
 
 COMMUNITIES = ["public", "private", "community", "snmp", "manager", "admin", "cisco", "default", "monitor",
                "write", "read", "secret", "network", "test", "guest", "system", "ILMI", "router", "switch", "san-fran"]
@@ -121,3 +122,13 @@ def bf_snmp(ctx: Context) -> None:
     version = ctx.choice(["", "/1", "/2"])
     _hydra(ctx, _lists(ctx, Account("", community), None, words), f"snmp://{ctx.target(ctx.srv.ip)}{version}",
            timeout=90, tasks=(1, 4))
+
+
+@scenario("bf-smb", "threat", "hydra password guessing against Samba smbd over SMB1/NTLM (a legacy file server)",
+          needs=("hydra", "smbd", "pdbedit"))
+def bf_smb(ctx: Context) -> None:
+    ctx.rule(BF_WINDOWS, server=ctx.srv.ip, ports=ports(445), client=ctx.atk.ip, protos=("tcp",), what="hydra smb")
+    acct, _ = samba(ctx, ctx.srv.ip, files=1, legacy=True)
+    mode = ctx.choice(["", "/LOCAL", "/BOTH", "/LOCAL NTLMV2", "/NTLM"])
+    _hydra(ctx, _lists(ctx, acct, ["administrator", "admin", "guest", "backup", "user", "root"], PASSWORDS),
+           f"smb://{ctx.target(ctx.srv.ip)}{mode}", timeout=150, tasks=(1, 1))

@@ -102,8 +102,11 @@ def redis_auth(ctx: Context, addr: str) -> Account:
 
 # -- windows -------------------------------------------------------------------------------------
 
-def samba(ctx: Context, addr: str, files: int = 6) -> tuple[Account, list[str]]:
-    """Samba smbd on ``addr``:445 (no NetBIOS): a guest share and a user share; RPC pipes on demand."""
+def samba(ctx: Context, addr: str, files: int = 6, legacy: bool = False) -> tuple[Account, list[str]]:
+    """Samba smbd on ``addr``:445 (no NetBIOS): a guest share and a user share; RPC pipes on demand.
+
+    ``legacy`` also accepts SMB1 (NT1) and NTLMv1, as old Windows servers do (hydra's smb module needs them).
+    """
     d = ctx.mkdir("samba")
     for sub in ("lock", "state", "cache", "private", "pid", "ncalrpc", "share", "home"):
         ctx.mkdir(f"samba/{sub}", 0o755)
@@ -138,7 +141,8 @@ def samba(ctx: Context, addr: str, files: int = 6) -> tuple[Account, list[str]]:
   printing = bsd
   printcap name = /dev/null
   disable spoolss = yes
-  server min protocol = SMB2_02
+  server min protocol = {"NT1" if legacy else "SMB2_02"}
+  ntlm auth = {"yes" if legacy else "ntlmv2-only"}
   server signing = {signing}
   obey pam restrictions = no
   unix password sync = no
@@ -242,6 +246,22 @@ def snmpd(ctx: Context, addrs: list[str], v3: Account | None = None) -> str:
                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(d), "SNMPCONFPATH": str(d),
                     "MIBS": ""})
     return community
+
+
+#: chronyd unpacked (not installed) by scripts/lab-setup.sh: Debian's chrony package conflicts with
+#: systemd-timesyncd (one time daemon per system), and the lab must not replace the host's.
+CHRONYD = "/opt/multa-lab/chrony/usr/sbin/chronyd"
+
+
+def chronyd(ctx: Context, addr: str) -> None:
+    """chronyd as an NTP server on ``addr``:123 from its local clock; -x: it never touches the system clock."""
+    d = ctx.mkdir("chrony")
+    conf = ctx.write("chrony/chrony.conf", "\n".join([
+        f"bindaddress {addr}", "port 123", "allow 10.77.0.0/16", f"local stratum {ctx.rng.randint(2, 10)}",
+        "cmdport 0", f"pidfile {d}/chronyd.pid", f"driftfile {d}/drift", "noclientlog" if ctx.rng.random() < 0.3 else "",
+    ]) + "\n")
+    ctx.daemon("srv", [CHRONYD, "-d", "-x", "-4", "-u", "root", "-f", conf], "chronyd",
+               listen=[("udp", addr, 123)], wait=20)
 
 
 def rsyslogd(ctx: Context, addr: str) -> None:
