@@ -332,7 +332,10 @@ def _web_clients(ctx: Context, site, host: str, https: bool) -> None:
                                *(["-k"] if ctx.rng.random() < 0.5 else []), f"{scheme}://{host}:{port}{paths[0]}"],
                        timeout=90, ok=True)
         else:
-            extra = ["-k"] + (["--http1.0"] if ctx.rng.random() < 0.2 else [])
+            extra = ["-k"]
+            if ctx.rng.random() < 0.2:
+                # Apache refuses a TLS handshake offering ALPN "http/1.0": HTTP/1.0 clients send no ALPN.
+                extra += ["--http1.0"] + (["--no-alpn"] if tls else [])
             if ctx.rng.random() < 0.2:
                 extra += ["--limit-rate", f"{ctx.size(50, 2000)}k"]
             ctx.client("cli", curl_session(ctx, f"{scheme}://{host}", paths, extra), timeout=90, ok=True)
