@@ -170,6 +170,7 @@ class Network:
             for role, (ip, extra) in HOSTS.items()
         }
         self.created: list[str] = []
+        self.conditions = Conditions()
 
     # -- lifecycle -----------------------------------------------------------
     def __enter__(self) -> "Network":
@@ -243,6 +244,8 @@ class Network:
     # -- path conditions: MTU and MSS clamping ------------------------------------
     def set_conditions(self, cond: "Conditions") -> None:
         """Set every link's MTU and (re)set MSS clamping on every host; the previous scenario's are undone."""
+        if cond == self.conditions:
+            return  # already so (a new network starts at MTU 1500 without clamping): no commands
         for host in self.hosts.values():
             sh(["ip", "-n", host.ns, "link", "set", "eth0", "mtu", str(cond.mtu)])
             sh(["ip", "-n", self.switch, "link", "set", host.port, "mtu", str(cond.mtu)])
@@ -252,6 +255,7 @@ class Network:
                     sh(["ip", "netns", "exec", host.ns, "iptables", "-t", "mangle", "-A", "POSTROUTING", "-p", "tcp",
                         "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", str(cond.mss)])
         sh(["ip", "-n", self.switch, "link", "set", BRIDGE, "mtu", str(cond.mtu)], check=False)
+        self.conditions = cond
 
     # -- helpers for scenarios ---------------------------------------------------
     def listening(self, role: str) -> str:
