@@ -95,3 +95,28 @@ def test_evaluate_reports_only_labelled_rows() -> None:
     rep = evaluate(m, train, ds.tasks)
     for t, task in enumerate(ds.task_names):
         assert rep[task]["rows"] == int((train.labels[:, t] >= 0).sum())
+
+
+def test_distillation_follows_the_teacher_on_the_rows_it_trains() -> None:
+    """With all the weight on soft labels, a teacher that always says class 0 is what the model learns."""
+    ds = make_dataset(400, partial=False, seed=5)
+    train, val = _splits(ds)
+
+    class Always0:
+        def predict_proba(self, feats):
+            p = np.zeros((len(feats), 3))
+            p[:, 0] = 1.0
+            return p
+
+    m = _model(ds)
+    teachers = [Always0(), None, None]
+    fit(m, train, val, ds.tasks, TrainConfig(epochs=6, min_epochs=6, batch_size=64, lr=1e-2, progress=False,
+                                             distill=1.0), teachers=teachers)
+    from multa_broker.model.training import predict_logits
+
+    pred = predict_logits(m, val.inputs)[0].argmax(axis=1)
+    assert (pred == 0).mean() > 0.95          # the teacher, not the labels (a third of rows are class 0)
+    m2 = _model(ds)
+    fit(m2, train, val, ds.tasks, TrainConfig(epochs=6, min_epochs=6, batch_size=64, lr=1e-2, progress=False,
+                                              distill=0.0), teachers=teachers)
+    assert (predict_logits(m2, val.inputs)[0].argmax(axis=1) == 0).mean() < 0.6   # weight 0: labels only

@@ -47,6 +47,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", choices=("on", "off"), default="on",
                         help="training-time augmentation: other RTTs, jitter, MTUs, header sizes, loss, "
                              "short flows (docs/model.md; default on)")
+    parser.add_argument("--distill", type=float, default=0.0, metavar="W",
+                        help="mix the classical trees' soft labels into every task's loss with weight W in "
+                             "0..1 (distillation; the trees are trained first; default 0)")
     parser.add_argument("--label-smoothing", type=float, default=0.0,
                         help="label smoothing of every task's loss (default 0)")
 
@@ -107,7 +110,7 @@ def train_config(args: argparse.Namespace):
     from multa_broker.model.training import TrainConfig
 
     return TrainConfig(augment=AugmentConfig() if args.augment == "on" else AugmentConfig.off(),
-                       label_smoothing=args.label_smoothing,
+                       label_smoothing=args.label_smoothing, distill=args.distill,
                        paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
                        min_epochs=args.min_epochs, smooth=args.smooth,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,

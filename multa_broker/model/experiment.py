@@ -127,9 +127,9 @@ def load_splits(ds: FlowDataset, tasks: list[str], n: int) -> dict[str, SplitTen
 
 def train_model(model: nn.Module, splits: dict[str, SplitTensors], classes: dict[str, list[str]],
                 cfg: TrainConfig, *, calibrate: bool = True, reject: float = DEFAULT_REJECT,
-                desc: str = "train") -> Trained:
+                desc: str = "train", teachers: list[Any] | None = None) -> Trained:
     """Fit, calibrate (temperature per task), pick thresholds on validation, evaluate on test."""
-    result = fit(model, splits["train"], splits["val"], classes, cfg, desc=desc)
+    result = fit(model, splits["train"], splits["val"], classes, cfg, desc=desc, teachers=teachers)
     val_logits = predict_logits(model, splits["val"].inputs)
     temps, thresholds = [], []
     for t, _task in enumerate(model.task_names):
@@ -239,10 +239,14 @@ def run(spec: RunSpec) -> Path:
     training = {"paradigm": spec.train.paradigm, "seed": spec.train.seed, "config": spec.train.to_json(),
                 "dataset": data, "command": spec.command}
 
+    classical = None
+    if spec.baselines or spec.train.distill > 0:
+        classical = fit_classical(ds, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights)
+    teachers = [classical[t][0] for t in tasks] if classical and spec.train.distill > 0 else None
     cfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden,
                       tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
     lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
-                        calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe")
+                        calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
     arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
@@ -260,15 +264,15 @@ def run(spec: RunSpec) -> Path:
             one = {task: classes[task]}
             tsplits = load_splits(ds, [task], spec.n)
             trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
-                                  calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}")
+                                  calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
+                                  teachers=[classical[task][0]] if teachers else None)
             sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower,
                      "dropout": spec.dropout, "stats": spec.stats}
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
                                      spec.n, sarch, training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")
             metrics["single"][task] = trained.summary()
-        metrics["classical"] = train_classical(ds, tasks, classes, spec.n, spec.train.seed,
-                                               spec.train.class_weights)
+        metrics["classical"] = {task: r for task, (_m, r) in classical.items()}
 
     if spec.calibration and (spec.calibration.parent / "loso.json").is_file():
         metrics["loso"] = json.loads((spec.calibration.parent / "loso.json").read_text())
@@ -307,19 +311,25 @@ def apply_calibration(trained: Trained, splits: dict[str, SplitTensors], classes
 def train_classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], n: int, seed: int,
                     class_weights: str) -> dict[str, Any]:
     """Per-task gradient-boosting baselines; returns their validation/test metrics."""
+    return {task: r for task, (_m, r) in fit_classical(ds, tasks, classes, n, seed, class_weights).items()}
+
+
+def fit_classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], n: int, seed: int,
+                  class_weights: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Per-task gradient-boosting models on the train split, with their validation/test metrics."""
     from multa_broker.model.classical import dataset_features, fit_task
     from multa_broker.model.metrics import task_report
 
     feats = {s: dataset_features(ds.split_rows(s), n) for s in SPLITS}
-    out: dict[str, Any] = {}
+    out: dict[str, tuple[Any, dict[str, Any]]] = {}
     for task in tasks:
         col = {s: ds.split_rows(s).task_labels(task).astype(np.int64) for s in SPLITS}
         sel = {s: col[s] >= 0 for s in SPLITS}
         model = fit_task(task, classes[task], feats["train"][sel["train"]], col["train"][sel["train"]],
                          feats["val"][sel["val"]], col["val"][sel["val"]], seed, class_weights)
-        out[task] = {"params": model.params,
-                     **{s: task_report(col[s][sel[s]], model.predict_proba(feats[s][sel[s]]), classes[task])
-                        for s in ("val", "test")}}
+        out[task] = (model, {"params": model.params,
+                             **{s: task_report(col[s][sel[s]], model.predict_proba(feats[s][sel[s]]), classes[task])
+                                for s in ("val", "test")}})
     return out
 
 

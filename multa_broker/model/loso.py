@@ -154,12 +154,23 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
         logits = predict_logits(model, splits["test"].inputs)
         return {task: softmax(logits[i], trained.temperatures[i]) for i, task in enumerate(task_list)}
 
+    from multa_broker.model.classical import dataset_features
+    from multa_broker.model.experiment import fit_classical
+
+    classical = fit_classical(work, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights)
+    test_feats = dataset_features(work.split_rows("test"), spec.n)
+    models = {t: m for t, (m, _r) in classical.items()}
+
+    def teachers_for(cfg: Any, task_list: list[str]) -> list[Any] | None:
+        return [models[t] for t in task_list] if cfg.distill > 0 else None
+
     recipes = {"lmmoe": spec.train, **{f"lmmoe:{k}": v for k, v in spec.variants.items()}}
     for name, cfg in recipes.items():
         mcfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden, tower=spec.tower,
                            dropout=spec.dropout, stats=spec.stats)
         cfg = dataclasses.replace(cfg, progress=False)
-        trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}")
+        trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
+                              teachers=teachers_for(cfg, tasks))
         result["models"][name] = {t: trained.test[t] for t in held_tasks}
         result["oos"][name] = oos(trained.model, trained, tasks)
         result[f"{name}_thresholds"] = dict(zip(tasks, trained.thresholds))
@@ -173,35 +184,17 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
                                 tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
             tsplits = load_splits(work, [task], spec.n)
             trained = train_model(make_single(scfg, single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
-                                  desc=f"{fold} single {task}")
+                                  desc=f"{fold} single {task}", teachers=teachers_for(single_cfg, [task]))
             if task in held_tasks:
                 result["models"]["single"][task] = trained.test[task]
             logits = predict_logits(trained.model, tsplits["test"].inputs)
             result["oos"]["single"][task] = softmax(logits[0], trained.temperatures[0])
-        result["models"]["classical"], result["oos"]["classical"] = _classical(work, tasks, classes, spec, held_tasks)
+        result["models"]["classical"] = {t: classical[t][1]["test"] for t in held_tasks}
+        result["oos"]["classical"] = {t: models[t].predict_proba(test_feats) for t in tasks}
     # Labels of the held-out rows, per task, for calibration.
     result["labels"] = {t: held.task_labels(t).astype(np.int64) for t in tasks}
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
-
-
-def _classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], spec: LosoSpec,
-               held_tasks: list[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    from multa_broker.model.classical import dataset_features, fit_task
-    from multa_broker.model.metrics import task_report
-
-    feats = {s: dataset_features(ds.split_rows(s), spec.n) for s in SPLITS}
-    reports, probs = {}, {}
-    for task in tasks:
-        col = {s: ds.split_rows(s).task_labels(task).astype(np.int64) for s in SPLITS}
-        sel = {s: col[s] >= 0 for s in SPLITS}
-        model = fit_task(task, classes[task], feats["train"][sel["train"]], col["train"][sel["train"]],
-                         feats["val"][sel["val"]], col["val"][sel["val"]], spec.train.seed, spec.train.class_weights)
-        p = model.predict_proba(feats["test"])
-        probs[task] = p
-        if task in held_tasks:
-            reports[task] = task_report(col["test"][sel["test"]], p[sel["test"]], classes[task])
-    return reports, probs
 
 
 def run(spec: LosoSpec) -> dict[str, Any]:

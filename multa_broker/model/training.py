@@ -64,6 +64,8 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig.off)
     #: Label smoothing of every task's cross-entropy.
     label_smoothing: float = 0.0
+    #: Weight of the teacher's soft labels in each task's loss (0: no distillation).
+    distill: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,9 +187,28 @@ def _task_rows(train: SplitTensors, tasks: Sequence[str], paradigm: str) -> list
     return out
 
 
+def teacher_probs(teachers: Sequence[Any], rows: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Each task's teacher probabilities for a (possibly augmented) batch; None where a task has none."""
+    from multa_broker.model.classical import flow_features
+
+    feats = flow_features(*(a.numpy() for a in rows))
+    return [None if m is None else torch.from_numpy(m.predict_proba(feats).astype(np.float32)) for m in teachers]
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against soft targets, weighted per row like the hard loss's class weights."""
+    per_row = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    return (per_row * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
 def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[str, list[str]],
-        cfg: TrainConfig, desc: str = "train") -> FitResult:
-    """Train ``model`` in place with early stopping; returns the history and best validation metrics."""
+        cfg: TrainConfig, desc: str = "train", teachers: Sequence[Any] | None = None) -> FitResult:
+    """Train ``model`` in place with early stopping; returns the history and best validation metrics.
+
+    ``teachers`` (one per task, or None): models with ``predict_proba`` over per-flow features (the
+    classical trees); with ``cfg.distill`` > 0 each task's loss mixes in their soft labels, computed on
+    the same augmented batch the student sees.
+    """
     if cfg.paradigm not in PARADIGMS:
         raise MultaError(f"unknown paradigm {cfg.paradigm!r} ({', '.join(PARADIGMS)})")
     if cfg.sampling not in ("round-robin", "proportional"):
@@ -227,12 +248,17 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
             y = train.labels[idx]
             rows = train.augmented_rows(idx, rng, cfg.augment) if cfg.augment.active else train.rows(idx)
             logits = model.logits(*rows)
+            soft = teacher_probs(teachers, rows) if teachers and cfg.distill > 0 else None
             loss = torch.zeros(())
             for t in range(len(tasks)):
                 present = y[:, t] >= 0
                 if bool(present.any()):
-                    loss = loss + tw[t] * nn.functional.cross_entropy(
+                    hard = nn.functional.cross_entropy(
                         logits[t][present], y[present, t], weight=cw[t], label_smoothing=cfg.label_smoothing)
+                    if soft is not None and soft[t] is not None:
+                        hard = (1 - cfg.distill) * hard + cfg.distill * _soft_ce(
+                            logits[t][present], soft[t][present], cw[t][y[present, t]])
+                    loss = loss + tw[t] * hard
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
