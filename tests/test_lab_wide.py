@@ -15,10 +15,10 @@ from multa_broker.lab.threats import SCAN
 REPO = Path(__file__).resolve().parent.parent
 
 NEW_BENIGN = {"postgres", "mariadb", "smb", "telnet", "vnc", "snmp", "syslog", "imap", "pop3", "apache", "lighttpd",
-              "unbound", "bind", "dhcp", "ntp"}
+              "unbound", "bind", "dhcp", "ntp", "sip"}
 NEW_THREATS = {"scan-fin", "scan-xmas", "scan-null", "scan-ack", "scan-slow", "scan-masscan", "dos-udpflood",
                "dos-icmpflood", "dos-synspoof", "dos-httpflood", "bf-postgres", "bf-mysql", "bf-redis", "bf-imap",
-               "bf-pop3", "bf-telnet", "bf-vnc", "bf-snmp", "bf-smb"}
+               "bf-pop3", "bf-telnet", "bf-vnc", "bf-snmp", "bf-smb", "scan-sip", "bf-sip"}
 
 
 def test_new_scenarios_are_registered_with_their_family():
@@ -35,8 +35,8 @@ def test_threat_labels_follow_the_conventions():
     assert SCAN.service is None and floods.FLOOD.service is None and floods.FLOOD.threat == "dos"
     assert floods.HTTP_DOS.as_dict() == {"service": "http", "encrypted": "cleartext", "tunnel": "none", "threat": "dos"}
     assert {lab.service for lab in (bruteforce.BF_DB, bruteforce.BF_MAIL, bruteforce.BF_REMOTE,
-                                    bruteforce.BF_NETMGMT, bruteforce.BF_WINDOWS)} == \
-        {"database", "mail", "remote", "netmgmt", "windows"}
+                                    bruteforce.BF_NETMGMT, bruteforce.BF_WINDOWS, bruteforce.BF_VOIP)} == \
+        {"database", "mail", "remote", "netmgmt", "windows", "voip"}
     assert all(lab.threat == "bruteforce" for lab in (bruteforce.BF_DB, bruteforce.BF_REMOTE))
 
 
@@ -93,6 +93,7 @@ def test_setup_script_installs_the_new_servers_and_tools():
     text = (REPO / "scripts" / "lab-setup.sh").read_text()
     for pkg in ("postgresql", "mariadb-server", "samba", "smbclient", "inetutils-telnetd", "tigervnc-standalone-server",
                 "vncsnapshot", "snmpd", "rsyslog", "dovecot-imapd", "dovecot-pop3d", "apache2", "apache2-utils",
-                "lighttpd", "unbound", "bind9", "masscan", "wrk", "iptables", "busybox", "ntpsec-ntpdate"):
+                "lighttpd", "unbound", "bind9", "masscan", "wrk", "iptables", "busybox", "ntpsec-ntpdate", "kamailio",
+                "sipsak", "sipvicious"):
         assert f" {pkg} " in text.replace("\n", " ") or f" {pkg}\"" in text, pkg
     assert "chrony" not in text.split("ALL_PACKAGES=")[1].split('"')[1]  # unpacked, never installed

@@ -479,3 +479,40 @@ def ntp(ctx: Context) -> None:
                     f"server {ctx.srv.ip} iburst maxsamples {ctx.rng.randint(1, 6)}"]
         ctx.client("cli", argv, timeout=30, ok=True)
         ctx.pause(0.2, 2.0)
+
+
+# -- VoIP signalling -------------------------------------------------------------------------------------------------
+
+VOIP = Labels("voip", "cleartext", "none", "benign")
+
+
+@scenario("sip", "benign", "Kamailio SIP registrar/proxy + sipsak REGISTER/de-REGISTER (digest auth) and OPTIONS pings",
+          needs=("kamailio", "sipsak"))
+def sip(ctx: Context) -> None:
+    from multa_broker.lab.servers import kamailio
+    ctx.rule(VOIP, server=ctx.srv.ip, ports=ports(5060), protos=("udp", "tcp"), what="kamailio")
+    # sipsak's own listening port (MESSAGE relayed back to the registered contact).
+    ctx.rule(VOIP, server=ctx.cli.ip, ports=ports(range(5070, 5100)), protos=("udp", "tcp"), what="sipsak contact")
+    acct = kamailio(ctx, ctx.srv.ip)
+    users = [f"{ctx.rng.randint(100, 999)}" for _ in range(ctx.rng.randint(2, 5))]
+    for _ in range(ctx.count(15, 35, minimum=3)):
+        user = ctx.choice(users)
+        lport = str(ctx.rng.randint(5070, 5099))
+        tcp = ["-E", "tcp"] if ctx.rng.random() < 0.2 else []
+        k = ctx.rng.random()
+        base = ["sipsak", "-l", lport, "-H", ctx.cli.ip, *tcp, "-D", "2"]
+        if k < 0.4:
+            argv = [*base, "-U", "-C", f"sip:{user}@{ctx.cli.ip}:{lport}", "-x", str(ctx.choice([60, 600, 3600])),
+                    "-a", acct.password, "-u", user, "-s", f"sip:{user}@{ctx.srv.ip}"]
+            ok = True
+        elif k < 0.75:
+            argv = [*base, "-s", f"sip:{ctx.srv.ip}"]
+            ok = True
+        else:
+            # A de-registration (expires 0). (sipsak's MESSAGE and INVITE modes, -M and -I, crash in
+            # Debian's sipsak 0.9.8.1: no calls here.)
+            argv = [*base, "-U", "-C", f"sip:{user}@{ctx.cli.ip}:{lport}", "-x", "0",
+                    "-a", acct.password, "-u", user, "-s", f"sip:{user}@{ctx.srv.ip}"]
+            ok = True
+        ctx.client("cli", argv, timeout=20, ok=ok)
+        ctx.pause(0.1, 1.5)

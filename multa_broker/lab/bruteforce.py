@@ -132,3 +132,25 @@ def bf_smb(ctx: Context) -> None:
     mode = ctx.choice(["", "/LOCAL", "/BOTH", "/LOCAL NTLMV2", "/NTLM"])
     _hydra(ctx, _lists(ctx, acct, ["administrator", "admin", "guest", "backup", "user", "root"], PASSWORDS),
            f"smb://{ctx.target(ctx.srv.ip)}{mode}", timeout=150, tasks=(1, 1))
+
+
+BF_VOIP = Labels("voip", "cleartext", "none", "bruteforce")
+
+
+@scenario("bf-sip", "threat", "SIPVicious svcrack digest-password guessing against Kamailio REGISTER",
+          needs=("svcrack", "kamailio"))
+def bf_sip(ctx: Context) -> None:
+    from multa_broker.lab.servers import kamailio
+    ctx.rule(BF_VOIP, server=ctx.srv.ip, ports=ports(5060), client=ctx.atk.ip, protos=("udp", "tcp"), what="svcrack")
+    acct = kamailio(ctx, ctx.srv.ip)
+    # svcrack sends everything from one UDP socket (one flow per run): each run gets its own source port.
+    for port in ctx.rng.sample(range(5061, 5200), k=ctx.rng.randint(2, 5)):
+        user = str(ctx.rng.randint(100, 999))
+        if ctx.rng.random() < 0.5:
+            opts = _lists(ctx, acct, None, PASSWORDS)
+            crack = ["-d", opts[1]]
+        else:
+            lo = ctx.rng.randint(0, 5000)
+            crack = ["-r", f"{lo}-{lo + ctx.count(100, 600, minimum=20)}", "-z", "4"]
+        ctx.client("atk", ["svcrack", "-u", user, *crack, "-P", str(port), "-t", str(ctx.choice([0.005, 0.02, 0.05])),
+                           ctx.target(ctx.srv.ip)], timeout=40 * max(ctx.scale, 0.3))

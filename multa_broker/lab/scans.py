@@ -110,3 +110,21 @@ def scan_masscan(ctx: Context) -> None:
         # With --banners masscan waits on its connections past --wait: the timeout ends it.
         ctx.client("atk", argv, timeout=hi / rate + (25 if banners else 60))
         ctx.pause(0.5, 2.0)
+
+
+@scenario("scan-sip", "threat", "SIPVicious svmap (SIP device scan) and svwar (extension enumeration) against Kamailio",
+          needs=("svmap", "svwar", "kamailio"))
+def scan_sip(ctx: Context) -> None:
+    from multa_broker.lab.servers import kamailio
+    ctx.rule(SCAN, client=ctx.atk.ip, what="sipvicious")
+    kamailio(ctx, ctx.srv.ip)
+    method = ctx.choice(["OPTIONS", "INVITE", "REGISTER"])
+    target = ctx.choice([ctx.srv.ip, "10.77.0.0/26", "10.77.0.0/24"])
+    ctx.client("atk", ["svmap", "-m", method, "-p", ctx.choice(["5060", "5060-5070", "5060,5061,5080"]),
+                       "-t", str(ctx.choice([0.01, 0.05, 0.2])), ctx.target(target)], timeout=120)
+    if ctx.rng.random() < 0.7:
+        lo = ctx.rng.randint(100, 900)
+        ctx.client("atk", ["svwar", "-m", ctx.choice(["REGISTER", "INVITE", "OPTIONS"]),
+                           "-e", f"{lo}-{lo + ctx.count(50, 300, minimum=10)}", "-t", "0.02", "--force",
+                           ctx.target(ctx.srv.ip)], timeout=120)
+    ctx.notes.append(f"svmap -m {method} {target}")

@@ -499,3 +499,50 @@ def need_user(name: str) -> str | None:
 
 __all__ = ["Account", "ScenarioError", "postgres", "mariadb", "redis_auth", "samba", "telnetd", "xvnc", "snmpd",
            "rsyslogd", "dovecot", "apache", "lighttpd", "unbound", "named", "need_user"]
+
+
+# -- VoIP: Kamailio SIP registrar/proxy ---------------------------------------------------------------------
+
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+
+
+def kamailio(ctx: Context, addr: str) -> Account:
+    """Kamailio on ``addr``:5060 (UDP and TCP): digest-authenticated REGISTER (one lab password for every
+    user, checked by auth's pv_www_authenticate), OPTIONS answered, MESSAGE/INVITE relayed to registered users."""
+    d = ctx.mkdir("kamailio")
+    acct = Account("", _password(ctx))
+    realm = f"voip.{LAB_DOMAIN}"
+    mods = ["tm", "sl", "rr", "pv", "maxfwd", "usrloc", "registrar", "textops", "siputils", "xlog", "sanity", "auth"]
+    conf = ctx.write("kamailio/kamailio.cfg", f"""#!KAMAILIO
+debug=1
+log_stderror=yes
+children={ctx.rng.randint(1, 3)}
+tcp_children=1
+listen=udp:{addr}:5060
+listen=tcp:{addr}:5060
+alias="{realm}"
+mpath="{KAMAILIO_MODULES}"
+""" + "".join(f'loadmodule "{m}.so"\n' for m in mods) + f"""
+modparam("usrloc", "db_mode", 0)
+modparam("registrar", "max_expires", 3600)
+request_route {{
+  if (!mf_process_maxfwd_header("10")) {{ sl_send_reply("483", "Too Many Hops"); exit; }}
+  if (is_method("OPTIONS") && uri == myself && $rU == $null) {{ sl_send_reply("200", "OK"); exit; }}
+  if (is_method("REGISTER")) {{
+    if (!pv_www_authenticate("{realm}", "{acct.password}", "0")) {{ www_challenge("{realm}", "0"); exit; }}
+    if (!save("location")) {{ sl_reply_error(); }}
+    exit;
+  }}
+  if (has_totag()) {{ if (loose_route()) {{ t_relay(); exit; }} if (is_method("ACK")) {{ t_relay(); }} exit; }}
+  if (is_method("INVITE|MESSAGE|SUBSCRIBE|CANCEL|BYE")) {{
+    if (!lookup("location")) {{ sl_send_reply("404", "Not Found"); exit; }}
+    record_route();
+    t_relay();
+    exit;
+  }}
+  sl_send_reply("405", "Method Not Allowed");
+}}
+""")
+    ctx.daemon("srv", ["kamailio", "-DD", "-E", "-f", conf, "-P", f"{d}/kamailio.pid", "-Y", str(d), "-w", str(d)],
+               "kamailio", listen=[("udp", addr, 5060), ("tcp", addr, 5060)], wait=30)
+    return acct
