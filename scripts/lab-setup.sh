@@ -21,7 +21,7 @@ ALL_PACKAGES="$CI_PACKAGES
   postgresql postgresql-client mariadb-server mariadb-client samba smbclient
   inetutils-inetd inetutils-telnetd telnet tigervnc-standalone-server tigervnc-tools vncsnapshot
   snmpd snmp rsyslog dovecot-imapd dovecot-pop3d apache2 apache2-utils lighttpd unbound bind9
-  masscan wrk iptables busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious"
+  masscan wrk iptables busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious postfix"
 # chronyd (the ntp scenario's server) is unpacked, not installed: Debian's chrony package conflicts
 # with systemd-timesyncd (one time daemon per system) and the lab must not replace the host's.
 CHRONY_DIR=/opt/multa-lab/chrony
@@ -48,6 +48,10 @@ trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
+# Postfix is installed unconfigured: the lab writes its own main.cf; the host gets no mail system.
+if command -v debconf-set-selections >/dev/null; then
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+fi
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $PACKAGES
 if [ "$PACKAGES" = "$ALL_PACKAGES" ] && [ ! -x "$CHRONY_DIR/usr/sbin/chronyd" ]; then

@@ -15,10 +15,10 @@ from multa_broker.lab.threats import SCAN
 REPO = Path(__file__).resolve().parent.parent
 
 NEW_BENIGN = {"postgres", "mariadb", "smb", "telnet", "vnc", "snmp", "syslog", "imap", "pop3", "apache", "lighttpd",
-              "unbound", "bind", "dhcp", "ntp", "sip"}
+              "unbound", "bind", "dhcp", "ntp", "sip", "postfix"}
 NEW_THREATS = {"scan-fin", "scan-xmas", "scan-null", "scan-ack", "scan-slow", "scan-masscan", "dos-udpflood",
                "dos-icmpflood", "dos-synspoof", "dos-httpflood", "bf-postgres", "bf-mysql", "bf-redis", "bf-imap",
-               "bf-pop3", "bf-telnet", "bf-vnc", "bf-snmp", "bf-smb", "scan-sip", "bf-sip"}
+               "bf-pop3", "bf-telnet", "bf-vnc", "bf-snmp", "bf-smb", "scan-sip", "bf-sip", "bf-smtp"}
 
 
 def test_new_scenarios_are_registered_with_their_family():
@@ -94,6 +94,6 @@ def test_setup_script_installs_the_new_servers_and_tools():
     for pkg in ("postgresql", "mariadb-server", "samba", "smbclient", "inetutils-telnetd", "tigervnc-standalone-server",
                 "vncsnapshot", "snmpd", "rsyslog", "dovecot-imapd", "dovecot-pop3d", "apache2", "apache2-utils",
                 "lighttpd", "unbound", "bind9", "masscan", "wrk", "iptables", "busybox", "ntpsec-ntpdate", "kamailio",
-                "sipsak", "sipvicious"):
+                "sipsak", "sipvicious", "postfix"):
         assert f" {pkg} " in text.replace("\n", " ") or f" {pkg}\"" in text, pkg
     assert "chrony" not in text.split("ALL_PACKAGES=")[1].split('"')[1]  # unpacked, never installed

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from multa_broker.lab.benign import DB, DNS, HTTP, TLS, _mail_body, curl_session, dns_side_rule
 from multa_broker.lab.labels import Labels, ports
+from multa_broker.lab.mailservers import dovecot
 from multa_broker.lab.network import RESOLVER
 from multa_broker.lab.scenario import Context, find_tool, scenario
-from multa_broker.lab.servers import (CHRONYD, PG_BIN, apache, chronyd, dovecot, lighttpd, mariadb, named, need_user, postgres,
-                                      rsyslogd, samba, snmpd, telnetd, unbound, xvnc)
+from multa_broker.lab.servers import (CHRONYD, PG_BIN, apache, chronyd, lighttpd, mariadb, named, need_user,
+                                      postgres, rsyslogd, samba, snmpd, telnetd, unbound, xvnc)
 from multa_broker.lab.services import LAB_DOMAIN, resolver, web_content
 
 WINDOWS = Labels("windows", "cleartext", "none", "benign")
@@ -516,3 +517,47 @@ def sip(ctx: Context) -> None:
             ok = True
         ctx.client("cli", argv, timeout=20, ok=ok)
         ctx.pause(0.1, 1.5)
+
+
+# -- mail: Postfix SMTP with AUTH --------------------------------------------------------------------------------
+
+SMTPLIB = r'''
+import smtplib, sys
+from email.message import EmailMessage
+host, user, pw, rcpt, body = sys.argv[1:6]
+m = EmailMessage()
+m["From"], m["To"], m["Subject"] = f"{user}@lab.test", rcpt, "lab note"
+m.set_content(body)
+with smtplib.SMTP(host, 25, timeout=20) as s:
+    s.ehlo("cli.lab.test")
+    if user != "-":
+        s.login(user, pw)
+    s.send_message(m)
+'''
+
+
+@scenario("postfix", "benign", "Postfix SMTP (SASL AUTH via Dovecot) + swaks and Python smtplib submissions",
+          needs=("postfix", "dovecot", "swaks", PY), check=lambda: need_user("postfix") or need_user("dovenull"))
+def postfix_scn(ctx: Context) -> None:
+    from multa_broker.lab.mailservers import postfix
+    ctx.rule(MAIL, server=ctx.srv.ip, ports=ports(25), protos=("tcp",), what="postfix")
+    accts = dovecot(ctx, ctx.srv.ip, users=3, messages=(1, 2), sasl_port=12345)
+    postfix(ctx, ctx.srv.ip, sasl_port=12345)
+    script = ctx.write("smtpclient.py", SMTPLIB)
+    for i in range(ctx.count(10, 25, minimum=2)):
+        a = ctx.choice(accts)
+        rcpt = f"box{ctx.rng.randrange(100)}@{LAB_DOMAIN}"
+        body = _mail_body(ctx, ctx.size(20, 50_000))
+        if ctx.rng.random() < 0.4:
+            ctx.client("cli", [PY, script, ctx.srv.ip, a.user, a.password, rcpt, body], timeout=60, ok=True)
+            continue
+        argv = ["swaks", "--server", ctx.srv.ip, "--port", "25", "--timeout", "20", "--silent", "2",
+                "--from", f"{a.user}@{LAB_DOMAIN}", "--to", rcpt, "--helo", f"cli.{LAB_DOMAIN}",
+                "--h-Subject", f"report {i}", "--body", body]
+        if ctx.rng.random() < 0.6:
+            argv += ["--auth", ctx.choice(["LOGIN", "PLAIN"]), "--auth-user", a.user, "--auth-password", a.password]
+        if ctx.rng.random() < 0.3:
+            att = ctx.blob(f"mail/att{i}.bin", ctx.size(1_000, 1_000_000))
+            argv += ["--attach-type", "application/octet-stream", "--attach", f"@{att}"]
+        ctx.client("cli", argv, timeout=60, ok=True)
+        ctx.pause(0.2, 2.0)

@@ -9,9 +9,10 @@ own wait and a process timeout. Targets are lab addresses only.
 from __future__ import annotations
 
 from multa_broker.lab.labels import Labels, ports
+from multa_broker.lab.mailservers import dovecot
 from multa_broker.lab.scenario import Context, scenario
-from multa_broker.lab.servers import (PG_BIN, Account, dovecot, mariadb, need_user, postgres, redis_auth, samba,
-                                      snmpd, telnetd, xvnc)
+from multa_broker.lab.servers import (PG_BIN, Account, mariadb, need_user, postgres, redis_auth, samba, snmpd,
+                                      telnetd, xvnc)
 from multa_broker.lab.threats import PASSWORDS, USERS
 
 BF_DB = Labels("database", "cleartext", "none", "bruteforce")
@@ -154,3 +155,15 @@ def bf_sip(ctx: Context) -> None:
             crack = ["-r", f"{lo}-{lo + ctx.count(100, 600, minimum=20)}", "-z", "4"]
         ctx.client("atk", ["svcrack", "-u", user, *crack, "-P", str(port), "-t", str(ctx.choice([0.005, 0.02, 0.05])),
                            ctx.target(ctx.srv.ip)], timeout=40 * max(ctx.scale, 0.3))
+
+
+@scenario("bf-smtp", "threat", "hydra SMTP AUTH (LOGIN/PLAIN) password guessing against Postfix with Dovecot SASL",
+          needs=("hydra", "postfix", "dovecot"), check=lambda: need_user("postfix") or need_user("dovenull"))
+def bf_smtp(ctx: Context) -> None:
+    from multa_broker.lab.mailservers import postfix
+    ctx.rule(BF_MAIL, server=ctx.srv.ip, ports=ports(25), client=ctx.atk.ip, protos=("tcp",), what="hydra smtp")
+    accts = dovecot(ctx, ctx.srv.ip, users=2, messages=(1, 2), sasl_port=12345)
+    postfix(ctx, ctx.srv.ip, sasl_port=12345)
+    acct = ctx.choice(accts)
+    _hydra(ctx, _lists(ctx, acct, [a.user for a in accts] + ["admin", "info", "postmaster", "webmaster", "test"],
+                       PASSWORDS), f"smtp://{ctx.target(ctx.srv.ip)}/{ctx.choice(['LOGIN', 'PLAIN'])}", timeout=150)

@@ -1,5 +1,5 @@
-"""More real servers for the broader lab: databases, Samba, Telnet, VNC, SNMP, syslog, IMAP/POP3,
-Apache, lighttpd, Unbound and BIND.
+"""More real servers for the broader lab: databases, Samba, Telnet, VNC, SNMP, NTP, syslog, Apache,
+lighttpd, Unbound, BIND and Kamailio (mail servers are in :mod:`.mailservers`).
 
 Like :mod:`.services`, each helper writes its own configuration into the
 scenario's work folder, binds only to lab addresses, runs in the foreground
@@ -279,73 +279,6 @@ input(type="imtcp" address="{addr}" port="514")
                listen=[("udp", addr, 514), ("tcp", addr, 514)], wait=30)
 
 
-# -- mail: Dovecot IMAP/POP3 -----------------------------------------------------------------------
-
-def dovecot(ctx: Context, addr: str, users: int = 3, messages: tuple[int, int] = (5, 25)) -> list[Account]:
-    """Dovecot IMAP (143) and POP3 (110) on ``addr``, plaintext logins allowed, no TLS; seeded mailboxes."""
-    from multa_broker.lab.benign import _mail_body
-    d = ctx.mkdir("dovecot")
-    accts = [Account(f"{n}", _password(ctx)) for n in ctx.rng.sample(["alice", "bob", "carol", "dave", "erin"], k=users)]
-    ctx.write("dovecot/users", "".join(f"{a.user}:{{PLAIN}}{a.password}\n" for a in accts))
-    for a in accts:
-        md = ctx.mkdir(f"dovecot/mail/{a.user}/Maildir")
-        for sub in ("cur", "new", "tmp"):
-            ctx.mkdir(f"dovecot/mail/{a.user}/Maildir/{sub}")
-        for i in range(ctx.count(*messages, minimum=2)):
-            body = _mail_body(ctx, ctx.size(100, 80_000))
-            msg = (f"From: user{ctx.rng.randrange(100)}@{LAB_DOMAIN}\r\nTo: {a.user}@{LAB_DOMAIN}\r\n"
-                   f"Subject: note {i}\r\nDate: Mon, 1 Dec 2025 10:{i % 60:02d}:00 +0000\r\n"
-                   f"Message-ID: <{ctx.rng.randrange(10**9)}@{LAB_DOMAIN}>\r\n\r\n{body}\r\n")
-            (md / ctx.choice(["cur", "new"]) / f"{1764000000 + i}.M{i}P1.lab:2,").write_text(msg)
-    _chown(d / "mail", "nobody")
-    for sub in ("run", "state"):
-        ctx.mkdir(f"dovecot/{sub}")
-    conf = ctx.write("dovecot/dovecot.conf", f"""
-protocols = imap pop3
-listen = {addr}
-base_dir = {d}/run
-state_dir = {d}/state
-instance_name = {ctx.name}
-log_path = /dev/stderr
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-auth_failure_delay = {ctx.choice(["0", "1s", "2s"])}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {d}/users
-}}
-userdb {{
-  driver = static
-  args = uid=nobody gid=nogroup home={d}/mail/%u
-}}
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-pop3_uidl_format = %08Xu%08Xv
-service imap-login {{
-  inet_listener imap {{
-    address = {addr}
-    port = 143
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = {addr}
-    port = 110
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
-""")
-    ctx.daemon("srv", ["dovecot", "-F", "-c", conf], "dovecot", listen=[("tcp", addr, 143), ("tcp", addr, 110)],
-               wait=30)
-    return accts
-
-
 # -- web: Apache and lighttpd -----------------------------------------------------------------------
 
 APACHE_MODULES = ("authz_core", "authz_host", "authz_user", "authn_core", "authn_file", "auth_basic", "dir",
@@ -497,8 +430,6 @@ def need_user(name: str) -> str | None:
     return None
 
 
-__all__ = ["Account", "ScenarioError", "postgres", "mariadb", "redis_auth", "samba", "telnetd", "xvnc", "snmpd",
-           "rsyslogd", "dovecot", "apache", "lighttpd", "unbound", "named", "need_user"]
 
 
 # -- VoIP: Kamailio SIP registrar/proxy ---------------------------------------------------------------------
