@@ -87,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="--eval loso: folds trained at once (default 1)")
     parser.add_argument("--with-old-recipe", action="store_true",
                         help="--eval loso: also train the LMMoE the way multa-default/2 was trained "
-                             "(no augmentation, no label smoothing), for comparison")
+                             "(no augmentation, no distillation, no label smoothing) and, when --distill is "
+                             "on, without distillation only, for the ablation")
     parser.add_argument("--set-default", action="store_true", help="make this the store's default model")
     parser.add_argument("--force", action="store_true", help="overwrite an existing name/version")
 
@@ -133,7 +134,9 @@ def run_loso(args: argparse.Namespace) -> int:
     cfg = train_config(args)
     variants = {}
     if args.with_old_recipe:
-        variants["old"] = dataclasses.replace(cfg, augment=AugmentConfig.off(), label_smoothing=0.0)
+        variants["old"] = dataclasses.replace(cfg, augment=AugmentConfig.off(), label_smoothing=0.0, distill=0.0)
+        if cfg.distill > 0:
+            variants["no-distill"] = dataclasses.replace(cfg, distill=0.0)
     spec = loso.LosoSpec(
         dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
         tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,

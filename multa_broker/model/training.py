@@ -187,11 +187,11 @@ def _task_rows(train: SplitTensors, tasks: Sequence[str], paradigm: str) -> list
     return out
 
 
-def teacher_probs(teachers: Sequence[Any], rows: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
-    """Each task's teacher probabilities for a (possibly augmented) batch; None where a task has none."""
+def teacher_probs(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Each task's teacher probabilities for every row; None where a task has no teacher."""
     from multa_broker.model.classical import flow_features
 
-    feats = flow_features(*(a.numpy() for a in rows))
+    feats = flow_features(*(a.numpy() for a in inputs))
     return [None if m is None else torch.from_numpy(m.predict_proba(feats).astype(np.float32)) for m in teachers]
 
 
@@ -206,8 +206,9 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
     """Train ``model`` in place with early stopping; returns the history and best validation metrics.
 
     ``teachers`` (one per task, or None): models with ``predict_proba`` over per-flow features (the
-    classical trees); with ``cfg.distill`` > 0 each task's loss mixes in their soft labels, computed on
-    the same augmented batch the student sees.
+    classical trees); with ``cfg.distill`` > 0 each task's loss mixes in their soft labels. The teacher
+    labels each training flow once, as captured: an augmented copy is the same flow seen from another
+    network, so it keeps the original's soft label (and the trees are not asked for every batch).
     """
     if cfg.paradigm not in PARADIGMS:
         raise MultaError(f"unknown paradigm {cfg.paradigm!r} ({', '.join(PARADIGMS)})")
@@ -227,6 +228,7 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
                         cfg.class_weights) for t, task in enumerate(tasks)]
     tw = [float(cfg.task_weights.get(task, 1.0)) for task in tasks]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    soft_all = teacher_probs(teachers, train.inputs) if teachers and cfg.distill > 0 else None
 
     best_score, best_epoch, best_state, best_val = -1.0, 0, copy.deepcopy(model.state_dict()), {}
     history: list[dict[str, float]] = []
@@ -248,7 +250,7 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
             y = train.labels[idx]
             rows = train.augmented_rows(idx, rng, cfg.augment) if cfg.augment.active else train.rows(idx)
             logits = model.logits(*rows)
-            soft = teacher_probs(teachers, rows) if teachers and cfg.distill > 0 else None
+            soft = [None if p is None else p[idx] for p in soft_all] if soft_all else None
             loss = torch.zeros(())
             for t in range(len(tasks)):
                 present = y[:, t] >= 0
