@@ -34,7 +34,9 @@ def test_parse_conn_log_fixture():
     assert c.services == ("smb", "gssapi", "ntlm")
     assert conns[6].services == ()  # "-" is unset
     assert conns[8].tunnelled and not conns[0].tunnelled
-    assert conns[9].services == ()  # "-ssl": an analyzer that failed is not the service
+    # "ssl,-ssl" (DPD::track_removed_services_in_connection): an analyzer that failed is not the service.
+    assert conns[9].services == ()
+    assert conns[10].services == ("smtp", "ssl")
     assert uids_in(LOGS / "ssl.log") == {"CTls01", "CMix01", "CTls02"}
     assert uids_in(LOGS / "nope.log") == set()
 
@@ -50,9 +52,9 @@ def test_zeek_labels_follow_conventions():
     assert lab(key("tcp", "10.77.1.5", 49700, "10.77.2.9", 445, 1764221003.4)) == {"service": "windows"}
     # http and ssl disagree on service: missing; ssl.log has the uid: encrypted.
     assert lab(key("tcp", "10.77.1.2", 40318, "10.77.2.2", 8080, 1764221004.5)) == {"encrypted": "encrypted"}
-    # SMTP with STARTTLS: mail, and encrypted from ssl.log.
+    # SMTP with STARTTLS: Zeek logs "smtp,ssl"; the rest of the connection is TLS (nDPI: SMTPS).
     assert lab(key("tcp", "10.77.1.2", 40324, "10.77.2.2", 25, 1764221010.0)) == {
-        "service": "mail", "encrypted": "encrypted"}
+        "service": "tls", "encrypted": "encrypted"}
     assert lab(key("udp", "10.77.2.53", 53, "10.77.1.2", 53001, 1764221005.6)) == {"service": "dns"}
     assert lab(key("icmp", "10.77.1.2", 8, "10.77.2.2", 0, 1764221006.7)) == {
         "service": "netmgmt", "encrypted": "cleartext"}
@@ -153,3 +155,25 @@ cp {LOGS}/conn.log {LOGS}/ssl.log .
         assert logs.parent.name == "8.0.99-fake-C"
     finally:
         zeek_version.cache_clear()
+
+
+def test_service_strings_real_zeek_writes():
+    """Service strings Zeek 8.0.10 wrote for its own test traces (zeek-traces/)."""
+    from multa_broker.dataset.zeeklogs import ZeekConn, _services, labels_for
+
+    def labels(service, proto="tcp", uids=()):
+        conn = ZeekConn("C1", proto, ("10.0.0.1", 1), ("10.0.0.2", 2), 1.0, _services(service), False)
+        return labels_for(source(), conn, set(uids))
+
+    assert _services("http,-http") == () and _services("smtp,ssl") == ("smtp", "ssl")
+    # STARTTLS (tls/imap-starttls.pcap, mysql/encrypted.pcap): the TLS layer names the service.
+    assert labels("imap,ssl", uids=["C1"]) == {"service": "tls", "encrypted": "encrypted"}
+    assert labels("mysql,ssl", uids=["C1"]) == {"service": "tls", "encrypted": "encrypted"}
+    # HTTP CONNECT (http/connect-with-header.pcap): names disagree, service missing.
+    assert labels("http,ssl", uids=["C1"]) == {"encrypted": "encrypted"}
+    # A tunnel's outer connection (tunnels/vxlan-encapsulated-http.pcap, tunnels/Teredo.pcap).
+    assert labels("vxlan", "udp") == {"service": "other", "tunnel": "other-tunnel"}
+    assert labels("teredo", "udp") == {"service": "other", "tunnel": "other-tunnel"}
+    # SOCKS says nothing; what it carries does (socks-with-ssl.pcap).
+    assert labels("socks") == {} and labels("socks,ssl", uids=["C1"]) == {"service": "tls", "encrypted": "encrypted"}
+    assert labels("ftp,ssl,gridftp", uids=["C1"]) == {"service": "tls", "encrypted": "encrypted"}

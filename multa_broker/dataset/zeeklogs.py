@@ -7,7 +7,12 @@ and a connection with an entry in ssl.log or ssh.log (by ``uid``) carried
 encrypted traffic. Each name maps through :data:`ZEEK_SERVICES` (or a
 source's own ``protocols``, which override single names); names that map to
 nothing say nothing, and where the names of one connection disagree on a
-task, that task stays missing. Connections inside a tunnel
+task, that task stays missing. One exception: Zeek's ``service`` is the
+ordered set of analyzers in the order they confirmed, and a protocol that
+switched to TLS in-band (STARTTLS and the like) is logged as that protocol
+then ``ssl`` (``smtp,ssl``, ``imap,ssl``, ``ftp,ssl``, ``mysql,ssl``); the
+rest of the connection is TLS, so the service is ``tls`` (as nDPI names the
+same captures SMTPS/IMAPS/POPS/FTPS). Connections inside a tunnel
 (``tunnel_parents`` set) are left out: their endpoints are not the flow's.
 
 Zeek runs as ``zeek -r CAPTURE`` in a temporary folder, with ``-C`` unless
@@ -85,10 +90,33 @@ ZEEK_SERVICES: dict[str, Labels] = {
     "irc": {"service": "other"},
     "xmpp": {"service": "other"},
     "websocket": {"service": "http"},
+    # Added by Zeek's scripts rather than an analyzer (base/protocols/irc/dcc-send.zeek,
+    # base/protocols/ftp/gridftp.zeek).
+    "irc-dcc-data": {"service": "other"},
+    "gridftp": {"service": "ftp"},
+    "gridftp-data": {"service": "ftp"},
+    # Packet analyzers confirm on the outer UDP connection of a tunnel (its
+    # inner connections have tunnel_parents and are left out), as ndpi.yaml
+    # labels Teredo and GTP.
+    "gtpv1": {"service": "other", "tunnel": "other-tunnel"},
+    "teredo": {"service": "other", "tunnel": "other-tunnel"},
+    "ayiya": {"service": "other", "tunnel": "other-tunnel"},
+    "vxlan": {"service": "other", "tunnel": "other-tunnel"},
+    "geneve": {"service": "other", "tunnel": "other-tunnel"},
+    # A SOCKS proxy connection says nothing itself; what it carries does
+    # (socks,http is http; socks,ssl is tls).
+    "socks": {},
     # Not a Zeek service name: Zeek leaves service empty for ICMP, but the
     # protocol itself is the fact (ICMP is netmgmt by our conventions).
     "icmp": {"service": "netmgmt", "encrypted": "cleartext"},
 }
+
+
+#: Protocols that Zeek 8 hands to its SSL analyzer in the same connection after
+#: an in-band switch (STARTTLS, AUTH TLS, SSLRequest): with ``ssl`` among the
+#: names, the connection's service is the TLS layer's.
+STARTTLS = frozenset({"smtp", "imap", "pop3", "xmpp", "ftp", "gridftp", "irc", "mysql",
+                      "postgresql", "ldap", "ldap_tcp"})
 
 
 def _parse_tsv(path: Path) -> Iterator[dict[str, str]]:
@@ -128,6 +156,18 @@ class ZeekConn:
     tunnelled: bool
 
 
+def _services(field: str) -> tuple[str, ...]:
+    """conn.log's ``service`` names, without analyzers that failed.
+
+    With ``DPD::track_removed_services_in_connection`` (off by default) Zeek
+    keeps a failed analyzer's name and adds it again prefixed ``-``
+    (``http,-http``): neither is the service. By default it just removes it.
+    """
+    names = [s for s in field.split(",") if s]
+    failed = {s[1:] for s in names if s.startswith("-")}
+    return tuple(s for s in names if not s.startswith("-") and s not in failed)
+
+
 def parse_conn_log(path: str | Path) -> list[ZeekConn]:
     out = []
     for row in _parse_tsv(Path(path)):
@@ -136,8 +176,7 @@ def parse_conn_log(path: str | Path) -> list[ZeekConn]:
                 uid=row["uid"], proto=row["proto"],
                 orig=(row["id.orig_h"], int(row["id.orig_p"])), resp=(row["id.resp_h"], int(row["id.resp_p"])),
                 ts=float(row["ts"]),
-                # Names prefixed "-" are analyzers that later failed (Zeek's DPD): not the service.
-                services=tuple(s for s in row.get("service", "").split(",") if s and not s.startswith("-")),
+                services=_services(row.get("service", "")),
                 tunnelled=bool(row.get("tunnel_parents", "")),
             ))
         except (KeyError, ValueError) as e:
@@ -157,10 +196,12 @@ def labels_for(source: LabelSource, conn: ZeekConn, encrypted_uids: set[str]) ->
         return {}
     table = {**ZEEK_SERVICES, **source.protocols}
     out: dict[str, str | None] = {}
-    names = set(conn.services) | ({"icmp"} if conn.proto == "icmp" else set())
-    for name in sorted(names - set(source.skip)):
+    names = (set(conn.services) | ({"icmp"} if conn.proto == "icmp" else set())) - set(source.skip)
+    # STARTTLS and the like: the TLS layer names the service, not the protocol it started in.
+    upgraded = names & STARTTLS if "ssl" in names else set()
+    for name in sorted(names):
         for task, cls in (table.get(name) or {}).items():
-            if cls is None:
+            if cls is None or (task == "service" and name in upgraded):
                 continue
             if task in out and out[task] != cls:
                 out[task] = None
