@@ -177,3 +177,23 @@ def test_service_strings_real_zeek_writes():
     # SOCKS says nothing; what it carries does (socks-with-ssl.pcap).
     assert labels("socks") == {} and labels("socks,ssl", uids=["C1"]) == {"service": "tls", "encrypted": "encrypted"}
     assert labels("ftp,ssl,gridftp", uids=["C1"]) == {"service": "tls", "encrypted": "encrypted"}
+
+
+@pytest.mark.parametrize("kind", ["gzip", "cut"])
+def test_real_zeek_gets_the_packets_the_extractor_reads(tmp_path, kind):
+    """Zeek cannot read a gzip'd capture ("unknown file format") and loses every log on a cut one
+    ("truncated dump file"); the runner hands it a plain pcap of what the extractor reads."""
+    import gzip
+
+    _zeek_or_skip()
+    raw = (LAB / "http-s5.pcap").read_bytes()
+    cap = tmp_path / ("a.pcap.gz" if kind == "gzip" else "a.pcap")
+    cap.write_bytes(gzip.compress(raw) if kind == "gzip" else raw[: len(raw) * 2 // 3])
+    conns = parse_conn_log(ZeekRunner(cache=tmp_path / "cache").logs(cap) / "conn.log")
+    assert any("http" in c.services for c in conns)
+    whole = parse_conn_log(ZeekRunner(cache=tmp_path / "cache").logs(LAB / "http-s5.pcap") / "conn.log")
+    if kind == "gzip":
+        assert sorted((c.orig, c.resp, c.services) for c in conns) == sorted(
+            (c.orig, c.resp, c.services) for c in whole)
+    else:
+        assert 0 < len(conns) <= len(whole)

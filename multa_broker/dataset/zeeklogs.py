@@ -17,8 +17,12 @@ same captures SMTPS/IMAPS/POPS/FTPS). Connections inside a tunnel
 
 Zeek runs as ``zeek -r CAPTURE`` in a temporary folder, with ``-C`` unless
 the build verifies checksums (``--verify-checksums``), so Zeek and the
-extractor see the same packets. Its conn/ssl/ssh logs are cached like
-ndpiReader's verdicts::
+extractor see the same packets. Zeek (libpcap) cannot read what the
+extractor can: a gzip'd capture ("unknown file format"), one cut short (a
+fatal "truncated dump file" that loses every log), a pcapng whose interfaces
+differ in snapshot length. For those, the packets the extractor reads are
+written to a plain pcap in the temporary folder and Zeek runs on that. Its
+conn/ssl/ssh logs are cached like ndpiReader's verdicts::
 
     $MULTA_CACHE_DIR/zeek/<zeek version>-<C|checksums>/<sha256 of the capture>/{conn,ssl,ssh}.log
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -39,7 +44,8 @@ from typing import Callable, Iterator
 
 from multa_broker.dataset.labelmap import CaptureRules, LabelSource, Labels, merged
 from multa_broker.dataset.ndpireader import cache_root, file_sha256
-from multa_broker.errors import MultaError
+from multa_broker.capture.reader import open_capture
+from multa_broker.errors import CaptureError, MultaError
 from multa_broker.flow import FlowKey
 
 TS_TOLERANCE = 1.0
@@ -228,6 +234,30 @@ def zeek_version(zeek: str = "zeek") -> str:
     return m.group(1)
 
 
+def rewrite_for_zeek(capture: Path, out: Path) -> bool:
+    """Write the packets the extractor reads from ``capture`` to ``out``, a plain
+    microsecond pcap, up to any cut or damage. False when there is nothing to
+    write, or the packets have more than one link type (a pcap holds one)."""
+    linktype = None
+    try:
+        with open(out, "wb") as fh:
+            try:
+                for ts, data, wirelen, lt in open_capture(capture):
+                    if linktype is None:
+                        linktype = lt
+                        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, lt))
+                    elif lt != linktype:
+                        return False
+                    sec = int(ts)
+                    usec = min(int(round((ts - sec) * 1e6)), 999_999)
+                    fh.write(struct.pack("<IIII", sec, usec, len(data), wirelen) + data)
+            except CaptureError:
+                pass  # keep the packets before the damage, as the extractor does
+    except OSError as e:
+        raise MultaError(f"{out}: cannot write ({e.strerror})") from None
+    return linktype is not None
+
+
 @dataclass(frozen=True)
 class ZeekRunner:
     """Runs Zeek over captures, caching conn/ssl/ssh logs per capture."""
@@ -252,15 +282,19 @@ class ZeekRunner:
         out.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(dir=out.parent, suffix=".run"))
         try:
-            args = [shutil.which(self.zeek) or self.zeek, *([] if self.verify_checksums else ["-C"]),
-                    "-r", str(capture)]
-            try:
-                proc = subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise MultaError(f"{capture}: zeek took over {TIMEOUT_S} s") from None
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-                raise MultaError(f"{capture}: zeek failed (exit {proc.returncode}): {last}")
+            with open(capture, "rb") as fh:
+                gzipped = fh.read(2) == b"\x1f\x8b"
+            error = None if gzipped else self._run(capture, work, capture)
+            if gzipped or error:
+                # Zeek could not read it (gzip, a cut, mixed pcapng snap lengths): give it the
+                # packets the extractor reads, as a plain pcap; a failed first run left no logs.
+                plain = work / "capture.pcap"
+                if not rewrite_for_zeek(capture, plain):
+                    raise MultaError(error or f"{capture}: no packets Zeek could be given")
+                for name in LOGS:
+                    (work / name).unlink(missing_ok=True)
+                if (again := self._run(plain, work, capture)) is not None:
+                    raise MultaError(error or again)
             keep = work / "logs"
             keep.mkdir()
             for name in LOGS:
@@ -278,6 +312,19 @@ class ZeekRunner:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return out
+
+    def _run(self, capture: Path, work: Path, name: Path) -> str | None:
+        """Run Zeek over ``capture`` in ``work``; None, or a one-line error naming ``name``."""
+        args = [shutil.which(self.zeek) or self.zeek, *([] if self.verify_checksums else ["-C"]),
+                "-r", str(capture)]
+        try:
+            proc = subprocess.run(args, cwd=work, capture_output=True, text=True, timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise MultaError(f"{name}: zeek took over {TIMEOUT_S} s") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            return f"{name}: zeek failed (exit {proc.returncode}): {last}"
+        return None
 
 
 @dataclass
