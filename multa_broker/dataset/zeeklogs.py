@@ -53,6 +53,9 @@ TIMEOUT_S = 600
 LOGS = ("conn.log", "ssl.log", "ssh.log")
 
 #: Zeek's service names (conn.log) -> labels, following docs/datasets.md's conventions.
+#: A name is an analyzer's (``zeek -NN``) lowercased, or one a script adds;
+#: ``ldap_tcp``/``ldap_udp``, ``postgresql``, ``quic`` and ``redis`` are Spicy
+#: analyzers, absent from a Zeek built without Spicy.
 #: Encrypted comes from ssl.log/ssh.log; "cleartext" here marks protocols that
 #: are clear text by design and would not appear in ssl.log.
 ZEEK_SERVICES: dict[str, Labels] = {
@@ -71,7 +74,6 @@ ZEEK_SERVICES: dict[str, Labels] = {
     "dce_rpc": {"service": "windows"},
     "krb": {"service": "windows"},
     "krb_tcp": {"service": "windows"},
-    "ldap": {"service": "windows"},
     "ldap_tcp": {"service": "windows"},
     "ldap_udp": {"service": "windows"},
     "ntlm": {"service": "windows"},
@@ -122,7 +124,7 @@ ZEEK_SERVICES: dict[str, Labels] = {
 #: an in-band switch (STARTTLS, AUTH TLS, SSLRequest): with ``ssl`` among the
 #: names, the connection's service is the TLS layer's.
 STARTTLS = frozenset({"smtp", "imap", "pop3", "xmpp", "ftp", "gridftp", "irc", "mysql",
-                      "postgresql", "ldap", "ldap_tcp"})
+                      "postgresql", "ldap_tcp"})
 
 
 def _parse_tsv(path: Path) -> Iterator[dict[str, str]]:
