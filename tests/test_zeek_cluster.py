@@ -70,12 +70,16 @@ redef Cluster::nodes = {{
 }};
 """
 
-# Loaded on every node: JSON logs, no rotation (a cluster node's logs are
-# otherwise rotated with the "delete-log" postprocessor when zeekctl does not
-# set one), and workers also write their logs locally, so each worker's
-# multa.log can be checked against its own half. The manager notes the
-# backend it runs with and when each worker came up.
+# Loaded on every node, like a site's local.zeek: the package's WebSocket
+# server (only the manager, Multa::websocket_node's default, starts it), JSON
+# logs, no rotation (Zeek's cluster scripts set 24 h rotation with a
+# "delete-log" postprocessor when not supervised; off here so the logs stay
+# where they were written), and workers also write their logs locally, so each
+# worker's multa.log can be checked against its own half. Each node notes the
+# backend it runs with and which nodes came up.
 NODE_SCRIPT = """\
+redef Multa::listen_websocket = T;
+redef Multa::websocket_port = {ws}/tcp;
 redef LogAscii::use_json = T;
 redef Log::default_rotation_interval = 0 secs;
 
@@ -86,14 +90,14 @@ redef Log::enable_local_logging = T;
 global multa_cluster_notes = open("cluster-notes.txt");
 
 event zeek_init()
-	{
+	{{
 	print multa_cluster_notes, fmt("node %s backend %s", Cluster::node, Cluster::backend);
-	}
+	}}
 
 event Cluster::node_up(name: string, id: string)
-	{
+	{{
 	print multa_cluster_notes, fmt("node_up %s", name);
-	}
+	}}
 """
 
 
@@ -235,7 +239,7 @@ def test_cluster_answers_every_flow_on_the_worker_that_owns_it(tmp_path):
         d = tmp_path / name
         d.mkdir()
         (d / "cluster-layout.zeek").write_text(layout)
-        (d / "node.zeek").write_text(NODE_SCRIPT)
+        (d / "node.zeek").write_text(NODE_SCRIPT.format(ws=ports["ws"]))
         env = dict(env_base, CLUSTER_NODE=name)
         if env.get("ZEEKPATH"):
             env["ZEEKPATH"] = f"{d}:{env['ZEEKPATH']}"  # else "." (the node's directory) is on Zeek's default path
@@ -257,8 +261,7 @@ def test_cluster_answers_every_flow_on_the_worker_that_owns_it(tmp_path):
     observer = None
     bridge_err = ""
     try:
-        mdir = start_node("manager", ["-e", f"redef Multa::listen_websocket = T; "
-                                            f"redef Multa::websocket_port = {ports['ws']}/tcp;"])
+        mdir = start_node("manager", [])
         start_node("proxy-1", [])
         _wait_port(ports["manager"], procs["manager"], "the manager (Broker)")
         _wait_port(ports["proxy"], procs["proxy-1"], "the proxy (Broker)")
