@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from multa_broker.bridge import config
-from multa_broker.bridge.fakezeek import FakeZeek
+from multa_broker.bench.fakezeek import FakeZeek
 from multa_broker.errors import MultaError
 
-from test_bridge_support import make_flow, wait_until, write_tiny_model
+from support.bridge import make_flow, wait_until, write_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from multa_broker.bridge import codec, events, wire
-from multa_broker.bridge.fakezeek import _check_results, flows_message
+from multa_broker.bench.fakezeek import _check_results, flows_message
 from multa_broker.flow import MAX_N, FlowError
 from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
 
-from test_bridge_support import make_flow
+from support.bridge import make_flow
 
 UTC = dt.timezone.utc
 
@@ -183,7 +183,7 @@ def _with_field(i: int, value: dict) -> str:
     rec = events.flow_record_json(make_flow(1))
     rec["data"][i] = value
     good = events.flow_record_json(make_flow(2))
-    from multa_broker.bridge.fakezeek import flows_message_text
+    from multa_broker.bench.fakezeek import flows_message_text
 
     return flows_message_text("multa/flows", "w", json.dumps(good) + "," + json.dumps(rec))
 
@@ -223,7 +223,7 @@ def test_empty_flow_is_rejected():
     rec = events.flow_record_json(make_flow(1, n=1))
     for i in (6, 7, 8):
         rec["data"][i]["data"] = []
-    from multa_broker.bridge.fakezeek import flows_message_text
+    from multa_broker.bench.fakezeek import flows_message_text
 
     got = _parse(flows_message_text("t", "w", json.dumps(rec)), True)
     assert not got.flows and "no packets" in got.rejected[0]
@@ -232,7 +232,7 @@ def test_empty_flow_is_rejected():
 def test_record_with_wrong_field_count_is_rejected():
     rec = events.flow_record_json(make_flow(1))
     rec["data"].pop()
-    from multa_broker.bridge.fakezeek import flows_message_text
+    from multa_broker.bench.fakezeek import flows_message_text
 
     got = _parse(flows_message_text("t", "w", json.dumps(rec)), True)
     assert "8 fields, expected 9" in got.rejected[0]
@@ -384,7 +384,7 @@ def _transport_parse(text: str, use_msgspec: bool):
 
 def _nested(depth: int) -> str:
     inner = '{"@data-type":"vector","data":[' * depth + '{"@data-type":"count","data":1}' + "]}" * depth
-    from multa_broker.bridge.fakezeek import flows_message_text
+    from multa_broker.bench.fakezeek import flows_message_text
 
     return flows_message_text("multa/flows", "w", inner)
 
@@ -418,7 +418,7 @@ def test_depth_check_ignores_unbalanced_text_and_counts_levels():
 
 
 def _message_with(recs: list) -> str:
-    from multa_broker.bridge.fakezeek import flows_message_text
+    from multa_broker.bench.fakezeek import flows_message_text
 
     return flows_message_text("multa/flows", "w", ",".join(json.dumps(r) for r in recs))
 

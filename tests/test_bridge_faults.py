@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from multa_broker.bridge.events import flow_record_json
-from multa_broker.bridge.fakezeek import FakeZeek, flows_message_text
+from multa_broker.bench.fakezeek import FakeZeek, flows_message_text
 
 from test_bridge_service import balanced, run
-from test_bridge_support import bridge_config, make_flow, running, wait_until, write_tiny_model
+from support.bridge import bridge_config, make_flow, running, wait_until, write_tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -108,7 +108,7 @@ def test_peer_that_stops_reading_is_dropped_by_the_keepalive(model, caplog):
         zeek = await FakeZeek(rcvbuf=4096).start()
         cfg = bridge_config(zeek.url, model, websocket={"url": zeek.url, "ping_interval_s": 0.3,
                                                         "ping_timeout_s": 0.5})
-        from multa_broker.bridge.fakezeek import FlowTemplates
+        from multa_broker.bench.fakezeek import FlowTemplates
 
         # About 5 MB of results: more than the kernel buffers a stalled reader (about 3 MB here).
         templates = FlowTemplates([make_flow(i) for i in range(50)])

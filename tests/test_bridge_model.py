@@ -9,7 +9,7 @@ import pytest
 from multa_broker.bridge import model as modelmod
 from multa_broker.protocol import Result
 
-from test_bridge_support import make_flow, write_tiny_model
+from support.bridge import make_flow, write_tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

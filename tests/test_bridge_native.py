@@ -19,7 +19,7 @@ import pytest
 from multa_broker.bridge import codec, events
 from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port
 
-from test_bridge_support import bridge_config, expected_labels, make_flow, running, wait_until, write_tiny_model
+from support.bridge import bridge_config, expected_labels, make_flow, running, wait_until, write_tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

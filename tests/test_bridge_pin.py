@@ -21,7 +21,7 @@ from multa_broker import store
 from multa_broker.errors import MultaError
 
 from test_bridge_service import balanced, run
-from test_bridge_support import (FakeZeek, bridge_config, make_flow, running, tiny_loader, wait_until,
+from support.bridge import (FakeZeek, bridge_config, make_flow, running, tiny_loader, wait_until,
                                  write_tiny_model)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

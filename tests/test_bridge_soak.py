@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from test_bridge_support import write_tiny_model
+from support.bridge import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from multa_broker.loopback import free_port
-from test_bridge_support import write_tiny_model
+from support.bridge import write_tiny_model
 
 pytestmark = [pytest.mark.zeek, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -82,7 +82,7 @@ def test_zeek_logs_a_verdict_for_every_flow_it_sent(shared_data, tmp_path, captu
     assert len({r["uid"] for r in rows}) == len(rows)
     for r in rows:
         assert r["model"] == "tiny/1"
-        # The tiny model says dns for UDP and tls otherwise (test_bridge_support).
+        # The tiny model says dns for UDP and tls otherwise (tests/support/bridge.py).
         proto = conns[r["uid"]]["proto"]
         assert r["service"] == ("dns" if proto == "udp" else "tls"), (r, proto)
         assert r["encrypted"] in ("encrypted", "cleartext")

@@ -56,7 +56,7 @@ def test_flows_rejects_bad_n(tmp_path, capsys):
 def test_bench_flows_json_on_small_corpus(tmp_path, capsys):
     import argparse
 
-    from multa_broker.capture import bench
+    from multa_broker.bench import flows as bench
 
     _capture(tmp_path)
     parser = argparse.ArgumentParser()

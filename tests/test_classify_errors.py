@@ -17,7 +17,7 @@ import pytest
 from multa_broker.capture import pcapwriter as pw
 from multa_broker.cli import main
 
-from test_bridge_support import write_tiny_model
+from support.bridge import write_tiny_model
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

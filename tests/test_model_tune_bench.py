@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from multa_broker.model import bench, tune
+from multa_broker.bench import model as bench
+from multa_broker.model import tune
 from multa_broker.model.synthetic import make_dataset, train_tiny
 from multa_broker.model.training import TrainConfig
 

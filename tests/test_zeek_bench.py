@@ -23,8 +23,8 @@ from multa_broker.capture import pcapwriter as w
 from multa_broker.capture.extractor import FlowExtractor
 from multa_broker.capture.reader import open_capture
 from multa_broker.errors import MultaError
-from multa_broker.zeekbench import PLUGIN_BUILD, concatenate
-from multa_broker.zeekbench.traces import move_addresses, overlay
+from multa_broker.bench.zeek import PLUGIN_BUILD, concatenate
+from multa_broker.bench.traces import move_addresses, overlay
 
 ZEEK = shutil.which("zeek")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from multa_broker.zeekbench import PLUGIN_BUILD
+from multa_broker.bench.zeek import PLUGIN_BUILD
 
 BTEST_DIR = Path(__file__).resolve().parent / "zeek"
 BIN = Path(sys.executable).parent

@@ -47,7 +47,7 @@ import yaml
 
 from conftest import REPO
 from multa_broker.loopback import free_port
-from test_bridge_support import write_tiny_model
+from support.bridge import write_tiny_model
 
 ZEEK = shutil.which("zeek")
 pytestmark = [

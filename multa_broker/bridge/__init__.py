@@ -10,8 +10,9 @@ Modules, one concept each:
 * :mod:`.service` -- batching, faults, reload, drain;
 * :mod:`.runner`, :mod:`.worker` -- the model off the event loop (a thread, or a worker process);
 * :mod:`.model` -- loading and watching the model; probabilities/verdicts -> Results;
-* :mod:`.metrics` -- Prometheus metrics; :mod:`.backoff`, :mod:`.ratelog` -- small helpers;
-* :mod:`.fakezeek` -- Zeek's WebSocket side, for tests and :mod:`.bench` (``multa bench bridge``).
+* :mod:`.metrics` -- Prometheus metrics; :mod:`.backoff`, :mod:`.ratelog` -- small helpers.
+
+What plays Zeek for tests and ``multa bench bridge|soak`` lives in :mod:`multa_broker.bench`.
 
 Nothing heavy is imported here: ``multa --help`` stays instant.
 """

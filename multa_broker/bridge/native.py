@@ -27,7 +27,7 @@ from multa_broker.bridge import codec, events
 from multa_broker.bridge.config import NativeConfig
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
 from multa_broker.errors import MultaError
-from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import RESULTS_EVENT, Port, Result
 
 
 def import_broker(python_path: str | None) -> Any:
@@ -167,11 +167,6 @@ class NativeTransport(Transport):
             raise TransportClosed(f"peer lost: {self._lost}")
         recs = [from_values(self.broker, events.result_values(r)) for r in results]
         self._ep.publish(topic, self.broker.zeek.Event(RESULTS_EVENT, recs))
-
-    def publish_flows(self, topic: str, node: str, flows: Sequence[Any]) -> None:
-        """Send ``Multa::flows`` (tests and the load generator play Zeek with this)."""
-        args = from_values(self.broker, events.flows_event_values(node, flows))
-        self._ep.publish(topic, self.broker.zeek.Event(FLOWS_EVENT, *args))
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

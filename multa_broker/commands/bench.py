@@ -1,7 +1,9 @@
 """``multa bench WHAT``: benchmarks that print side-by-side figures (medians, ratios).
 
-Each benchmark lives beside the code it measures and exposes
-``add_arguments(parser)`` and ``run(args) -> int``.
+Each benchmark is a module of :mod:`multa_broker.bench` that exposes
+``add_arguments(parser)`` and ``run(args) -> int``; this is the one place the
+product reaches it, and only by name, when ``multa bench`` runs
+(tests/test_layout.py checks that nothing else in the product imports it).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from multa_broker.errors import MultaError
 HELP = "benchmarks: flows, model, bridge, zeek, soak"
 
 BENCHES: dict[str, tuple[str, str]] = {
-    "flows": ("multa_broker.capture.bench", "offline extractor packets/s on a capture corpus"),
-    "model": ("multa_broker.model.bench", "LMMoE vs single-task models: size, flows/s, macro-F1"),
-    "bridge": ("multa_broker.bridge.bench", "end-to-end bridge flows/s and latency over WebSocket"),
-    "zeek": ("multa_broker.zeekbench", "Zeek wall time and memory: plain vs multa vs new_packet"),
-    "soak": ("multa_broker.bridge.soak", "the bridge for a bounded time under load and injected faults"),
+    "flows": ("multa_broker.bench.flows", "offline extractor packets/s on a capture corpus"),
+    "model": ("multa_broker.bench.model", "LMMoE vs single-task models: size, flows/s, macro-F1"),
+    "bridge": ("multa_broker.bench.bridge", "end-to-end bridge flows/s and latency over WebSocket"),
+    "zeek": ("multa_broker.bench.zeek", "Zeek wall time and memory: plain vs multa vs new_packet"),
+    "soak": ("multa_broker.bench.soak", "the bridge for a bounded time under load and injected faults"),
 }
 
 

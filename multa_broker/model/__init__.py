@@ -1,4 +1,4 @@
-"""The multi-task model (LMMoE), its baselines, training, tuning and benchmark.
+"""The multi-task model (LMMoE), its baselines, training and tuning.
 
 Modules, one concept each:
 
@@ -8,8 +8,8 @@ Modules, one concept each:
 * :mod:`.classical` -- per-flow statistics + gradient boosting baseline;
 * :mod:`.training` -- joint and separate training paradigms, early stopping;
 * :mod:`.metrics`, :mod:`.calibration` -- macro-F1, ECE, temperature scaling;
-* :mod:`.speed` -- CPU throughput measurement shared by tune and bench;
-* :mod:`.tune` -- the size search; :mod:`.bench` -- ``multa bench model``;
+* :mod:`.speed` -- CPU throughput measurement shared by tune and ``multa bench model``;
+* :mod:`.tune` -- the size search (``multa bench model`` lives in :mod:`multa_broker.bench.model`);
 * :mod:`.synthetic` -- tiny learnable datasets for tests.
 
 Nothing here is imported by ``multa --help``; torch loads only when a model

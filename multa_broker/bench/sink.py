@@ -2,7 +2,7 @@
 
 ``multa bench zeek`` runs it for the ``publish`` set-up: Zeek then pays for
 publishing to a connected client (Broker data, JSON, WebSocket frames) but
-not for results. Run as ``python -m multa_broker.zeekbench.sink PORT``; it
+not for results. Run as ``python -m multa_broker.bench.sink PORT``; it
 reconnects after each Zeek run until it is terminated.
 """
 

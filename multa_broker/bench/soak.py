@@ -1,7 +1,7 @@
 """``multa bench soak``: the real bridge for a bounded time under steady load and injected faults.
 
 The bridge runs as its own process (``multa bridge``, as deployed). This process
-plays Zeek (:class:`~multa_broker.bridge.fakezeek.FakeZeek`): it offers
+plays Zeek (:class:`~multa_broker.bench.fakezeek.FakeZeek`): it offers
 ``--rate`` flows/s in messages of ``--flows-per-message`` and, every
 ``--fault-every`` seconds, injects the next fault of ``--faults`` in turn:
 
@@ -68,7 +68,7 @@ class _Zeek:
         self.answered += len(rec.results)
 
     async def start(self) -> None:
-        from multa_broker.bridge.fakezeek import FakeZeek
+        from multa_broker.bench.fakezeek import FakeZeek
 
         self.server = await FakeZeek(port=self.port, keep=False, on_results=self._on_results).start()
 
@@ -84,8 +84,8 @@ class _Zeek:
 
 def _garbage(templates: Any) -> list[str]:
     from multa_broker.bridge.events import flow_record_json
-    from multa_broker.bridge.fakezeek import flows_message_text
-    from multa_broker.bridge.bench import _template_flows
+    from multa_broker.bench.fakezeek import flows_message_text
+    from multa_broker.bench.bridge import _template_flows
 
     deep = '{"@data-type":"vector","data":[' * 500 + '{"@data-type":"count","data":1}' + "]}" * 500
     recs = [flow_record_json(f) for f in _template_flows(3, 20)]
@@ -99,8 +99,8 @@ def _garbage(templates: Any) -> list[str]:
 async def _soak(args: argparse.Namespace, model: str, tmp: Path) -> dict[str, Any]:
     import yaml
 
-    from multa_broker.bridge.bench import Generator, _rss_mib, _scrape, _template_flows
-    from multa_broker.bridge.fakezeek import FlowTemplates, flows_message_text
+    from multa_broker.bench.bridge import Generator, _rss_mib, _scrape, _template_flows
+    from multa_broker.bench.fakezeek import FlowTemplates, flows_message_text
 
     import logging
 
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
         if args.model:
             model = args.model
         else:
-            from multa_broker.bridge.bench import _bench_model
+            from multa_broker.bench.bridge import _bench_model
 
             model = _bench_model(tmp)
         doc = asyncio.run(_soak(args, model, tmp))

@@ -1,7 +1,7 @@
 """``multa bench bridge``: end-to-end flows/s and latency through a real WebSocket on loopback.
 
 The bridge runs as its own process (``multa bridge``, exactly as deployed).
-This process plays Zeek: a :class:`~multa_broker.bridge.fakezeek.FakeZeek`
+This process plays Zeek: a :class:`~multa_broker.bench.fakezeek.FakeZeek`
 WebSocket server speaking Broker's JSON v1 accepts the bridge's subscription,
 sends ``Multa::flows`` events in Zeek's wire format and checks every
 ``Multa::results`` it gets back for Zeek's exact types. Three phases per run:
@@ -309,7 +309,7 @@ async def _open_loop_fast(gen: Generator, rate: float, seconds: float) -> dict[s
 async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int) -> dict[str, Any]:
     import yaml
 
-    from multa_broker.bridge.fakezeek import FakeZeek, FlowTemplates
+    from multa_broker.bench.fakezeek import FakeZeek, FlowTemplates
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     zeek = await FakeZeek(keep=False).start()

@@ -17,8 +17,8 @@ import random
 from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
+from multa_broker.bench.fakezeek import FakeZeek
 from multa_broker.bridge import config as bconfig
-from multa_broker.bridge.fakezeek import FakeZeek
 from multa_broker.bridge.metrics import BridgeMetrics
 from multa_broker.bridge.service import BridgeService
 from multa_broker.flow import Flow, FlowKey

@@ -22,7 +22,7 @@ plugin's C++ collector.
 
 Several captures are joined one after another, each at its own pace, or
 with ``--overlay`` played at once as the hosts behind a sensor are (see
-:mod:`multa_broker.zeekbench.traces`): the same connections, denser in time,
+:mod:`multa_broker.bench.traces`): the same connections, denser in time,
 so that costs per batch weigh as they do on a loaded sensor.
 
 Each set-up also runs on a capture without packets, so that start-up and
@@ -56,7 +56,7 @@ from pathlib import Path
 
 from multa_broker.errors import MultaError
 from multa_broker.loopback import free_port
-from multa_broker.zeekbench.traces import concatenate, empty_pcap, overlay, tiny_trace
+from multa_broker.bench.traces import concatenate, empty_pcap, overlay, tiny_trace
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
 # Where zeek_plugin/build.sh puts the Multa::Collector plugin.
@@ -247,7 +247,7 @@ def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S,
 
 def _start_sink(port: int, workdir: Path) -> subprocess.Popen:
     log = open(workdir / "sink.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "multa_broker.zeekbench.sink", str(port)],
+    return subprocess.Popen([sys.executable, "-m", "multa_broker.bench.sink", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
 
 
