@@ -31,6 +31,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-epochs", type=int, default=15, help="never stop before this epoch (default 15)")
     parser.add_argument("--smooth", type=int, default=1,
                         help="early stopping on the mean validation score of the last K epochs (default 1)")
+    parser.add_argument("--max-steps", type=int, default=None, metavar="K",
+                        help="at most K optimizer steps per epoch (default: one pass over the labelled rows; "
+                             "the leave-one-source-out runs cap it to fit a CPU budget)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt",
@@ -88,7 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-old-recipe", action="store_true",
                         help="--eval loso: also train the LMMoE the way multa-default/2 was trained "
                              "(no augmentation, no distillation, no label smoothing) and, when --distill is "
-                             "on, without distillation only, for the ablation")
+                             "on and --ablate-distill is given, without distillation only, for the ablation")
+    parser.add_argument("--ablate-distill", action="store_true",
+                        help="--eval loso with --with-old-recipe: also train the LMMoE without distillation "
+                             "(one more model per fold)")
     parser.add_argument("--set-default", action="store_true", help="make this the store's default model")
     parser.add_argument("--force", action="store_true", help="overwrite an existing name/version")
 
@@ -116,7 +122,7 @@ def train_config(args: argparse.Namespace):
                        min_epochs=args.min_epochs, smooth=args.smooth,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
-                       seed=args.seed, progress=not args.no_progress)
+                       seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps)
 
 
 def setup_torch(threads: int) -> None:
@@ -135,7 +141,7 @@ def run_loso(args: argparse.Namespace) -> int:
     variants = {}
     if args.with_old_recipe:
         variants["old"] = dataclasses.replace(cfg, augment=AugmentConfig.off(), label_smoothing=0.0, distill=0.0)
-        if cfg.distill > 0:
+        if cfg.distill > 0 and args.ablate_distill:
             variants["no-distill"] = dataclasses.replace(cfg, distill=0.0)
     spec = loso.LosoSpec(
         dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,

@@ -38,7 +38,7 @@ from multa_broker.flow import DEFAULT_N
 log = logging.getLogger("multa.model.loso")
 
 #: A source with fewer labelled flows than this is never a fold of its own (its figure would be noise).
-MIN_FOLD_ROWS = 50
+MIN_FOLD_ROWS = 100
 MODELS = ("lmmoe", "single", "classical")
 
 
