@@ -1,5 +1,9 @@
 """Where the package's data is: the default model store, the Zeek scripts, the example capture.
 
+Also the one place that finds what is not shipped: the capture corpus
+(``$MULTA_DATA`` only; nothing is guessed) and, in a checkout, the lab set-up
+script and the C++ plugin's build folder.
+
 The three folders stay at the top of the checkout (``model_store/``,
 ``zeek_scripts/``, ``examples/example.pcap``). pyproject.toml maps the
 checkout's root to the data package ``multa_broker._data``, so:
@@ -24,10 +28,12 @@ from multa_broker.errors import MultaError
 
 DATA_PACKAGE = "multa_broker._data"
 HELP = "print the folder of the installed Zeek scripts (for @load)"
+#: The environment variable naming the capture corpus folder (what ``../shared/data`` holds).
+CORPUS_ENV = "MULTA_DATA"
 
 
-def _data(name: str) -> Path:
-    """``name`` inside the data package, as a file system path."""
+def _path(name: str) -> Path:
+    """``name`` inside the data package, as a file system path (it need not exist)."""
     try:
         root = resources.files(DATA_PACKAGE)
     except ModuleNotFoundError:
@@ -35,7 +41,12 @@ def _data(name: str) -> Path:
         # hook knows only multa_broker): reinstalling maps it; meanwhile the
         # checkout around the package is the data package.
         root = resources.files("multa_broker") / ".."  # type: ignore[operator]
-    p = Path(os.path.normpath(str(root / name)))
+    return Path(os.path.normpath(str(root / name)))
+
+
+def _data(name: str) -> Path:
+    """``name`` inside the data package, as a file system path."""
+    p = _path(name)
     if not p.exists():
         raise MultaError(f"{p}: missing from this installation of multa (reinstall it, or set "
                          f"$MULTA_MODEL_STORE for the model store)")
@@ -58,6 +69,26 @@ def zeek_scripts() -> Path:
 def example_capture() -> Path:
     """The bundled example capture."""
     return _data("examples") / "example.pcap"
+
+
+def capture_corpus() -> Path | None:
+    """The capture corpus folder named by ``$MULTA_DATA``, or None when it is unset.
+
+    The one way every command finds the corpus when it is not given one; the
+    package assumes no location of its own.
+    """
+    env = os.environ.get(CORPUS_ENV)
+    return Path(env) if env else None
+
+
+def lab_setup_script() -> Path:
+    """``scripts/lab-setup.sh`` of a checkout (not shipped in a wheel: it may not exist)."""
+    return _path("scripts") / "lab-setup.sh"
+
+
+def plugin_build() -> Path:
+    """Where ``zeek_plugin/build.sh`` puts the Multa::Collector plugin in a checkout (may not exist)."""
+    return _path("build")
 
 
 # ---------------------------------------------------------------- multa zeek-path

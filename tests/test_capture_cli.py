@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from multa_broker.capture import pcapwriter as pw
 from multa_broker.cli import main
+from multa_broker.errors import MultaError
 from multa_broker.flow import Flow
 
 C, S = "10.0.0.1", "10.0.0.2"
@@ -66,3 +69,23 @@ def test_bench_flows_json_on_small_corpus(tmp_path, capsys):
     plain, verify = out["results"]["plain"], out["results"]["verify"]
     assert plain["packets"] == 3 and plain["flows"] == 2 and verify["flows"] == 2
     assert plain["median_pkts_per_s"] > 0
+
+
+def test_bench_flows_default_captures_come_from_multa_data(tmp_path, monkeypatch):
+    from multa_broker.bench import flows as bench
+
+    monkeypatch.delenv("MULTA_DATA", raising=False)
+    with pytest.raises(MultaError, match="MULTA_DATA"):
+        bench.resolve_paths([])
+    (tmp_path / "ndpi" / "pcap").mkdir(parents=True)
+    cap = _capture(tmp_path / "ndpi" / "pcap")
+    monkeypatch.setenv("MULTA_DATA", str(tmp_path))
+    assert bench.resolve_paths([]) == [cap]
+
+
+def test_dataset_build_without_a_corpus_says_how_to_name_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MULTA_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["dataset", "build", "--out", str(tmp_path / "d.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "--data" in err and "MULTA_DATA" in err

@@ -1,4 +1,4 @@
-"""The extractor on real captures from Zeek's own test traces (../shared/data/zeek-traces).
+"""The extractor on real captures from Zeek's own test traces ($MULTA_DATA/zeek-traces, default ../shared/data).
 
 Expected numbers were checked by hand against the packets (IP lengths and
 timestamps as tcpdump/dpkt print them) and, for sizes, against conn.log's
@@ -12,10 +12,11 @@ from pathlib import Path
 import dpkt
 import pytest
 
+from conftest import SHARED_DATA
 from multa_broker.capture import read_connections, read_flows
 
-TRACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "zeek-traces"
-pytestmark = pytest.mark.skipif(not TRACES.is_dir(), reason="../shared/data/zeek-traces not present")
+TRACES = SHARED_DATA / "zeek-traces"
+pytestmark = pytest.mark.skipif(not TRACES.is_dir(), reason=f"{TRACES} not present (set MULTA_DATA)")
 
 
 def one(name: str, **kw):

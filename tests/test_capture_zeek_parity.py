@@ -26,10 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
 from multa_broker.capture import CaptureError, read_connections
 from multa_broker.capture.ports import LIKELY_SERVER_PORTS_TCP, LIKELY_SERVER_PORTS_UDP, parse_zeek_print
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = SHARED_DATA
 COUNTS = ("orig_pkts", "resp_pkts", "orig_ip_bytes", "resp_ip_bytes")
 
 
@@ -146,7 +147,7 @@ def compare(captures: list[Path], *, verify_checksums: bool, zeek: str) -> Parit
 
 ZEEK = zeek_binary()
 needs_zeek = pytest.mark.skipif(ZEEK is None, reason="zeek not found on PATH or at /opt/zeek/bin/zeek")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data not present")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} not present (set MULTA_DATA)")
 
 PINNED = [
     "zeek-traces/tunnels/Teredo.pcap", "zeek-traces/tunnels/ayiya3.pcap", "zeek-traces/tunnels/geneve.pcap",

@@ -56,15 +56,24 @@ def test_zeek_path_prints_the_scripts_folder(capsys):
 
 
 def test_product_code_has_no_checkout_relative_lookups_for_the_data():
-    """The data is found through multa_broker.resources only."""
+    """The data, the checkout's scripts and the capture corpus are found through multa_broker.resources only."""
     offenders = []
     for p in (ROOT / "multa_broker").rglob("*.py"):
+        if p.name == "resources.py":
+            continue
         text = p.read_text()
-        for what in ('/ "model_store"', '/ "zeek_scripts"', '"example.pcap"'):
-            if what in text and p.name != "resources.py":
+        for what in ('/ "model_store"', '/ "zeek_scripts"', '"example.pcap"', "parents[", '"../shared',
+                     '"MULTA_DATA"', "MULTA_TRACES"):
+            if what in text:
                 offenders.append(f"{p.relative_to(ROOT)}: {what}")
-    # The Zeek benchmark (multa_broker/bench/zeek.py, run from a checkout) still has its own look-up.
-    assert [o for o in offenders if not o.startswith("multa_broker/bench/")] == []
+    assert offenders == []
+
+
+def test_the_capture_corpus_is_only_what_multa_data_names(monkeypatch, tmp_path):
+    monkeypatch.delenv("MULTA_DATA", raising=False)
+    assert resources.capture_corpus() is None
+    monkeypatch.setenv("MULTA_DATA", str(tmp_path))
+    assert resources.capture_corpus() == tmp_path
 
 
 def _copy_checkout(dest: Path) -> Path:

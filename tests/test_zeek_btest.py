@@ -3,7 +3,8 @@
 Needs ``zeek`` and ``zeek-cut`` on PATH and ``btest`` (pip package
 ``btest``) on PATH or beside this interpreter; skips with the reason
 otherwise. Trace-based btests additionally skip themselves when
-../shared/data is absent (see tests/zeek/btest.cfg).
+the capture corpus ($MULTA_DATA, default ../shared/data) is absent
+(see tests/zeek/btest.cfg).
 """
 
 from __future__ import annotations

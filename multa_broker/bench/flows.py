@@ -19,13 +19,15 @@ from pathlib import Path
 
 from multa_broker.errors import CaptureError, MultaError
 from multa_broker.flow import DEFAULT_N
+from multa_broker.resources import CORPUS_ENV, capture_corpus
 
-DEFAULT_CORPUS = "../shared/data/ndpi/pcap"
+#: The default captures, inside the capture corpus ($MULTA_DATA).
+DEFAULT_CORPUS = "ndpi/pcap"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", metavar="PATH",
-                        help=f"capture files or directories (default: {DEFAULT_CORPUS}, relative to the repo root or cwd)")
+                        help=f"capture files or directories (default: ${CORPUS_ENV}/{DEFAULT_CORPUS})")
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per setting (default 5); the median is reported")
     parser.add_argument("--n", type=int, default=DEFAULT_N, help=f"packets per flow (default {DEFAULT_N})")
     parser.add_argument("--cpu", type=int, default=None,
@@ -33,20 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def resolve_paths(paths: list[str]) -> list[Path]:
     """Capture files under ``paths`` (default corpus when empty), sorted."""
     if not paths:
-        for base in (_repo_root(), Path.cwd()):
-            cand = (base / DEFAULT_CORPUS).resolve()
-            if cand.is_dir():
-                paths = [str(cand)]
-                break
-        else:
-            raise MultaError(f"default corpus {DEFAULT_CORPUS} not found beside the repo root or cwd; give PATHS")
+        corpus = capture_corpus()
+        if corpus is None:
+            raise MultaError(f"no captures: give PATHS, or set {CORPUS_ENV} to the capture corpus "
+                             f"(its {DEFAULT_CORPUS} is the default)")
+        if not (corpus / DEFAULT_CORPUS).is_dir():
+            raise MultaError(f"default captures {corpus / DEFAULT_CORPUS} not found (${CORPUS_ENV}); give PATHS")
+        paths = [str(corpus / DEFAULT_CORPUS)]
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():

@@ -56,11 +56,11 @@ from pathlib import Path
 
 from multa_broker.errors import MultaError
 from multa_broker.loopback import free_port
+from multa_broker.resources import plugin_build, zeek_scripts
 from multa_broker.bench.traces import concatenate, empty_pcap, overlay, tiny_trace
 
-PACKAGE_DIR = Path(__file__).resolve().parents[2] / "zeek_scripts"
 # Where zeek_plugin/build.sh puts the Multa::Collector plugin.
-PLUGIN_BUILD = Path(__file__).resolve().parents[2] / "build"
+PLUGIN_BUILD = plugin_build()
 PLUGIN = "+plugin"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
 SETUPS = ("plain", "multa", "publish", "collect", "new_packet")
@@ -158,10 +158,11 @@ def _zeek_cmd(zeek: str, trace: Path, setup: str, port: int, extra: str = "",
     if setup == "new_packet":
         return base + [str(REFERENCE), "-e", _COUNT_REFERENCE]
     if setup == "collect":
-        scripts = [str(PACKAGE_DIR)]
+        scripts = [str(zeek_scripts())]
         script = "redef Multa::pause_without_bridge = F; " + _COUNT_PACKAGE
     else:  # multa and publish: offline mode, with their peer on *port*
-        scripts = [str(PACKAGE_DIR), str(PACKAGE_DIR / "offline.zeek")]
+        package = zeek_scripts()
+        scripts = [str(package), str(package / "offline.zeek")]
         script = (f"redef Multa::websocket_port = {port}/tcp; "
                   + (_PUBLISH_ONLY if setup == "publish" else "") + _COUNT_PACKAGE)
     return base + scripts + ["-e", f"{extra} {script}" if extra else script]

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from multa_broker.errors import MultaError
+from multa_broker.resources import CORPUS_ENV, capture_corpus
 
 HELP = "build the labelled dataset from captures and label sources"
-DEFAULT_DATA = os.environ.get("MULTA_DATA", "../shared/data")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="build a dataset file from label sources and captures")
-    b.add_argument("--data", default=DEFAULT_DATA,
-                   help="folder holding the capture corpus (default: $MULTA_DATA or ../shared/data)")
+    b.add_argument("--data", default=None,
+                   help=f"folder holding the capture corpus, which label sources' roots are relative to "
+                        f"(default: ${CORPUS_ENV}; with --no-builtin and neither, the current folder)")
     b.add_argument("--lab", action="append", default=[], metavar="DIR",
                    help="a `multa lab run` output folder to include (repeatable)")
     b.add_argument("--source", action="append", default=[], metavar="YAML",
@@ -81,9 +81,13 @@ def run(args: argparse.Namespace) -> int:
 
     from multa_broker.dataset.build import BuildConfig, build
 
-    data = Path(args.data)
-    if not data.is_dir() and not args.no_builtin:
-        raise MultaError(f"--data {data}: no such folder (set --data or MULTA_DATA)")
+    data = Path(args.data) if args.data else capture_corpus()
+    if data is None:
+        if not args.no_builtin:
+            raise MultaError(f"no capture corpus: give --data or set {CORPUS_ENV}")
+        data = Path.cwd()  # --source roots are then relative to the current folder
+    elif not data.is_dir() and not args.no_builtin:
+        raise MultaError(f"--data {data}: no such folder (set --data or {CORPUS_ENV})")
     config = BuildConfig(
         data_dir=data, lab_dirs=[Path(p) for p in args.lab], sources=[Path(p) for p in args.source],
         builtin=not args.no_builtin, without=list(args.without), verify_checksums=args.verify_checksums, seed=args.seed,

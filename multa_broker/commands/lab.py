@@ -14,9 +14,9 @@ import subprocess
 from pathlib import Path
 
 from multa_broker.errors import MultaError
+from multa_broker.resources import lab_setup_script
 
 HELP = "generate labelled traffic in network namespaces"
-SETUP_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "lab-setup.sh"
 
 log = logging.getLogger("multa.lab")
 
@@ -79,6 +79,7 @@ def _clean(args: argparse.Namespace) -> int:
 
 
 def _setup(args: argparse.Namespace) -> int:
-    if not SETUP_SCRIPT.is_file():
-        raise MultaError(f"set-up script not found at {SETUP_SCRIPT} (run scripts/lab-setup.sh from a checkout)")
-    return subprocess.run(["sh", str(SETUP_SCRIPT), *(["--ci"] if args.ci else [])]).returncode
+    script = lab_setup_script()
+    if not script.is_file():
+        raise MultaError(f"set-up script not found at {script} (run scripts/lab-setup.sh from a checkout)")
+    return subprocess.run(["sh", str(script), *(["--ci"] if args.ci else [])]).returncode
