@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from multa_broker.bridge import codec, events, wire
 from multa_broker.bench.fakezeek import _check_results, flows_message
+from multa_broker.bridge import codec, events, wire
 from multa_broker.flow import MAX_N, FlowError
 from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
 
@@ -113,10 +113,10 @@ def test_event_envelope_is_zeeks():
     # zeek8-facts.md: [count 1, count 1, vector[name, vector[args]]]
     assert data["data"][0] == {"@data-type": "count", "data": 1}
     assert data["data"][1] == {"@data-type": "count", "data": 1}
-    assert codec.split_event(data) == ("Multa::results", [{"@data-type": "string", "data": "x"}])
     msg = wire.decode_message(json.dumps({"type": "data-message", "topic": "t", **data}))
     name, args = wire.split_event(msg.t, msg.data)
     assert name == "Multa::results" and args[0].data == "x"
+    assert wire.to_plain(args) == [{"@data-type": "string", "data": "x"}]
 
 
 def test_event_with_zeek_metadata_element_is_accepted():
@@ -251,15 +251,31 @@ def test_wrong_event_arguments_fail_the_whole_message(args):
         events.flows_from_json(a)
 
 
-def test_flows_from_values_matches_json_path():
+def _from_values(args):
+    """What the native transport does with Broker's values: codec values -> Values -> the one decoder."""
+    return events.flows_from_json([wire.from_codec(v) for v in args])
+
+
+def test_codec_values_take_the_same_decoder():
     flows = [make_flow(i, n=3 + i) for i in range(5)]
-    got = events.flows_from_values(events.flows_event_values("w", flows))
+    flows[0].key = type(flows[0].key)("tcp", "2001:db8::5", 1, "2001:db8::6", 2, 1700000000.123456)
+    got = _from_values(events.flows_event_values("w", flows))
+    assert got.node == "w" and not got.rejected
+    # Timestamps keep their microseconds (the JSON wire's text has milliseconds only).
     assert [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in got.flows] == \
         [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in flows]
     bad = list(events.flow_values(make_flow(7)))
     bad[6] = tuple(int(x) for x in bad[6])  # integers, not counts: Zeek's types must match
-    got = events.flows_from_values(["w", (tuple(bad),)])
+    got = _from_values(["w", (tuple(bad),)])
     assert not got.flows and "vector of count" in got.rejected[0]
+
+
+def test_codec_values_become_the_values_a_parsed_message_holds():
+    value = ("s", codec.Count(3), -2, 1.5, True, None, codec.EnumValue("A::B"), Port(53, "unknown"),
+             ipaddress.ip_address("10.0.0.1"), ipaddress.ip_network("10.0.0.0/8"),
+             dt.timedelta(milliseconds=1500), frozenset({codec.Count(1)}), {"k": (codec.Count(2),)},
+             dt.datetime(2022, 4, 10, 7, 0, 0, 250000, tzinfo=UTC))
+    assert codec.decode(wire.to_plain(wire.from_codec(value))) == value
 
 
 # ------------------------------------------------------------ Multa::results out
@@ -271,7 +287,9 @@ def test_results_message_has_exact_broker_types():
     text = events.results_message_text("multa/results", rs)
     obj = json.loads(text)
     assert obj["type"] == "data-message" and obj["topic"] == "multa/results"
-    name, args = codec.split_event(obj)
+    msg = wire.decode_message(text)
+    name, args = wire.split_event(msg.t, msg.data)
+    args = wire.to_plain(args)
     assert name == RESULTS_EVENT
     rec = args[0]["data"][0]["data"]
     assert [v["@data-type"] for v in rec] == ["string", "string", "vector", "vector", "vector"]

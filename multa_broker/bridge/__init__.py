@@ -4,8 +4,8 @@ Modules, one concept each:
 
 * :mod:`.config` -- the YAML configuration (typed dataclasses, defaults, checks);
 * :mod:`.codec` -- Broker's JSON data model, every type <-> Python;
-* :mod:`.wire` -- parsing WebSocket messages fast (msgspec, or json);
-* :mod:`.events` -- ``Multa::flows`` / ``Multa::results`` <-> Flow / Result;
+* :mod:`.wire` -- parsing WebSocket messages fast (msgspec, or json) and splitting Zeek events;
+* :mod:`.events` -- ``Multa::flows`` -> Flows (one decoder for every transport), Results -> ``Multa::results``;
 * :mod:`.transport`, :mod:`.websocket`, :mod:`.native` -- connections to Zeek;
 * :mod:`.service` -- batching, faults, reload, drain;
 * :mod:`.runner`, :mod:`.worker` -- the model off the event loop (a thread, or a worker process);

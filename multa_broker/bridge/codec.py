@@ -283,29 +283,3 @@ def event_data(name: str, args: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
             ]},
         ],
     }
-
-
-def split_event(data: dict[str, Any]) -> tuple[str, list[Any]]:
-    """``(name, args)`` of a Zeek event's Broker JSON value, args still Broker JSON.
-
-    Zeek may add a third element (metadata, e.g. the network time) to the
-    inner vector; it is ignored.
-    """
-    try:
-        if data["@data-type"] != "vector":
-            raise CodecError("event is not a vector")
-        outer = data["data"]
-        if (len(outer) != 3 or outer[0] != {"@data-type": "count", "data": EVENT_VERSION}
-                or outer[1] != {"@data-type": "count", "data": EVENT_TYPE}):
-            raise CodecError("not a Zeek event envelope (need [count 1, count 1, [name, args]])")
-        inner = outer[2]
-        if inner["@data-type"] != "vector" or len(inner["data"]) < 2:
-            raise CodecError("event body is not [name, args]")
-        name, args = inner["data"][0], inner["data"][1]
-        if name["@data-type"] != "string" or type(name["data"]) is not str:
-            raise CodecError("event name is not a string")
-        if args["@data-type"] != "vector" or type(args["data"]) is not list:
-            raise CodecError("event arguments are not a vector")
-        return name["data"], args["data"]
-    except (KeyError, TypeError, IndexError):
-        raise CodecError("not a Zeek event envelope") from None

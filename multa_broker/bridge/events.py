@@ -23,10 +23,9 @@ from typing import Any, Iterable, Sequence
 
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey, validate
-from multa_broker.protocol import FLOW_FIELDS, FLOWS_EVENT, RESULT_FIELDS, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import FLOW_FIELDS, FLOWS_EVENT, RESULTS_EVENT, Port, Result
 
 _N_FLOW_FIELDS = len(FLOW_FIELDS)
-_N_RESULT_FIELDS = len(RESULT_FIELDS)
 _UTC = _dt.timezone.utc
 _PROTOS = {"tcp", "udp", "icmp"}
 #: A Broker ``count`` is unsigned 64-bit (docs/protocol.md, section 4).
@@ -43,12 +42,6 @@ def _timestamp(text: Any) -> float:
         raise FlowError(f"field ts: {e}"[:160]) from None
 
 
-def _counts(values: list[Any], name: str) -> list[Any]:
-    if values and max(values) > _MAX_COUNT:
-        raise FlowError(f"field {name}: count {max(values)} outside 0..2**64-1"[:120])
-    return values
-
-
 @dataclass(slots=True)
 class FlowsMessage:
     """One ``Multa::flows`` call: the sending node, its valid flows, and why the others failed."""
@@ -59,15 +52,22 @@ class FlowsMessage:
     rejected: list[str] = field(default_factory=list)
 
 
-# ------------------------------------------------------------ flows: Broker JSON
+# ------------------------------------------------------------ flows in
+#
+# One decoder for every way a ``Multa::flows`` call arrives: flow_from_json turns
+# one record into a validated Flow and _flows runs it over a call's records, so
+# every transport rejects the same flows with the same reasons. A record is a
+# tree of wire.Value (any parser; the native transport converts Broker's values
+# with wire.from_codec), or a wire.FlowsWire record whose Broker tags msgspec
+# already checked while parsing; _field and _seq skip only those checks.
 
 # Addresses and ports repeat across flows; remembering the good ones saves
 # most of their parsing. Both caches are cleared when they grow past a bound.
 _ADDR_OK: dict[str, None] = {}
 _PORTS: dict[str, tuple[int, str]] = {}
 _CACHE_MAX = 65536
-#: The tagged structs of wire.FlowsWire whose tag msgspec checked.
-_TYPED = frozenset(getattr(wire, n) for n in ("_A", "_P") if hasattr(wire, n))
+#: The tagged structs of wire.FlowsWire (msgspec checked their tags).
+_TYPED = frozenset(getattr(wire, n) for n in ("_S", "_A", "_P", "_T", "_VC", "_VB", "_Rec") if hasattr(wire, n))
 
 
 def _field(v: Any, dtype: str, name: str) -> Any:
@@ -81,21 +81,26 @@ def _field(v: Any, dtype: str, name: str) -> Any:
     return v.data
 
 
-def _seq(v: Any, dtype: str, pytype: type, name: str, max_n: int) -> list[Any]:
-    items = _field(v, "vector", name)
+def _seq(v: Any, dtype: str, pytype: type, name: str, max_n: int, typed: bool) -> list[Any]:
+    items = v.data if typed else _field(v, "vector", name)
     if items.__class__ is not list:
         raise FlowError(f"field {name} is not a JSON array")
     if len(items) > max_n:
         # Checked before touching the elements: an oversized vector costs nothing.
         raise FlowError(f"field {name} has {len(items)} elements, more than {max_n}")
-    try:
-        values = [e.data for e in items if e.t == dtype]
-    except AttributeError:
-        raise FlowError(f"field {name} holds something that is not a Broker value") from None
-    # map(type) keeps the per-element type check in C (bool is not int here).
-    if len(values) != len(items) or list(map(type, values)).count(pytype) != len(values):
-        raise FlowError(f"field {name} must be a vector of {dtype}")
-    return _counts(values, name) if dtype == "count" else values
+    if typed:
+        values = [e.data for e in items]  # msgspec checked every element
+    else:
+        try:
+            values = [e.data for e in items if e.t == dtype]
+        except AttributeError:
+            raise FlowError(f"field {name} holds something that is not a Broker value") from None
+        # map(type) keeps the per-element type check in C (bool is not int here).
+        if len(values) != len(items) or list(map(type, values)).count(pytype) != len(values):
+            raise FlowError(f"field {name} must be a vector of {dtype}")
+    if dtype == "count" and values and max(values) > _MAX_COUNT:
+        raise FlowError(f"field {name}: count {max(values)} outside 0..2**64-1"[:120])
+    return values
 
 
 def _port(v: Any, name: str) -> tuple[int, str]:
@@ -127,12 +132,18 @@ def _addr(v: Any, name: str) -> str:
 
 
 def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
-    """One ``Multa::Flow`` record (a Broker JSON vector, as :class:`wire.Value`) as a validated Flow."""
-    fields = _field(rec, "vector", "flow")
-    if fields.__class__ is not list or len(fields) != _N_FLOW_FIELDS:
-        n = len(fields) if fields.__class__ is list else "no"
-        raise FlowError(f"flow record has {n} fields, expected {_N_FLOW_FIELDS}")
-    uid = _field(fields[0], "string", "uid")
+    """One ``Multa::Flow`` record (a Broker JSON vector as :class:`wire.Value`, or a typed
+    :class:`wire.FlowsWire` record) as a validated Flow; FlowError says what is wrong."""
+    typed = rec.__class__ in _TYPED
+    if typed:
+        fields = rec.data  # a tuple of exactly the nine fields
+        uid = fields[0].data
+    else:
+        fields = _field(rec, "vector", "flow")
+        if fields.__class__ is not list or len(fields) != _N_FLOW_FIELDS:
+            n = len(fields) if fields.__class__ is list else "no"
+            raise FlowError(f"flow record has {n} fields, expected {_N_FLOW_FIELDS}")
+        uid = _field(fields[0], "string", "uid")
     if uid.__class__ is not str or not uid:
         raise FlowError("field uid must be a non-empty string")
     try:
@@ -142,18 +153,31 @@ def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
         resp_p, proto = _port(fields[4], "resp_p")
         if orig_proto != proto:
             raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
-        ts = _timestamp(_field(fields[5], "timestamp", "ts"))
+        ts = _timestamp(fields[5].data if typed else _field(fields[5], "timestamp", "ts"))
         flow = Flow(
             FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts),
-            _seq(fields[6], "count", int, "sizes", max_n),
-            _seq(fields[7], "boolean", bool, "dirs", max_n),
-            _seq(fields[8], "count", int, "iats", max_n),
+            _seq(fields[6], "count", int, "sizes", max_n, typed),
+            _seq(fields[7], "boolean", bool, "dirs", max_n, typed),
+            _seq(fields[8], "count", int, "iats", max_n, typed),
             uid,
         )
         validate(flow, max_n)
     except FlowError as e:
         raise FlowError(f"flow {uid}: {e}"[:300]) from None
     return flow
+
+
+def _flows(node: str, records: Iterable[Any], max_n: int) -> FlowsMessage:
+    msg = FlowsMessage(node)
+    ok, rejected = msg.flows, msg.rejected
+    for rec in records:
+        try:
+            ok.append(flow_from_json(rec, max_n))
+        except FlowError as e:
+            rejected.append(str(e))
+        except _RECORD_ERRORS as e:  # a shape no check foresaw: this record only
+            rejected.append(f"unreadable flow record: {e!r}"[:300])
+    return msg
 
 
 def flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
@@ -165,102 +189,17 @@ def flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
         raise codec.CodecError(f"{FLOWS_EVENT}: argument node must be a string")
     if flows.__class__ is not wire.Value or flows.t != "vector" or flows.data.__class__ is not list:
         raise codec.CodecError(f"{FLOWS_EVENT}: argument flows must be a vector")
-    msg = FlowsMessage(node.data)
-    for rec in flows.data:
-        try:
-            msg.flows.append(flow_from_json(rec, max_n))
-        except FlowError as e:
-            msg.rejected.append(str(e))
-        except _RECORD_ERRORS as e:  # a shape no check foresaw: this record only
-            msg.rejected.append(f"unreadable flow record: {e!r}"[:300])
-    return msg
+    return _flows(node.data, flows.data, max_n)
 
 
 def flows_from_wire(m: Any, max_n: int = MAX_N) -> FlowsMessage:
-    """The flows of a :class:`wire.FlowsWire` message (types already checked by msgspec).
-
-    Equal to :func:`flows_from_json` on the same message (tests pin it); only
-    the checks msgspec did while parsing are skipped.
-    """
+    """The flows of a :class:`wire.FlowsWire` message: :func:`flows_from_json`'s decoder
+    without the checks msgspec did while parsing (tests pin that both give the same)."""
     node, flows = m.data[2].data[1].data
-    msg = FlowsMessage(node.data)
-    ok, rejected = msg.flows, msg.rejected
-    for rec in flows.data:
-        uid, oh, op, rh, rp, ts, sz, dr, ia = rec.data
-        uid = uid.data
-        try:
-            if not uid:
-                raise FlowError("field uid must be a non-empty string")
-            for name, seq in (("sizes", sz.data), ("dirs", dr.data), ("iats", ia.data)):
-                if len(seq) > max_n:
-                    raise FlowError(f"field {name} has {len(seq)} elements, more than {max_n}")
-            orig_h, resp_h = _addr(oh, "orig_h"), _addr(rh, "resp_h")
-            orig_p, orig_proto = _port(op, "orig_p")
-            resp_p, proto = _port(rp, "resp_p")
-            if orig_proto != proto:
-                raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
-            t = _timestamp(ts.data)
-            f = Flow(FlowKey(proto, orig_h, orig_p, resp_h, resp_p, t),
-                     [c.data for c in sz.data], [b.data for b in dr.data],
-                     _counts([c.data for c in ia.data], "iats"), uid)
-            validate(f, max_n)
-        except _RECORD_ERRORS as e:
-            rejected.append(f"flow {uid or '?'}: {e}"[:300])
-            continue
-        ok.append(f)
-    return msg
+    return _flows(node.data, flows.data, max_n)
 
 
-# ------------------------------------------------------------ flows: Python values
-
-
-def flow_from_values(rec: Any, max_n: int = MAX_N) -> Flow:
-    """One ``Multa::Flow`` record as :mod:`codec` Python values (a tuple of 9 fields)."""
-    if not isinstance(rec, (tuple, list)) or len(rec) != _N_FLOW_FIELDS:
-        raise FlowError(f"flow record is not a vector of {_N_FLOW_FIELDS} fields")
-    uid, orig_h, orig_p, resp_h, resp_p, ts, sizes, dirs, iats = rec
-    if type(uid) is not str or not uid:
-        raise FlowError("field uid must be a non-empty string")
-
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise FlowError(f"flow {uid}: field {what}")
-
-    ip_types = (ipaddress.IPv4Address, ipaddress.IPv6Address)
-    need(isinstance(orig_h, ip_types), "orig_h must be an address")
-    need(isinstance(resp_h, ip_types), "resp_h must be an address")
-    need(isinstance(orig_p, Port) and isinstance(resp_p, Port), "orig_p/resp_p must be ports")
-    need(orig_p.proto == resp_p.proto, "orig_p/resp_p disagree on the protocol")
-    need(isinstance(ts, _dt.datetime) and ts.tzinfo is not None, "ts must be a timestamp")
-    for name, seq, t in (("sizes", sizes, codec.Count), ("dirs", dirs, bool), ("iats", iats, codec.Count)):
-        need(isinstance(seq, (tuple, list)), f"{name} must be a vector")
-        need(len(seq) <= max_n, f"{name} has {len(seq)} elements, more than {max_n}")
-        need(all(type(x) is t for x in seq), f"{name} must be a vector of {'bool' if t is bool else 'count'}")
-    flow = Flow(FlowKey(resp_p.proto, str(orig_h), orig_p.number, str(resp_h), resp_p.number, ts.timestamp()),
-                [int(s) for s in sizes], list(dirs), [int(i) for i in iats], uid)
-    try:
-        validate(flow, max_n)
-    except FlowError as e:
-        raise FlowError(f"flow {uid}: {e}") from None
-    return flow
-
-
-def flows_from_values(args: Any, max_n: int = MAX_N) -> FlowsMessage:
-    """The arguments of ``Multa::flows`` as :mod:`codec` Python values."""
-    if not isinstance(args, (list, tuple)) or len(args) != 2:
-        raise codec.CodecError(f"{FLOWS_EVENT} needs 2 arguments (node, flows)")
-    node, flows = args
-    if type(node) is not str or not isinstance(flows, (tuple, list)):
-        raise codec.CodecError(f"{FLOWS_EVENT} arguments must be (string, vector)")
-    msg = FlowsMessage(node)
-    for rec in flows:
-        try:
-            msg.flows.append(flow_from_values(rec, max_n))
-        except FlowError as e:
-            msg.rejected.append(str(e))
-        except _RECORD_ERRORS as e:
-            msg.rejected.append(f"unreadable flow record: {e!r}"[:300])
-    return msg
+# ------------------------------------------------------------ flows out (what Zeek sends)
 
 
 def flow_values(flow: Flow) -> tuple[Any, ...]:
@@ -359,23 +298,6 @@ def result_values(r: Result) -> tuple[Any, ...]:
     return (r.uid, r.model, tuple(r.tasks), tuple(r.labels), tuple(round(float(s), 6) for s in r.scores))
 
 
-def results_from_values(args: Any) -> list[Result]:
-    """The arguments of ``Multa::results`` (codec values) as Results; CodecError if malformed."""
-    if not isinstance(args, (list, tuple)) or len(args) != 1 or not isinstance(args[0], (list, tuple)):
-        raise codec.CodecError(f"{RESULTS_EVENT} needs 1 argument (a vector of results)")
-    out = []
-    for rec in args[0]:
-        if not isinstance(rec, (list, tuple)) or len(rec) != _N_RESULT_FIELDS:
-            raise codec.CodecError(f"result record is not a vector of {_N_RESULT_FIELDS} fields")
-        uid, model, tasks, labels, scores = rec
-        if not (type(uid) is str and type(model) is str
-                and all(type(t) is str for t in tasks) and all(type(lb) is str for lb in labels)
-                and all(type(s) is float for s in scores)):
-            raise codec.CodecError("result record has a field of the wrong type")
-        out.append(Result(uid, model, tuple(tasks), tuple(labels), tuple(scores)))
-    return out
-
-
 def flows_event_values(node: str, flows: Sequence[Flow]) -> list[Any]:
-    """``Multa::flows`` arguments as codec values (used by tests and the load generator)."""
+    """``Multa::flows`` arguments as codec values (what Zeek sends; tests play Zeek with it)."""
     return [node, tuple(flow_values(f) for f in flows)]

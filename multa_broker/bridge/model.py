@@ -10,16 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from multa_broker.flow import Flow
 from multa_broker.protocol import Result
 
-
-class Verdict(Protocol):
-    model: str
-    labels: Mapping[str, str]
-    scores: Mapping[str, float]
+if TYPE_CHECKING:
+    from multa_broker.inference import Verdict
 
 
 class ClassifierLike(Protocol):
@@ -27,7 +24,7 @@ class ClassifierLike(Protocol):
     tasks: tuple[str, ...]
     n: int
 
-    def classify(self, flows: Sequence[Flow]) -> list[Any]: ...
+    def classify(self, flows: Sequence[Flow]) -> list["Verdict"]: ...
 
 
 #: ``loader(path, thresholds) -> classifier``; raises on a bad model.
@@ -126,7 +123,7 @@ def results_from_probabilities(info: Any, flows: Sequence[Flow], probs: Sequence
     """Results from per-task [B, C] probabilities, by ``Classifier.classify_batch``'s rule.
 
     Argmax per task; below the task's threshold the label is ``unknown``. Done
-    on whole arrays and zipped into Results: building a Verdict and two dicts
+    on whole arrays and zipped into Results: building an inference.Verdict and two dicts
     per flow cost as much as the model on a 2-core machine.
     tests/test_bridge_model.py pins this to ``Classifier.classify``.
     """

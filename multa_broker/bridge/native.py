@@ -23,11 +23,11 @@ import ipaddress
 import sys
 from typing import Any, Sequence
 
-from multa_broker.bridge import codec, events
+from multa_broker.bridge import codec, events, wire
 from multa_broker.bridge.config import NativeConfig
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
 from multa_broker.errors import MultaError
-from multa_broker.protocol import RESULTS_EVENT, Port, Result
+from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
 
 
 def import_broker(python_path: str | None) -> Any:
@@ -89,7 +89,11 @@ def from_values(broker: Any, x: Any) -> Any:
 
 def _parse_flows(broker: Any):
     def parse(args: Any, max_n: int) -> events.FlowsMessage:
-        return events.flows_from_values(to_values(broker, args), max_n)
+        # Through the WebSocket transport's decoder: the same checks, the same reasons.
+        values = to_values(broker, args)
+        if not isinstance(values, tuple):
+            raise codec.CodecError(f"{FLOWS_EVENT} arguments are not a vector")
+        return events.flows_from_json([wire.from_codec(v) for v in values], max_n)
     return parse
 
 

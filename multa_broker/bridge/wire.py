@@ -16,11 +16,14 @@ the rest of the bridge never knows which one ran.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 from typing import Any, Union
 
+from multa_broker.bridge import codec
 from multa_broker.bridge.codec import EVENT_TYPE, EVENT_VERSION, CodecError
+from multa_broker.protocol import Port
 
 log = logging.getLogger("multa.bridge.wire")
 
@@ -224,6 +227,27 @@ def to_plain(v: Any) -> Any:
     if isinstance(v, list):
         return [to_plain(x) for x in v]
     return v
+
+
+def from_codec(x: Any) -> Any:
+    """A :mod:`codec` Python value as the :class:`Value` tree a parsed message holds.
+
+    The native transport hands Zeek's values to the same decoder as the
+    WebSocket transport this way. Timestamps keep their microseconds (ISO 8601
+    with zone), which :func:`codec.parse_timestamp` reads back exactly.
+    """
+    if isinstance(x, _dt.datetime):
+        if x.tzinfo is None:
+            raise CodecError("naive datetime: a Broker timestamp needs a timezone (use UTC)")
+        return Value(t="timestamp", data=x.isoformat())
+    if isinstance(x, (list, tuple)) and not isinstance(x, Port):
+        return Value(t="vector", data=[from_codec(v) for v in x])
+    if isinstance(x, (set, frozenset)):
+        return Value(t="set", data=[from_codec(v) for v in x])
+    if isinstance(x, dict):
+        return Value(t="table", data=[Value(key=from_codec(k), value=from_codec(v)) for k, v in x.items()])
+    obj = codec.encode(x)
+    return Value(t=obj["@data-type"], data=obj["data"])
 
 
 def split_event(t: str, data: Any) -> tuple[str, list[Any]]:
