@@ -16,16 +16,21 @@ change as ``ex``.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
+# decode, transport and tunnels call one another: imported as modules, so any can load first.
 from multa_broker.capture import transport, tunnels
 from multa_broker.capture.fragments import FRAG_TIMEOUT, Reassembler
 from multa_broker.capture.sessions import T_FRAG, push_timer
 from multa_broker.capture.tcp import tcp
 
+if TYPE_CHECKING:
+    from multa_broker.capture.extractor import FlowExtractor
+
 _IPV6_EXT = frozenset({0, 43, 60, 44, 51, 50, 135})
 
 
-def ether(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
+def ether(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
     if len(data) - off <= 16:
         return
     if data[off + 12] == 0x89 and data[off + 13] == 0x03:  # Cisco FabricPath
@@ -41,7 +46,7 @@ def ether(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> Non
             llc(ex, data, off, wirelen, ts, depth)
 
 
-def ethertype(ex, data: bytes, off: int, wirelen: int, ts: float, et: int, depth: int,
+def ethertype(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, et: int, depth: int,
               in_vlan: bool) -> None:
     while True:
         if et == 0x0800 or et == 0x86DD:
@@ -80,7 +85,7 @@ def ethertype(ex, data: bytes, off: int, wirelen: int, ts: float, et: int, depth
         return
 
 
-def ieee80211(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int = 0) -> None:
+def ieee80211(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, depth: int = 0) -> None:
     """802.11 data frames with LLC/SNAP (IEEE802_11Analyzer), including A-MSDUs."""
     n = len(data) - off
     hl = 24
@@ -120,7 +125,7 @@ def ieee80211(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int = 0
             p += pad
 
 
-def ieee80211_llc(ex, data: bytes, p: int, end: int, wirelen: int, ts: float, depth: int) -> bool:
+def ieee80211_llc(ex: FlowExtractor, data: bytes, p: int, end: int, wirelen: int, ts: float, depth: int) -> bool:
     if end - p < 8 or data[p:p + 6] != b"\xaa\xaa\x03\x00\x00\x00":
         return False
     et = data[p + 6] << 8 | data[p + 7]
@@ -130,7 +135,7 @@ def ieee80211_llc(ex, data: bytes, p: int, end: int, wirelen: int, ts: float, de
     return et == 0x0806 or et == 0x8035
 
 
-def llc(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
+def llc(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
     # Only 802.2 SNAP with OUI 0 carries IP.
     if data[off] != 0xAA or data[off + 1] != 0xAA or len(data) - off < 3:
         return
@@ -145,7 +150,7 @@ def llc(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
         ip(ex, data, off + 5, wirelen, ts, depth)
 
 
-def mpls(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
+def mpls(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
     while True:
         if len(data) - off <= 4:
             return
@@ -156,7 +161,7 @@ def mpls(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None
     ip(ex, data, off, wirelen, ts, depth)
 
 
-def pppoe(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
+def pppoe(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
     n = len(data) - off
     if n <= 8:
         return
@@ -167,7 +172,7 @@ def pppoe(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> Non
         ip(ex, data[:off + 8 + min(plen, n - 8)], off + 8, wirelen, ts, depth)
 
 
-def ppp(ex, data: bytes, wirelen: int, ts: float, linktype: int) -> None:
+def ppp(ex: FlowExtractor, data: bytes, wirelen: int, ts: float, linktype: int) -> None:
     n = len(data)
     if linktype == 9 and not (data[0] == 0xFF and data[1] == 0x03):
         if n <= 2:
@@ -183,7 +188,7 @@ def ppp(ex, data: bytes, wirelen: int, ts: float, linktype: int) -> None:
         mpls(ex, data, off, wirelen, ts, 0)
 
 
-def nflog(ex, data: bytes, wirelen: int, ts: float) -> None:
+def nflog(ex: FlowExtractor, data: bytes, wirelen: int, ts: float) -> None:
     n = len(data)
     if n <= 4 or data[1] != 0:
         return
@@ -206,7 +211,7 @@ def nflog(ex, data: bytes, wirelen: int, ts: float) -> None:
         ip(ex, data, off, wirelen, ts, 0)
 
 
-def ip(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
+def ip(ex: FlowExtractor, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
     n = len(data) - off
     if n < 20:
         return
@@ -292,7 +297,7 @@ def ip(ex, data: bytes, off: int, wirelen: int, ts: float, depth: int) -> None:
         l4(ex, nh, src, dst, data, off + hl, total - hl, n - hl, size, ts, depth, wirelen)
 
 
-def ipv6_chain(ex, data: bytes, off: int, n: int, nh: int, src: bytes, dst: bytes):
+def ipv6_chain(ex: FlowExtractor, data: bytes, off: int, n: int, nh: int, src: bytes, dst: bytes):
     """Walk IPv6 extension headers as IPv6_Hdr_Chain::Init does."""
     hl = 40
     last = 41
@@ -345,7 +350,7 @@ def home_address(data: bytes, p: int, clen: int) -> bytes | None:
     return None
 
 
-def fragment(ex, key: tuple, hdr: bytes, proto: int, offset: int, more: bool, payload: bytes,
+def fragment(ex: FlowExtractor, key: tuple, hdr: bytes, proto: int, offset: int, more: bool, payload: bytes,
              next_proto: int, ts: float) -> tuple[bytes, int, bytes] | None:
     r = ex.frags.get(key)
     if r is None:
@@ -360,7 +365,7 @@ def fragment(ex, key: tuple, hdr: bytes, proto: int, offset: int, more: bool, pa
     return r.hdr, r.next_proto, whole
 
 
-def l4(ex, proto: int, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
+def l4(ex: FlowExtractor, proto: int, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
        size: int, ts: float, depth: int, wirelen: int) -> None:
     if proto == 6:
         tcp(ex, src, dst, data, poff, plen, caprem, size, ts)

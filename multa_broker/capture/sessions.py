@@ -19,9 +19,13 @@ whose state they change as ``ex``.
 from __future__ import annotations
 
 import heapq
+from typing import TYPE_CHECKING
 
 from multa_broker.flow import MAX_SIZE, MIN_SIZE
 from multa_broker.capture.tcpstate import INACTIVE, RESET, SYN_ACK_SENT, SYN_SENT, Endpoint
+
+if TYPE_CHECKING:
+    from multa_broker.capture.extractor import FlowExtractor
 
 # Zeek 8.0 defaults (scripts/base/init-bare.zeek).
 TCP_INACTIVITY_TIMEOUT = 300.0
@@ -81,7 +85,7 @@ class Conn:
         self.deferred_gen = False
 
 
-def count(ex, c: Conn, is_orig: bool, size: int) -> None:
+def count(ex: FlowExtractor, c: Conn, is_orig: bool, size: int) -> None:
     ex.counted = True
     if is_orig:
         c.opk += 1
@@ -102,7 +106,7 @@ def count(ex, c: Conn, is_orig: bool, size: int) -> None:
         c.dirs.append(is_orig)
 
 
-def new_conn(ex, proto: str, ipproto: int, src: bytes, sport: int, dst: bytes, dport: int,
+def new_conn(ex: FlowExtractor, proto: str, ipproto: int, src: bytes, sport: int, dst: bytes, dport: int,
              ts: float, two_way: bool = True) -> Conn:
     fwd = (ipproto, src, sport, dst, dport)
     if two_way:
@@ -118,7 +122,7 @@ def new_conn(ex, proto: str, ipproto: int, src: bytes, sport: int, dst: bytes, d
     return c
 
 
-def remove(ex, c: Conn) -> None:
+def remove(ex: FlowExtractor, c: Conn) -> None:
     if not c.alive:
         return
     c.alive = False
@@ -143,7 +147,7 @@ def flip(c: Conn) -> None:
     c.hstate = 2  # history gains '^'
 
 
-def set_inactivity(ex, c: Conn, timeout: float) -> None:
+def set_inactivity(ex: FlowExtractor, c: Conn, timeout: float) -> None:
     if timeout == c.inact:
         return
     c.inact_gen += 1
@@ -152,12 +156,12 @@ def set_inactivity(ex, c: Conn, timeout: float) -> None:
     c.inact = timeout
 
 
-def push_timer(ex, when: float, kind: int, obj: object, gen: int) -> None:
+def push_timer(ex: FlowExtractor, when: float, kind: int, obj: object, gen: int) -> None:
     ex.tseq += 1
     heapq.heappush(ex.timers, (when, ex.tseq, kind, obj, gen))
 
 
-def run_timers(ex, now: float) -> None:
+def run_timers(ex: FlowExtractor, now: float) -> None:
     timers = ex.timers
     while timers and timers[0][0] <= now:
         _when, _s, kind, obj, gen = heapq.heappop(timers)

@@ -14,6 +14,7 @@ whose state they change as ``ex``.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
 from multa_broker.capture import checksum
 from multa_broker.capture.ports import LONG_INACTIVITY_TCP_PORTS, LONG_INACTIVITY_TIMEOUT
@@ -24,6 +25,9 @@ from multa_broker.capture.sessions import (BCAST4, T_ATTEMPT, T_DELETE, T_EXPIRE
 from multa_broker.capture.tcpstate import (CLOSED, ESTABLISHED, INACTIVE, PARTIAL, RESET, SYN_ACK_SENT, SYN_SENT,
                                            Endpoint, seq_delta)
 
+if TYPE_CHECKING:
+    from multa_broker.capture.extractor import FlowExtractor
+
 _HANDSHAKE = (INACTIVE, SYN_SENT, SYN_ACK_SENT)
 
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
@@ -31,7 +35,7 @@ _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _TCP = struct.Struct("!HHIIBBH").unpack_from
 
 
-def tcp(ex, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
+def tcp(ex: FlowExtractor, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
         size: int, ts: float) -> None:
     if (plen and plen < 20) or caprem < 20:
         return
@@ -90,7 +94,7 @@ def tcp(ex, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: i
         tcp_established(ex, c)
 
 
-def new_tcp(ex, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float) -> Conn:
+def new_tcp(ex: FlowExtractor, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float) -> Conn:
     c = new_conn(ex, "tcp", 6, src, sport, dst, dport, ts)
     c.eo, c.er = Endpoint(), Endpoint()
     do_flip = False
@@ -128,7 +132,7 @@ def tcp_is_reuse(c: Conn, flags: int, seq: int, offres: int) -> bool:
     return True
 
 
-def tcp_process(ex, c: Conn, is_orig: bool, flags: int, seq: int, ack: int, dlen: int, caplen: int,
+def tcp_process(ex: FlowExtractor, c: Conn, is_orig: bool, flags: int, seq: int, ack: int, dlen: int, caplen: int,
                 win: int, ts: float) -> None:
     """TCPSessionAdapter::Process, reduced to what decides roles and lifetime."""
     ep = c.eo if is_orig else c.er
@@ -243,7 +247,7 @@ def tcp_process(ex, c: Conn, is_orig: bool, flags: int, seq: int, ack: int, dlen
         tcp_closed(ex, c, ep, peer, gen_event)
 
 
-def check_eof(ex, c: Conn, ep: Endpoint) -> None:
+def check_eof(ex: FlowExtractor, c: Conn, ep: Endpoint) -> None:
     """TCP_Reassembler::CheckEOF and TCPSessionAdapter::EndpointEOF: a deferred close resumes."""
     if ep.did_eof or not (ep.fin_cnt > 0 or ep.state == CLOSED or ep.state == RESET):
         return
@@ -256,7 +260,7 @@ def check_eof(ex, c: Conn, ep: Endpoint) -> None:
         c.close_deferred = False
 
 
-def tcp_history(ex, c: Conn, ep: Endpoint, peer: Endpoint, flags: int, seq: int, dlen: int,
+def tcp_history(ex: FlowExtractor, c: Conn, ep: Endpoint, peer: Endpoint, flags: int, seq: int, dlen: int,
                 win: int, first_of_ep: bool) -> None:
     """Track whether Zeek's history is exactly "H" and do its SYN-ACK-first flip."""
     syn, fin, rst = flags & _SYN, flags & _FIN, flags & _RST
@@ -285,7 +289,7 @@ def tcp_history(ex, c: Conn, ep: Endpoint, peer: Endpoint, flags: int, seq: int,
         c.hstate = 2  # zero window 'W', or 'T': a SYN with data counts as its own retransmission
 
 
-def set_state(ex, c: Conn, ep: Endpoint, new: int) -> None:
+def set_state(ex: FlowExtractor, c: Conn, ep: Endpoint, new: int) -> None:
     if new == ep.state:
         return
     if new not in _HANDSHAKE and ep.state in _HANDSHAKE:
@@ -296,7 +300,7 @@ def set_state(ex, c: Conn, ep: Endpoint, new: int) -> None:
     ep.state = new
 
 
-def tcp_closed(ex, c: Conn, ep: Endpoint, peer: Endpoint, gen_event: bool) -> None:
+def tcp_closed(ex: FlowExtractor, c: Conn, ep: Endpoint, peer: Endpoint, gen_event: bool) -> None:
     """TCPSessionAdapter::ConnectionClosed."""
     if ep.data_pending(peer):
         # Data still outstanding in the reassembler: close when it reaches EOF.
@@ -321,7 +325,7 @@ def tcp_closed(ex, c: Conn, ep: Endpoint, peer: Endpoint, gen_event: bool) -> No
         push_timer(ex, c.last_time + TCP_SESSION_TIMER, T_EXPIRE, c, c.an_gen)
 
 
-def tcp_established(ex, c: Conn) -> None:
+def tcp_established(ex: FlowExtractor, c: Conn) -> None:
     # scripts/base/protocols/conn/inactivity.zeek, on connection_established.
     service = c.rp
     if c.eo.state == INACTIVE and service not in ex.lsp_tcp and c.op in ex.lsp_tcp:

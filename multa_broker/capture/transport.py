@@ -14,11 +14,16 @@ whose state they change as ``ex``.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
+# decode, transport and tunnels call one another: imported as modules, so any can load first.
 from multa_broker.capture import checksum, tunnels
 from multa_broker.capture.sessions import (BCAST4, DNS_SESSION_TIMEOUT, ICMP_INACTIVITY_TIMEOUT, T_DNS,
                                            UDP_INACTIVITY_TIMEOUT, Conn, count, flip, new_conn, push_timer,
                                            set_inactivity)
+
+if TYPE_CHECKING:
+    from multa_broker.capture.extractor import FlowExtractor
 
 _UDP = struct.Struct("!HHHH").unpack_from
 
@@ -35,7 +40,7 @@ def _multicast(a: bytes) -> bool:
     return a[0] & 0xF0 == 0xE0 if len(a) == 4 else a[0] == 0xFF
 
 
-def udp(ex, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int, size: int,
+def udp(ex: FlowExtractor, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int, size: int,
         ts: float, depth: int, wirelen: int) -> None:
     if (plen and plen < 8) or caprem < 8:
         return
@@ -93,7 +98,7 @@ def udp(ex, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: i
                 tunnels.teredo(ex, c, data, pay, end, wirelen, ts, depth)
 
 
-def udp_app_flip(ex, c: Conn, is_orig: bool, data: bytes, p: int, end: int) -> None:
+def udp_app_flip(ex: FlowExtractor, c: Conn, is_orig: bool, data: bytes, p: int, end: int) -> None:
     if c.app == _APP_DNS:
         # DNS_Interpreter::ParseMessage: the first message that is a QUERY-opcode
         # message (or NetBIOS) decides; a response sent by the originator flips.
@@ -119,7 +124,7 @@ def udp_app_flip(ex, c: Conn, is_orig: bool, data: bytes, p: int, end: int) -> N
             flip(c)
 
 
-def icmp(ex, proto: int, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
+def icmp(ex: FlowExtractor, proto: int, src: bytes, dst: bytes, data: bytes, poff: int, plen: int, caprem: int,
          size: int, ts: float) -> None:
     if (plen and plen < 8) or caprem < 8:
         return

@@ -14,9 +14,14 @@ whose state they change as ``ex``.
 from __future__ import annotations
 
 import struct
+from typing import TYPE_CHECKING
 
+# decode, transport and tunnels call one another: imported as modules, so any can load first.
 from multa_broker.capture import decode
 from multa_broker.capture.sessions import Conn
+
+if TYPE_CHECKING:
+    from multa_broker.capture.extractor import FlowExtractor
 
 TUNNEL_MAX_DEPTH = 4
 
@@ -85,7 +90,7 @@ def teredo_detect(data: bytes, p: int, end: int) -> bool:
     return False
 
 
-def ip_in_ip(ex, data: bytes, poff: int, caprem: int, ts: float, depth: int, proto: int) -> None:
+def ip_in_ip(ex: FlowExtractor, data: bytes, poff: int, caprem: int, ts: float, depth: int, proto: int) -> None:
     # IP-in-IP: the inner packet must fill the outer payload exactly (IP::ParsePacket).
     if depth + 1 > TUNNEL_MAX_DEPTH or caprem < 20:
         return
@@ -95,7 +100,7 @@ def ip_in_ip(ex, data: bytes, poff: int, caprem: int, ts: float, depth: int, pro
     inner_packet(ex, inner, ts, depth, ip=True)
 
 
-def inner_packet(ex, inner: bytes, ts: float, depth: int, ip: bool, linktype: int = 1) -> None:
+def inner_packet(ex: FlowExtractor, inner: bytes, ts: float, depth: int, ip: bool, linktype: int = 1) -> None:
     # An IP-in-IP or GRE payload becomes a packet of its own, captured whole.
     saved = ex.truncated
     ex.truncated = False
@@ -118,7 +123,7 @@ def inner_ip_exact(inner: bytes, version: int) -> bool:
     return (inner[4] << 8 | inner[5]) + 40 == len(inner)
 
 
-def gre(ex, data: bytes, poff: int, caprem: int, ts: float, depth: int) -> None:
+def gre(ex: FlowExtractor, data: bytes, poff: int, caprem: int, ts: float, depth: int) -> None:
     if depth + 1 > TUNNEL_MAX_DEPTH or caprem < 4:
         return
     flags, ptype = _PORTS(data, poff)
@@ -169,7 +174,7 @@ def gre(ex, data: bytes, poff: int, caprem: int, ts: float, depth: int) -> None:
         if caprem > glen:
             inner_packet(ex, data[poff + glen:end], ts, depth, ip=False, linktype=105)
 
-def vxlan(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+def vxlan(ex: FlowExtractor, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
     if c.viol & _V_VXLAN:
         return
     if end - pay < 8 or not data[pay] & 0x08:
@@ -179,7 +184,7 @@ def vxlan(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float,
         decode.ether(ex, data[:end], pay + 8, wirelen - (len(data) - end), ts, depth + 1)
 
 
-def geneve(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+def geneve(ex: FlowExtractor, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
     if c.viol & _V_GENEVE:
         return
     if end - pay < 8:
@@ -200,7 +205,7 @@ def geneve(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float
         decode.ip(ex, data[:end], pay + hl, wirelen - (len(data) - end), ts, depth + 1)
 
 
-def teredo(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+def teredo(ex: FlowExtractor, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
     if c.viol & _V_TEREDO:
         return
     p = teredo_inner(data, pay, end)
@@ -220,7 +225,7 @@ def teredo(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float
     decode.ip(ex, data[:end], p, wirelen - (len(data) - end), ts, depth + 1)
 
 
-def gtp(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+def gtp(ex: FlowExtractor, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
     """GTPv1-U G-PDU (message type 255) carrying an IP packet that fills it exactly.
 
     Unlike the other UDP tunnels, Zeek's GTPv1 analyzer keeps trying after a
@@ -255,7 +260,7 @@ def gtp(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, d
         ex.in_gtp = False
 
 
-def ayiya(ex, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
+def ayiya(ex: FlowExtractor, c: Conn, data: bytes, pay: int, end: int, wirelen: int, ts: float, depth: int) -> None:
     if c.viol & _V_AYIYA:
         return
     if end - pay < 8:
