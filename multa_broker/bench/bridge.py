@@ -124,6 +124,16 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the bridge as systemd would: SIGTERM, then SIGKILL after 30 s."""
+    proc.send_signal(15)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _percentile(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -354,11 +364,7 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
             out["overload"] = await _overload(gen, base * args.overload, args.overload_seconds, proc.pid, mport)
         out["rejected_by_zeek"] = len(zeek.rejected)
     finally:
-        proc.send_signal(15)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
         await zeek.stop()
     if proc.returncode not in (0, None) and not out:
         raise RuntimeError(f"bridge exited {proc.returncode}: {proc.stderr.read().decode()[-500:]}")

@@ -99,7 +99,7 @@ def _garbage(templates: Any) -> list[str]:
 async def _soak(args: argparse.Namespace, model: str, tmp: Path) -> dict[str, Any]:
     import yaml
 
-    from multa_broker.bench.bridge import Generator, _rss_mib, _scrape, _template_flows
+    from multa_broker.bench.bridge import Generator, _rss_mib, _scrape, _stop, _template_flows
     from multa_broker.bench.fakezeek import FlowTemplates, flows_message_text
 
     import logging
@@ -207,12 +207,7 @@ async def _soak(args: argparse.Namespace, model: str, tmp: Path) -> dict[str, An
             "rss_samples": rss,
         }
     finally:
-        proc.send_signal(15)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
         await zeek.stop()
     out["bridge_exit_code"] = proc.returncode
     lines = log_path.read_text(errors="replace").splitlines()
