@@ -6,6 +6,12 @@ addresses (Dovecot's SASL listener to the server namespace's loopback) and run i
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+from pathlib import Path
+
+from multa_broker.lab.network import sh
 from multa_broker.lab.scenario import Context
 from multa_broker.lab.servers import Account, _chown, _password
 from multa_broker.lab.services import LAB_DOMAIN
@@ -150,4 +156,23 @@ biff = no
 {sasl}""")
     (etc / "master.cf").write_text(POSTFIX_MASTER)
     ctx.client("srv", ["postfix", "-c", etc, "set-permissions"], timeout=60)
+    ctx.cleanups.append(lambda: _stop_postfix(ctx, etc, d / "spool" / "pid" / "master.pid"))
     ctx.daemon("srv", ["postfix", "-c", etc, "start-fg"], "postfix", listen=[("tcp", addr, 25)], wait=40)
+
+
+def _stop_postfix(ctx: Context, etc: Path, pidfile: Path) -> None:
+    """Postfix's master leaves the process group the lab stops: stop it by its PID file.
+
+    (Left running, it would keep port 25 and answer the next scenario's clients.)
+    """
+    try:
+        pid = int(pidfile.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    sh(["ip", "netns", "exec", ctx.srv.ns, "postfix", "-c", str(etc), "abort"], check=False)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        time.sleep(1)

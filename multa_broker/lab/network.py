@@ -222,6 +222,23 @@ class Network:
                 if dst == "default" or not ipaddress.ip_network(dst).subnet_of(LAB_NET):
                     raise MultaError(f"lab namespace {host.ns} has a route out of the lab: {r}")
 
+    def stop_leftovers(self) -> list[str]:
+        """Stop, by PID, every process still in a host namespace (daemons that left the lab's process
+        group: samba-dcerpcd, Postfix's master); return their names. Run between scenarios, so no
+        server outlives its scenario and answers the next one's clients."""
+        names = []
+        for host in self.hosts.values():
+            pids = _ns_pids(host.ns)
+            if not pids:
+                continue
+            for pid in pids:
+                try:
+                    names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+                except OSError:
+                    pass
+            kill_namespace_processes(host.ns)
+        return sorted(set(names))
+
     def destroy(self) -> None:
         for ns in reversed(self.created):
             delete_namespace(ns)

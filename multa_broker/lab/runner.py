@@ -192,6 +192,9 @@ def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: f
                 fn()
             except OSError as e:
                 log.warning("clean-up after %s: %s", name, e)
+        left = net.stop_leftovers()
+        if left:
+            ctx.notes.append("stopped after the scenario (had left the lab's process group): " + ", ".join(left))
         o.seconds = round(time.monotonic() - t0, 1)
         o.notes = ctx.notes
     if o.status != "ran":
