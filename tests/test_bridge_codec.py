@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from multa_broker.bench.fakezeek import _check_results, flows_message
+from multa_broker.bench.fakezeek import _check_results, flow_record_json, flow_values, flows_event_values, flows_message
 from multa_broker.bridge import codec, events, wire
 from multa_broker.flow import MAX_N, FlowError
 from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
@@ -171,7 +171,7 @@ def test_flows_round_trip_through_zeeks_wire_format(use_msgspec):
 
 def test_flow_record_is_a_vector_of_fields_in_declaration_order():
     f = make_flow(1, n=2)
-    rec = events.flow_record_json(f)
+    rec = flow_record_json(f)
     types = [v["@data-type"] for v in rec["data"]]
     assert types == ["string", "address", "port", "address", "port", "timestamp", "vector", "vector", "vector"]
     assert rec["data"][6]["data"][0] == {"@data-type": "count", "data": f.sizes[0]}
@@ -180,9 +180,9 @@ def test_flow_record_is_a_vector_of_fields_in_declaration_order():
 
 
 def _with_field(i: int, value: dict) -> str:
-    rec = events.flow_record_json(make_flow(1))
+    rec = flow_record_json(make_flow(1))
     rec["data"][i] = value
-    good = events.flow_record_json(make_flow(2))
+    good = flow_record_json(make_flow(2))
     from multa_broker.bench.fakezeek import flows_message_text
 
     return flows_message_text("multa/flows", "w", json.dumps(good) + "," + json.dumps(rec))
@@ -220,7 +220,7 @@ def test_bad_flow_is_dropped_alone(use_msgspec, field, value, why):
 
 
 def test_empty_flow_is_rejected():
-    rec = events.flow_record_json(make_flow(1, n=1))
+    rec = flow_record_json(make_flow(1, n=1))
     for i in (6, 7, 8):
         rec["data"][i]["data"] = []
     from multa_broker.bench.fakezeek import flows_message_text
@@ -230,7 +230,7 @@ def test_empty_flow_is_rejected():
 
 
 def test_record_with_wrong_field_count_is_rejected():
-    rec = events.flow_record_json(make_flow(1))
+    rec = flow_record_json(make_flow(1))
     rec["data"].pop()
     from multa_broker.bench.fakezeek import flows_message_text
 
@@ -259,12 +259,12 @@ def _from_values(args):
 def test_codec_values_take_the_same_decoder():
     flows = [make_flow(i, n=3 + i) for i in range(5)]
     flows[0].key = type(flows[0].key)("tcp", "2001:db8::5", 1, "2001:db8::6", 2, 1700000000.123456)
-    got = _from_values(events.flows_event_values("w", flows))
+    got = _from_values(flows_event_values("w", flows))
     assert got.node == "w" and not got.rejected
     # Timestamps keep their microseconds (the JSON wire's text has milliseconds only).
     assert [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in got.flows] == \
         [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in flows]
-    bad = list(events.flow_values(make_flow(7)))
+    bad = list(flow_values(make_flow(7)))
     bad[6] = tuple(int(x) for x in bad[6])  # integers, not counts: Zeek's types must match
     got = _from_values(["w", (tuple(bad),)])
     assert not got.flows and "vector of count" in got.rejected[0]
@@ -445,7 +445,7 @@ def _message_with(recs: list) -> str:
 @pytest.mark.parametrize("ts", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00"])
 def test_out_of_range_timestamp_drops_that_flow_only(use_msgspec, ts):
     """Issue 16 (4): OverflowError escaped the per-flow check and lost the whole message."""
-    recs = [events.flow_record_json(make_flow(i)) for i in range(3)]
+    recs = [flow_record_json(make_flow(i)) for i in range(3)]
     recs[1]["data"][5]["data"] = ts
     inbound, fm = _transport_parse(_message_with(recs), use_msgspec)
     assert [f.uid for f in fm.flows] == ["Cf000000", "Cf000002"]
@@ -455,7 +455,7 @@ def test_out_of_range_timestamp_drops_that_flow_only(use_msgspec, ts):
 @pytest.mark.parametrize("use_msgspec", DECODERS)
 def test_counts_above_64_bits_are_rejected(use_msgspec):
     """Issue 16 (9): a count is unsigned 64-bit; 2**64 was accepted as an iat."""
-    recs = [events.flow_record_json(make_flow(i)) for i in range(3)]
+    recs = [flow_record_json(make_flow(i)) for i in range(3)]
     recs[1]["data"][8]["data"][1]["data"] = 2**64
     recs[2]["data"][8]["data"][1]["data"] = 2**64 - 1  # the largest count is legal
     inbound, fm = _transport_parse(_message_with(recs), use_msgspec)

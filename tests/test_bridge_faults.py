@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from multa_broker.bridge.events import flow_record_json
-from multa_broker.bench.fakezeek import FakeZeek, flows_message_text
+from multa_broker.bench.fakezeek import FakeZeek, flow_record_json, flows_message_text
 
 from test_bridge_service import balanced, run
 from support.bridge import bridge_config, make_flow, running, wait_until, write_tiny_model

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from multa_broker.bridge import codec, events
+from multa_broker.bench.fakezeek import flow_values, flows_event_values
+from multa_broker.bridge import codec
 from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port
 
 from support.bridge import bridge_config, expected_labels, make_flow, running, wait_until, write_tiny_model
@@ -70,7 +71,7 @@ class ZeekEndpoint:
     def publish_flows(self, flows, node="worker-1", topic="multa/flows") -> None:
         from multa_broker.bridge.native import from_values
 
-        args = from_values(self.b, events.flows_event_values(node, flows))
+        args = from_values(self.b, flows_event_values(node, flows))
         self.ep.publish(topic, self.b.zeek.Event(FLOWS_EVENT, *args))
 
     async def collect(self, n: int, timeout: float = 10.0) -> list[tuple]:
@@ -120,11 +121,11 @@ def test_bad_flows_and_foreign_events_over_broker(broker, tmp_path):
         async with running(_native_cfg(zeek.port, model)) as svc:
             await zeek.wait_peer()
             good = make_flow(1)
-            bad = list(events.flow_values(make_flow(2)))
+            bad = list(flow_values(make_flow(2)))
             bad[6] = tuple(int(s) for s in bad[6])  # sizes as integer, not count
             from multa_broker.bridge.native import from_values
 
-            args = from_values(broker, ["w", (events.flow_values(good), tuple(bad))])
+            args = from_values(broker, ["w", (flow_values(good), tuple(bad))])
             zeek.ep.publish("multa/flows", broker.zeek.Event(FLOWS_EVENT, *args))
             zeek.ep.publish("multa/flows", broker.zeek.Event("Other::thing", 1))
             zeek.ep.publish("multa/flows", broker.Data(5))

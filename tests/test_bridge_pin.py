@@ -22,7 +22,7 @@ from multa_broker.errors import MultaError
 
 from test_bridge_service import balanced, run
 from support.bridge import (FakeZeek, bridge_config, make_flow, running, tiny_loader, wait_until,
-                                 write_tiny_model)
+                           write_tiny_model)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]

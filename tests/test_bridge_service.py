@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from multa_broker.bench.fakezeek import FakeZeek, flow_record_json, flows_message, flows_message_text
 from multa_broker.bridge import codec
-from multa_broker.bench.fakezeek import FakeZeek, flows_message, flows_message_text
-from multa_broker.bridge.events import flow_record_json
 from multa_broker.bridge.service import BridgeService, FlowQueue, PendingResults, _Queued
 from multa_broker.errors import MultaError
 from multa_broker.protocol import NODE_RESULT_TOPIC_PREFIX
 
 from support.bridge import (accounted, bridge_config, expected_labels, make_flow, running, slow_loader,
-                                 tiny_loader, wait_until, write_tiny_model)
+                           tiny_loader, wait_until, write_tiny_model)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -19,6 +19,8 @@ so a test catches e.g. a score sent as a count. Like Zeek 8.0.10
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
+import ipaddress
 import itertools
 import json
 import time
@@ -26,12 +28,39 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from multa_broker.bridge import codec, events, wire
+from multa_broker.bridge import codec, wire
 from multa_broker.flow import Flow
-from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Result
+from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
 
 ZEEK_VERSION = "8.0.10"
 WS_PATH = "/v1/messages/json"
+
+
+# ------------------------------------------------------------ Multa::flows as Zeek sends it
+
+
+def flow_values(flow: Flow) -> tuple[Any, ...]:
+    """A Flow as the ``Multa::Flow`` record in :mod:`codec` Python values (what Zeek sends)."""
+    k = flow.key
+    return (
+        flow.uid or "",
+        ipaddress.ip_address(k.orig_h), Port(k.orig_p, k.proto),
+        ipaddress.ip_address(k.resp_h), Port(k.resp_p, k.proto),
+        _dt.datetime.fromtimestamp(k.ts, _dt.timezone.utc),
+        tuple(codec.Count(s) for s in flow.sizes),
+        tuple(bool(d) for d in flow.dirs),
+        tuple(codec.Count(i) for i in flow.iats),
+    )
+
+
+def flow_record_json(flow: Flow) -> dict[str, Any]:
+    """A Flow as Zeek puts it on the wire: a Broker JSON vector of its fields."""
+    return codec.encode(flow_values(flow))
+
+
+def flows_event_values(node: str, flows: Sequence[Flow]) -> list[Any]:
+    """``Multa::flows`` arguments as codec values (what Zeek sends)."""
+    return [node, tuple(flow_values(f) for f in flows)]
 
 
 @dataclass
@@ -76,7 +105,7 @@ class FlowTemplates:
     def __init__(self, flows: Sequence[Flow], uid_prefix: str = "C") -> None:
         self._tails = []
         for f in flows:
-            rec = json.dumps(events.flow_record_json(f), separators=(",", ":"))
+            rec = json.dumps(flow_record_json(f), separators=(",", ":"))
             # Split off the uid field: '{"@data-type":"vector","data":[{uid},' + tail
             head = '{"@data-type":"vector","data":[' + json.dumps(codec.encode(f.uid or "x"), separators=(",", ":")) + ","
             assert rec.startswith(head)
@@ -104,7 +133,7 @@ def flows_message_text(topic: str, node: str, records_json: str) -> str:
 
 def flows_message(topic: str, node: str, flows: Sequence[Flow]) -> str:
     """A data-message carrying ``Multa::flows(node, flows)`` exactly as Zeek writes it."""
-    recs = ",".join(json.dumps(events.flow_record_json(f), separators=(",", ":")) for f in flows)
+    recs = ",".join(json.dumps(flow_record_json(f), separators=(",", ":")) for f in flows)
     return flows_message_text(topic, node, recs)
 
 

@@ -83,8 +83,7 @@ class _Zeek:
 
 
 def _garbage(templates: Any) -> list[str]:
-    from multa_broker.bridge.events import flow_record_json
-    from multa_broker.bench.fakezeek import flows_message_text
+    from multa_broker.bench.fakezeek import flow_record_json, flows_message_text
     from multa_broker.bench.bridge import _template_flows
 
     deep = '{"@data-type":"vector","data":[' * 500 + '{"@data-type":"count","data":1}' + "]}" * 500

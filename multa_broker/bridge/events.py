@@ -1,8 +1,11 @@
-"""The two Multa events in both wire forms: Broker JSON (WebSocket) and Python values.
+"""The two Multa events as the bridge meets them: flows decoded, results encoded.
 
-``Multa::flows(node: string, flows: vector of Multa::Flow)`` comes in;
-``Multa::results(results: vector of Multa::Result)`` goes out. Field order is
-:data:`multa_broker.protocol.FLOW_FIELDS` / ``RESULT_FIELDS``.
+``Multa::flows(node: string, flows: vector of Multa::Flow)`` comes in, from
+either transport, through one decoder; ``Multa::results(results: vector of
+Multa::Result)`` goes out as Broker JSON text (WebSocket) or :mod:`codec`
+values (native). Field order is :data:`multa_broker.protocol.FLOW_FIELDS` /
+``RESULT_FIELDS``. Encoding flows as Zeek does is for tests and benchmarks
+only (:mod:`multa_broker.bench.fakezeek`).
 
 These are the bridge's hot path, so they are written against the contract's
 exact shape instead of going through the generic :mod:`codec`: a flow record
@@ -14,20 +17,17 @@ and results are rendered straight to JSON text. A bad flow record raises
 
 from __future__ import annotations
 
-import datetime as _dt
 import ipaddress
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey, validate
-from multa_broker.protocol import FLOW_FIELDS, FLOWS_EVENT, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import FLOW_FIELDS, FLOWS_EVENT, RESULTS_EVENT, Result
 
 _N_FLOW_FIELDS = len(FLOW_FIELDS)
-_UTC = _dt.timezone.utc
-_PROTOS = {"tcp", "udp", "icmp"}
 #: A Broker ``count`` is unsigned 64-bit (docs/protocol.md, section 4).
 _MAX_COUNT = 2**64 - 1
 #: What one record's checks may raise besides FlowError; each drops that record alone.
@@ -199,28 +199,6 @@ def flows_from_wire(m: Any, max_n: int = MAX_N) -> FlowsMessage:
     return _flows(node.data, flows.data, max_n)
 
 
-# ------------------------------------------------------------ flows out (what Zeek sends)
-
-
-def flow_values(flow: Flow) -> tuple[Any, ...]:
-    """A Flow as the ``Multa::Flow`` record in :mod:`codec` Python values (what Zeek sends)."""
-    k = flow.key
-    return (
-        flow.uid or "",
-        ipaddress.ip_address(k.orig_h), Port(k.orig_p, k.proto),
-        ipaddress.ip_address(k.resp_h), Port(k.resp_p, k.proto),
-        _dt.datetime.fromtimestamp(k.ts, _UTC),
-        tuple(codec.Count(s) for s in flow.sizes),
-        tuple(bool(d) for d in flow.dirs),
-        tuple(codec.Count(i) for i in flow.iats),
-    )
-
-
-def flow_record_json(flow: Flow) -> dict[str, Any]:
-    """A Flow as Zeek puts it on the wire: a Broker JSON vector of its fields."""
-    return codec.encode(flow_values(flow))
-
-
 # ------------------------------------------------------------ results
 
 
@@ -296,8 +274,3 @@ def results_message_text(topic: str, results: Iterable[Result]) -> str:
 def result_values(r: Result) -> tuple[Any, ...]:
     """One ``Multa::Result`` record in :mod:`codec` Python values."""
     return (r.uid, r.model, tuple(r.tasks), tuple(r.labels), tuple(round(float(s), 6) for s in r.scores))
-
-
-def flows_event_values(node: str, flows: Sequence[Flow]) -> list[Any]:
-    """``Multa::flows`` arguments as codec values (what Zeek sends; tests play Zeek with it)."""
-    return [node, tuple(flow_values(f) for f in flows)]
