@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from multa_broker.loopback import free_port
+from multa_broker.bench.loopback import free_port
 from support.bridge import write_tiny_model
 
 pytestmark = [pytest.mark.zeek, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

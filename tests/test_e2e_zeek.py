@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SHARED_DATA
-from multa_broker.loopback import free_port
+from multa_broker.bench.loopback import free_port
 
 ZEEK = shutil.which("zeek")
 pytestmark = [

@@ -46,7 +46,7 @@ import pytest
 import yaml
 
 from conftest import REPO
-from multa_broker.loopback import free_port
+from multa_broker.bench.loopback import free_port
 from support.bridge import write_tiny_model
 
 ZEEK = shutil.which("zeek")

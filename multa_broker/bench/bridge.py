@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from multa_broker.loopback import free_port
+from multa_broker.bench.loopback import free_port
 
 TOPIC = "multa/flows"
 

@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from multa_broker.bench.loopback import free_port
 from multa_broker.errors import MultaError
-from multa_broker.loopback import free_port
 
 TOPIC = "multa/flows"
 FAULTS = ("restart", "garbage", "oversized", "stall")

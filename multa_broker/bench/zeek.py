@@ -54,10 +54,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from multa_broker.errors import MultaError
-from multa_broker.loopback import free_port
-from multa_broker.resources import plugin_build, zeek_scripts
+from multa_broker.bench.loopback import free_port
 from multa_broker.bench.traces import concatenate, empty_pcap, overlay, tiny_trace
+from multa_broker.errors import MultaError
+from multa_broker.resources import plugin_build, zeek_scripts
 
 # Where zeek_plugin/build.sh puts the Multa::Collector plugin.
 PLUGIN_BUILD = plugin_build()
