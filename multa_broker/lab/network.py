@@ -245,13 +245,16 @@ class Network:
         self.created.clear()
 
     # -- shaping ---------------------------------------------------------------
-    def shape(self, rng: random.Random, lo_kbit: int = 2_000, hi_kbit: int = 200_000) -> Shaping:
-        """Give each host link a token-bucket rate drawn log-uniformly (the kernel has no netem)."""
+    def shape(self, rng: random.Random, lo_kbit: int = 2_000, hi_kbit: int = 200_000, mtu: int = 1500) -> Shaping:
+        """Give each host link a token-bucket rate drawn log-uniformly (the kernel has no netem).
+
+        The bucket holds at least two frames of ``mtu``: tbf silently drops any frame bigger than its
+        bucket, which stalls TCP on jumbo-frame links with a low rate."""
         shaping = Shaping()
         for host in self.hosts.values():
             rate = int(math.exp(rng.uniform(math.log(lo_kbit), math.log(hi_kbit))))
             # Burst must exceed one MTU-sized frame; ~10 ms of tokens otherwise.
-            burst = max(rate * 1000 // 8 // 100, 3200)
+            burst = max(rate * 1000 // 8 // 100, 3200, 2 * (mtu + 14))
             tbf = ["tbf", "rate", f"{rate}kbit", "burst", str(burst), "latency", "200ms"]
             sh(["ip", "netns", "exec", host.ns, "tc", "qdisc", "replace", "dev", "eth0", "root", *tbf])
             sh(["ip", "netns", "exec", self.switch, "tc", "qdisc", "replace", "dev", host.port, "root", *tbf])

@@ -170,8 +170,8 @@ def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: f
     t0 = time.monotonic()
     log.info("scenario %s: %s", name, spec.summary)
     try:
-        o.shaping_kbit = net.shape(rng).to_json()
         cond = conditions(name, seed, scale)
+        o.shaping_kbit = net.shape(rng, mtu=cond.mtu).to_json()
         net.set_conditions(cond)
         o.mtu, o.mss_clamp = cond.mtu, cond.mss
         cap = Capture(procs, net, pcap, snaplen=max(SNAPLEN, cond.mtu + 100))
