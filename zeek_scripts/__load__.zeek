@@ -4,6 +4,15 @@
 
 @load ./main
 @load ./collect
+
+# Load either the C++ collector's scripts (the Multa::Collector plugin is
+# loaded) or the script collector.
+@if ( Multa::plugin_collects )
+@load ./collect-plugin
+@else
+@load ./collect-scripts
+@endif
+
 @load ./transport
 @load ./results
 @load ./notices

@@ -4,12 +4,8 @@
 ##! sends every flow at the end of the trace and exits once the results
 ##! are in (see trace.zeek). Not for live traffic.
 
-@load ./main
-@load ./collect
-@load ./transport
-@load ./results
-@load ./notices
-@load ./trace
+# The whole package, with the collector __load__.zeek picks.
+@load ./__load__
 
 redef Multa::offline_wait_for_bridge = T;
 redef Multa::listen_websocket = T;

@@ -1,2 +1,2 @@
 # The Multa::Collector plugin has no scripts of its own: the multa package
-# (zeek_scripts/collect.zeek) starts and uses it.
+# (zeek_scripts/collect-plugin.zeek) starts and uses it.

@@ -2,7 +2,7 @@
 // connection (IP length, direction, packet time), kept in C++ and handed to
 // the package's scripts once per connection as a Multa::Flow. It replaces
 // the scripts' per-packet conn_generic_packet_threshold_crossed handler and
-// keeps its semantics (zeek_scripts/collect.zeek is the reference).
+// keeps its semantics (zeek_scripts/collect-scripts.zeek is the reference).
 #pragma once
 
 #include <zeek/Tag.h>
@@ -47,7 +47,7 @@ private:
     enum class Phase : uint8_t { NEW, COLLECTING, FINISHED };
 
     // Ends collection; returns the flow where it is to be sent (the
-    // checks of zeek_scripts/collect.zeek's complete() and min_packets).
+    // checks of zeek_scripts/collect-scripts.zeek's complete() and min_packets).
     zeek::RecordValPtr End(Reason reason);
     // Ends collection, raising Multa::collected where the flow is to be sent.
     void Emit(Reason reason);
