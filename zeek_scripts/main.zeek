@@ -290,11 +290,11 @@ export {
 	global bridge_status: event(bridges: count);
 }
 
-## Largest :zeek:see:`Multa::max_packets` the wire contract allows.
+# Largest :zeek:see:`Multa::max_packets` the wire contract allows.
 const MAX_PACKETS = 64;
 
-## The node name sent with flows; the bridge answers
-## ``result_topic + "/" + node`` when it answers per node.
+# The node name sent with flows; the bridge answers
+# ``result_topic + "/" + node`` when it answers per node.
 function node_name(): string
 	{
 	return Cluster::node != "" ? Cluster::node : "zeek";

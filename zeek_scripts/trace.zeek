@@ -36,8 +36,8 @@ global finished = F;
 # Stop file of the running watcher; creating it cancels the watcher.
 global watcher_stop = "";
 
-## Sends Zeek SIGTERM after *after* of wall-clock time unless
-## cancel_watcher() runs first.
+# Sends Zeek SIGTERM after *after* of wall-clock time unless
+# cancel_watcher() runs first.
 function start_watcher(after: interval)
 	{
 	local tmp = getenv("TMPDIR") != "" ? getenv("TMPDIR") : "/tmp";

@@ -40,8 +40,8 @@ function is_websocket_node(): bool
 	return T;
 	}
 
-## A client is a bridge if one of its subscriptions receives our flows:
-## a prefix of the flow topic, or a shard topic below it.
+# A client is a bridge if one of its subscriptions receives our flows:
+# a prefix of the flow topic, or a shard topic below it.
 function is_bridge(subscriptions: string_vec): bool
 	{
 	for ( _, s in subscriptions )
