@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from multa_broker.dataset.format import SPLITS
 from multa_broker.model import loso
@@ -96,3 +97,25 @@ def test_a_broken_calibration_file_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(MultaError, match="bad.json: not a thresholds.json"):
         run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", experts=2, hidden=8, tower=8,
                     train=TrainConfig(epochs=1, progress=False), calibration=tmp_path / "bad.json"))
+
+
+def test_finished_folds_are_kept_and_reused_by_a_rerun(tmp_path, monkeypatch) -> None:
+    _dataset(tmp_path / "d.npz")
+    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", experts=2, hidden=8, tower=8,
+                         baselines=False, train=TrainConfig(epochs=1, min_epochs=1, batch_size=64, progress=False),
+                         folds=["ndpi"])
+    first = loso.run(spec)
+    assert len(list((tmp_path / "out" / "folds").glob("ndpi-*.pkl"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("a finished fold was trained again")
+
+    monkeypatch.setattr(loso, "run_fold", boom)
+    again = loso.run(spec)
+    assert again["per_fold"] == first["per_fold"]
+    # Another recipe does not reuse them; summarise-only reports what is finished and trains nothing.
+    other = loso.LosoSpec(**{**spec.__dict__, "hidden": 6})
+    with pytest.raises(AssertionError, match="trained again"):
+        loso.run(other)
+    only = loso.LosoSpec(**{**spec.__dict__, "folds": ["ndpi", "lab/scan"], "summarise_only": True})
+    assert set(loso.run(only)["per_fold"]) == {"ndpi"}

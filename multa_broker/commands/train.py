@@ -88,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--eval loso: leave out only this source (repeatable; default every source "
                              "with enough labelled flows)")
     parser.add_argument("--jobs", type=int, default=1, help="--eval loso: folds trained at once (default 1)")
+    parser.add_argument("--summarise-only", action="store_true",
+                        help="--eval loso: train nothing, report the folds an earlier run with the same "
+                             "recipe finished (each finished fold is kept under LOSO_OUT/folds/)")
     parser.add_argument("--with-old-recipe", action="store_true",
                         help="--eval loso: also train the LMMoE the way multa-default/2 was trained "
                              "(no augmentation, no distillation, no label smoothing) and, when --distill is "
@@ -146,7 +149,8 @@ def run_loso(args: argparse.Namespace) -> int:
     spec = loso.LosoSpec(
         dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
         tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,
-        train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants)
+        train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
+        summarise_only=args.summarise_only)
     summary = loso.run(spec)
     print(loso.markdown(summary), end="")
     print(f"wrote {args.loso_out}/loso.md, loso.json, oos.npz")

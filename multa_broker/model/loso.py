@@ -60,6 +60,8 @@ class LosoSpec:
     jobs: int = 1
     #: Variants of the LMMoE recipe trained in every fold beside the main one: {name: TrainConfig}.
     variants: dict[str, Any] = field(default_factory=dict)
+    #: Train nothing: report the folds an earlier run with this recipe finished.
+    summarise_only: bool = False
 
 
 def lab_kind(family: str) -> str | None:
@@ -197,24 +199,74 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     return result
 
 
+def recipe_key(spec: LosoSpec) -> str:
+    """What a fold's result depends on (not which folds run, nor how many at once)."""
+    import hashlib
+
+    d = dataclasses.asdict(spec)
+    for k in ("folds", "jobs", "out", "summarise_only"):
+        d.pop(k, None)
+    d["dataset_sha256"] = _sha256(spec.dataset)
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    from multa_broker.store import sha256_file
+
+    return sha256_file(path)
+
+
+def _fold_file(spec: LosoSpec, fold: str, key: str) -> Path:
+    return spec.out / "folds" / f"{fold.replace('/', '_')}-{key}.pkl"
+
+
+def run_and_keep(spec: LosoSpec, fold: str, key: str) -> dict[str, Any]:
+    """One fold, its result written as soon as it is done (a stopped run keeps its finished folds)."""
+    import pickle
+
+    result = run_fold(spec, fold)
+    path = _fold_file(spec, fold, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps(result))
+    tmp.replace(path)
+    return result
+
+
 def run(spec: LosoSpec) -> dict[str, Any]:
-    """Every fold (in ``spec.jobs`` processes); writes loso.json, loso.md and oos.npz under ``spec.out``."""
+    """Every fold (in ``spec.jobs`` processes); writes loso.json, loso.md and oos.npz under ``spec.out``.
+
+    Each finished fold is kept under ``out/folds/`` with a key of the recipe and dataset: a rerun
+    with the same recipe reuses them, and ``summarise_only`` reports the finished folds without
+    training (for a run stopped at its time budget).
+    """
+    import pickle
+    from concurrent.futures import as_completed
+
     ds = FlowDataset.load(spec.dataset)
     folds = plan_folds(ds, spec.folds)
     if not folds:
         raise MultaError(f"{spec.dataset}: no source has {MIN_FOLD_ROWS} labelled flows to leave out")
-    log.info("leave-one-source-out over %d folds: %s", len(folds), ", ".join(folds))
     spec.out.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    if spec.jobs > 1:
+    key = recipe_key(spec)
+    done = {f: pickle.loads(_fold_file(spec, f, key).read_bytes()) for f in folds if _fold_file(spec, f, key).is_file()}
+    todo = [] if spec.summarise_only else [f for f in folds if f not in done]
+    log.info("leave-one-source-out over %d folds (%d kept from an earlier run): %s", len(done) + len(todo),
+             len(done), ", ".join(folds))
+    if spec.jobs > 1 and todo:
         with ProcessPoolExecutor(max_workers=spec.jobs) as pool:
-            for r in pool.map(run_fold, [spec] * len(folds), folds):
+            futures = [pool.submit(run_and_keep, spec, f, key) for f in todo]
+            for fut in as_completed(futures):
+                r = fut.result()
                 log.info("fold %s done in %.0fs", r["fold"], r["seconds"])
-                results.append(r)
+                done[r["fold"]] = r
     else:
-        from tqdm import tqdm
-        for fold in tqdm(folds, desc="folds", unit="fold"):
-            results.append(run_fold(spec, fold))
+        for fold in todo:
+            done[fold] = run_and_keep(spec, fold, key)
+            log.info("fold %s done in %.0fs", fold, done[fold]["seconds"])
+    if not done:
+        raise MultaError(f"{spec.out}: no finished fold to report")
+    results = [done[f] for f in folds if f in done]
     summary = summarise(results)
     _save(spec, results, summary)
     from multa_broker.model import thresholds
