@@ -116,7 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="capture(s); several are joined into one trace, one after another (Ethernet only)")
     parser.add_argument("--overlay", action="store_true",
                         help="play the captures at once, each with its own addresses, as a sensor sees "
-                             "many hosts, instead of one after another (see docs/zeek.md)")
+                             "many hosts, instead of one after another (see docs/performance.md)")
     parser.add_argument("--tiny", type=int, default=0, metavar="N",
                         help="instead, synthesise a worst-case trace of N two-packet connections")
     parser.add_argument("--skip-unusable", action="store_true",
@@ -358,7 +358,7 @@ def _table(report: dict) -> str:
                      f"{rss[0]:>9}{rss[1]:>9}{flows:>9}{batches:>9}")
     s = report["setups"]
     if "collect" in s and "new_packet" in s and s["collect"]["flows"] != s["new_packet"]["flows"]:
-        lines.append("note: collect and new_packet emitted different flow counts; see docs/zeek.md")
+        lines.append("note: collect and new_packet emitted different flow counts; see docs/performance.md")
     lines.append("trace cpu: CPU time minus that of the same set-up on a capture without packets "
                  "(start-up and shutdown); batches: Multa::flows events published")
     if any(r["rss_mb"] is None for r in s.values()):

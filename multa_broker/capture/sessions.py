@@ -101,7 +101,7 @@ def count(ex: FlowExtractor, c: Conn, is_orig: bool, size: int) -> None:
         # Clamped: TotalLen() is 0 for TSO packets counted under ignored
         # checksums, and IPv6 lengths can pass 65535. The Zeek package clamps
         # the same way except for a 0 after the first packet, where it ends
-        # the flow (zeek_scripts/collect.zeek, multa_packet_gap).
+        # the flow (zeek_scripts/collect-scripts.zeek, multa_packet_gap).
         c.sizes.append(size if MIN_SIZE <= size <= MAX_SIZE else min(max(size, MIN_SIZE), MAX_SIZE))
         c.dirs.append(is_orig)
 
