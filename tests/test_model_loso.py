@@ -119,3 +119,12 @@ def test_finished_folds_are_kept_and_reused_by_a_rerun(tmp_path, monkeypatch) ->
         loso.run(other)
     only = loso.LosoSpec(**{**spec.__dict__, "folds": ["ndpi", "lab/scan"], "summarise_only": True})
     assert set(loso.run(only)["per_fold"]) == {"ndpi"}
+
+
+def test_classical_predicts_an_empty_batch() -> None:
+    from multa_broker.model.classical import fit_task
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 5)).astype(np.float32), np.arange(60) % 2
+    m = fit_task("t", ["a", "b", "c"], x, y, x, y, seed=1)
+    assert m.predict_proba(np.zeros((0, 5), np.float32)).shape == (0, 3)

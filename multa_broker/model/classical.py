@@ -70,8 +70,10 @@ class ClassicalModel:
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
         """[F, C] probabilities over all of the task's classes (absent classes get 0)."""
-        p = self.estimator.predict_proba(feats)
         out = np.zeros((len(feats), len(self.classes)))
+        if len(feats) == 0:  # scikit-learn refuses an empty batch
+            return out
+        p = self.estimator.predict_proba(feats)
         out[:, self.estimator.classes_.astype(int)] = p
         return out
 
