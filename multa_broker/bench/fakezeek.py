@@ -1,6 +1,6 @@
 """A stand-in for Zeek's WebSocket API, for tests and ``multa bench bridge``.
 
-It speaks Broker's JSON protocol v1 as Zeek 8.0 does (zeek8-facts.md, Broker
+It speaks Broker's JSON protocol v1 as Zeek 8.0 does (checked on Zeek 8.0.10; Broker
 doc/web-socket.rst): a client's first message is a JSON array of topic
 prefixes; the server answers ``{"type":"ack","endpoint":"<uuid>-websocket-0",
 "version":...}``; afterwards both sides send ``data-message``\\ s, and the

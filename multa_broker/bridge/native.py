@@ -9,7 +9,7 @@ appended to ``sys.path`` first (Zeek installs its bindings under
 Broker's wire protocol changes between major versions: Debian bookworm's
 python3-broker 1.4.0 peers with other Broker 1.4 endpoints only, not with
 Zeek 8 (Broker 2.8). Against Zeek 8 use Zeek's own bindings, or the WebSocket
-transport. The API calls below ran unchanged on both (zeek8-facts.md).
+transport. The API calls below ran unchanged on both (checked on Zeek 8.0.10 and Broker 1.4).
 
 Receiving uses the subscribers' file descriptors on the event loop, so no
 thread blocks; only ``peer()`` (a blocking handshake) runs in a thread.
