@@ -34,6 +34,7 @@ import numpy as np
 from multa_broker.dataset.format import SPLITS, FlowDataset
 from multa_broker.errors import MultaError
 from multa_broker.flow import DEFAULT_N
+from multa_broker.model.experiment import _finite
 
 log = logging.getLogger("multa.model.loso")
 
@@ -272,7 +273,7 @@ def run(spec: LosoSpec) -> dict[str, Any]:
     from multa_broker.model import thresholds
 
     calib = thresholds.calibrate(thresholds.load_oos(spec.out / "oos.npz", "lmmoe"), dict(ds.tasks))
-    (spec.out / "thresholds.json").write_text(json.dumps(_json_safe(calib), indent=1, sort_keys=True) + "\n")
+    (spec.out / "thresholds.json").write_text(json.dumps(_finite(calib), indent=1, sort_keys=True) + "\n")
     with open(spec.out / "loso.md", "a") as fh:
         fh.write("\n" + thresholds.markdown(calib))
     summary["thresholds"] = calib
@@ -305,7 +306,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _save(spec: LosoSpec, results: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    (spec.out / "loso.json").write_text(json.dumps(_json_safe(summary), indent=1, sort_keys=True) + "\n")
+    (spec.out / "loso.json").write_text(json.dumps(_finite(summary), indent=1, sort_keys=True) + "\n")
     (spec.out / "loso.md").write_text(markdown(summary))
     arrays: dict[str, np.ndarray] = {}
     for r in results:
@@ -315,16 +316,6 @@ def _save(spec: LosoSpec, results: list[dict[str, Any]], summary: dict[str, Any]
         for task, y in r["labels"].items():
             arrays[f"{r['fold']}|labels|{task}"] = y
     np.savez_compressed(spec.out / "oos.npz", **arrays)
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if np.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def markdown(summary: dict[str, Any]) -> str:
