@@ -55,10 +55,6 @@ class AugmentConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "AugmentConfig":
-        return cls(**{**d, "time_scale": tuple(d.get("time_scale", (0.1, 10.0)))})
-
-    @classmethod
     def off(cls) -> "AugmentConfig":
         return cls(0, (1.0, 1.0), 0, 0.0, 0, 0, 0, 0)
 

@@ -176,7 +176,6 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
                               teachers=teachers_for(cfg, tasks))
         result["models"][name] = {t: trained.test[t] for t in held_tasks}
         result["oos"][name] = oos(trained.model, trained, tasks)
-        result[f"{name}_thresholds"] = dict(zip(tasks, trained.thresholds))
 
     if spec.baselines:
         single_cfg = dataclasses.replace(spec.train, paradigm="separate", progress=False)

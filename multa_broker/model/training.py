@@ -70,12 +70,6 @@ class TrainConfig:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
-        d = dict(d)
-        aug = d.pop("augment", None)
-        return cls(**d, augment=AugmentConfig.from_json(aug) if aug else AugmentConfig.off())
-
 
 @dataclass
 class SplitTensors:
