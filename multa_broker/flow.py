@@ -26,6 +26,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from multa_broker import context
+
 #: Packets per flow the default model reads.
 DEFAULT_N = 20
 #: Longest sequence any model or the wire contract may carry.
@@ -85,6 +87,9 @@ class Flow:
     iats: list[int] = field(default_factory=list)
     #: Zeek's connection uid when the flow came from Zeek; None offline.
     uid: str | None = None
+    #: Host context at the first packet (:mod:`multa_broker.context`), or None where
+    #: it was not computed (an older Zeek package, a flow read without it).
+    ctx: tuple[int, ...] | None = None
 
     @property
     def packets(self) -> int:
@@ -107,6 +112,8 @@ class Flow:
         }
         if self.uid is not None:
             out["uid"] = self.uid
+        if self.ctx is not None:
+            out["ctx"] = list(self.ctx)
         return out
 
     @classmethod
@@ -115,8 +122,10 @@ class Flow:
             str(obj["proto"]), str(obj["orig_h"]), int(obj["orig_p"]),
             str(obj["resp_h"]), int(obj["resp_p"]), float(obj["ts"]),
         )
+        ctx = obj.get("ctx")
         flow = cls(key, [int(s) for s in obj["sizes"]], [bool(d) for d in obj["dirs"]],
-                   [int(i) for i in obj["iats"]], obj.get("uid"))
+                   [int(i) for i in obj["iats"]], obj.get("uid"),
+                   None if ctx is None else tuple(int(v) for v in ctx))
         validate(flow)
         return flow
 
@@ -149,6 +158,11 @@ def validate(flow: Flow, max_n: int = MAX_N) -> None:
             raise FlowError(f"port {p} outside 0..65535")
     if not math.isfinite(flow.key.ts):
         raise FlowError("timestamp is not finite")
+    if flow.ctx is not None:
+        try:
+            context.validate(flow.ctx)
+        except context.ContextError as e:
+            raise FlowError(str(e)) from None
 
 
 @dataclass(slots=True)
@@ -156,7 +170,9 @@ class EncodedBatch:
     """Flows as the model's raw inputs; the model does all scaling itself.
 
     Shapes: ``sizes``, ``dirs``, ``iats``: float32 [B, N] (zero-padded past
-    ``lengths``); ``lengths``: int64 [B]; ``proto``: int64 [B] (index into PROTOS).
+    ``lengths``); ``lengths``: int64 [B]; ``proto``: int64 [B] (index into PROTOS);
+    ``ctx``: float32 [B, context.N_FEATURES], the host-context counts (zero where
+    a flow has none); ``has_ctx``: bool [B], whether it had them.
     """
 
     sizes: np.ndarray
@@ -164,6 +180,15 @@ class EncodedBatch:
     iats: np.ndarray
     lengths: np.ndarray
     proto: np.ndarray
+    ctx: np.ndarray | None = None
+    has_ctx: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        b = int(self.lengths.shape[0])
+        if self.ctx is None:
+            self.ctx = np.zeros((b, context.N_FEATURES), dtype=np.float32)
+        if self.has_ctx is None:
+            self.has_ctx = np.zeros(b, dtype=bool)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -178,6 +203,8 @@ def encode(flows: Sequence[Flow] | Iterable[Flow], n: int = DEFAULT_N) -> Encode
     iats = np.zeros((b, n), dtype=np.float32)
     lengths = np.zeros(b, dtype=np.int64)
     proto = np.zeros(b, dtype=np.int64)
+    ctx = np.zeros((b, context.N_FEATURES), dtype=np.float32)
+    has_ctx = np.zeros(b, dtype=bool)
     for row, f in enumerate(flows):
         k = min(n, len(f.sizes))
         sizes[row, :k] = f.sizes[:k]
@@ -185,4 +212,7 @@ def encode(flows: Sequence[Flow] | Iterable[Flow], n: int = DEFAULT_N) -> Encode
         iats[row, :k] = np.minimum(f.iats[:k], MAX_IAT_US)
         lengths[row] = k
         proto[row] = PROTO_INDEX[f.key.proto]
-    return EncodedBatch(sizes, dirs, iats, lengths, proto)
+        if f.ctx is not None:
+            ctx[row] = f.ctx
+            has_ctx[row] = True
+    return EncodedBatch(sizes, dirs, iats, lengths, proto, ctx, has_ctx)

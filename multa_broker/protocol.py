@@ -24,8 +24,12 @@ DEFAULT_RESULT_TOPIC = "multa/results"
 #: when the bridge is set to answer the sending node.
 NODE_RESULT_TOPIC_PREFIX = "multa/results/"
 
-#: ``Multa::Flow`` fields and their Zeek/Broker types, in declaration order.
-FLOW_FIELDS: tuple[tuple[str, str], ...] = (
+#: Version of the flow contract: 2 added ``ctx`` (host context, :mod:`multa_broker.context`).
+#: The bridge also accepts version 1 flows (the first nine fields) from older packages.
+FLOW_CONTRACT_VERSION = 2
+
+#: ``Multa::Flow`` fields of contract version 1 and their Zeek/Broker types, in declaration order.
+FLOW_FIELDS_V1: tuple[tuple[str, str], ...] = (
     ("uid", "string"),
     ("orig_h", "addr"),
     ("orig_p", "port"),
@@ -36,6 +40,10 @@ FLOW_FIELDS: tuple[tuple[str, str], ...] = (
     ("dirs", "vector of bool"),
     ("iats", "vector of count"),
 )
+
+#: ``Multa::Flow`` fields now: version 1's, then the host context (``&optional``: absent
+#: where the package computes none, which travels as Broker's ``none``).
+FLOW_FIELDS: tuple[tuple[str, str], ...] = FLOW_FIELDS_V1 + (("ctx", "vector of count"),)
 
 #: ``Multa::Result`` fields and their types, in declaration order.
 RESULT_FIELDS: tuple[tuple[str, str], ...] = (
