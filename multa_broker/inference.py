@@ -85,6 +85,8 @@ class Classifier:
         self.thresholds: dict[str, float] = {t["name"]: float(t["threshold"]) for t in stored.tasks}
         self.thresholds.update(parse_thresholds(thresholds, self.tasks))
         self.path: Path = stored.path
+        #: The model reads host context (its manifest has a context_spec).
+        self.uses_context: bool = "context_spec" in self.manifest
 
     @classmethod
     def load(cls, path: str | Path = "default", thresholds: Any = None, *, threads: int | None = None,
@@ -115,12 +117,17 @@ class Classifier:
             pad = ((0, 0), (0, self.n - width))
             sizes, dirs, iats = (np.pad(a, pad) for a in (sizes, dirs, iats))
         lengths = np.minimum(batch.lengths, self.n)
+        args = [torch.as_tensor(np.ascontiguousarray(sizes), dtype=torch.float32),
+                torch.as_tensor(np.ascontiguousarray(dirs), dtype=torch.float32),
+                torch.as_tensor(np.ascontiguousarray(iats), dtype=torch.float32),
+                torch.as_tensor(lengths, dtype=torch.int64),
+                torch.as_tensor(batch.proto, dtype=torch.int64)]
+        if self.uses_context:
+            # Models without context have a five-argument forward (older archives too).
+            args += [torch.as_tensor(np.ascontiguousarray(batch.ctx), dtype=torch.float32),
+                     torch.as_tensor(np.ascontiguousarray(batch.has_ctx), dtype=torch.float32)]
         with torch.inference_mode():
-            out = self._module(torch.as_tensor(np.ascontiguousarray(sizes), dtype=torch.float32),
-                               torch.as_tensor(np.ascontiguousarray(dirs), dtype=torch.float32),
-                               torch.as_tensor(np.ascontiguousarray(iats), dtype=torch.float32),
-                               torch.as_tensor(lengths, dtype=torch.int64),
-                               torch.as_tensor(batch.proto, dtype=torch.int64))
+            out = self._module(*args)
         return [p.numpy() for p in out]
 
     def classify_batch(self, batch: EncodedBatch) -> list[Verdict]:

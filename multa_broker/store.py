@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from multa_broker.errors import MultaError
+from multa_broker.context import CONTEXT_SPEC
 from multa_broker.flow import FEATURE_SPEC, MAX_N
 
 if TYPE_CHECKING:  # torch is imported lazily: `multa --help` must stay instant
@@ -105,6 +106,8 @@ def export(model: "torch.nn.Module", manifest: dict[str, Any], dest: str | Path)
     scripted = script(model.eval())
     inner = {k: v for k, v in manifest.items() if k not in SIDE_ONLY}
     inner.update(format=MANIFEST_FORMAT, feature_spec=FEATURE_SPEC, weights_sha256=weights_sha256(scripted))
+    if getattr(model, "context", False):
+        inner["context_spec"] = CONTEXT_SPEC
     _check_contents(inner, dest)
     model_path = dest / MODEL_FILE
     tmp = dest / (MODEL_FILE + ".tmp")
@@ -229,6 +232,10 @@ def load(path: str | Path, verify: bool = True, sha256: str | None = None) -> St
         theirs = (inner.get("feature_spec") or {}).get("version")
         raise MultaError(f"{model_path}: built for feature spec version {theirs!r} with other definitions, "
                          f"this multa uses version {FEATURE_SPEC['version']}; retrain the model")
+    if "context_spec" in inner and inner["context_spec"] != CONTEXT_SPEC:
+        theirs = (inner.get("context_spec") or {}).get("version")
+        raise MultaError(f"{model_path}: reads host context version {theirs!r} with other definitions, "
+                         f"this multa computes version {CONTEXT_SPEC['version']}; retrain the model")
     if verify and weights_sha256(module) != inner.get("weights_sha256"):
         raise MultaError(f"{model_path}: weights do not match the manifest's weights_sha256")
     _check_contents(inner, model_dir)

@@ -53,6 +53,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill", type=float, default=0.0, metavar="W",
                         help="mix the classical trees' soft labels into every task's loss with weight W in "
                              "0..1 (distillation; the trees are trained first; default 0)")
+    parser.add_argument("--context", choices=("auto", "on", "off"), default="auto",
+                        help="models read each flow's host context (what its hosts did in the 60 s before it); "
+                             "auto: where the dataset carries it (default auto)")
+    parser.add_argument("--context-dropout", type=float, default=0.1, metavar="P",
+                        help="share of training rows shown without context, so the model also works for "
+                             "flows from an older Zeek package (default 0.1)")
     parser.add_argument("--label-smoothing", type=float, default=0.0,
                         help="label smoothing of every task's loss (default 0)")
 
@@ -125,7 +131,12 @@ def train_config(args: argparse.Namespace):
                        min_epochs=args.min_epochs, smooth=args.smooth,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
-                       seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps)
+                       seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps,
+                       context_dropout=args.context_dropout)
+
+
+def context_choice(args: argparse.Namespace) -> bool | None:
+    return {"auto": None, "on": True, "off": False}[args.context]
 
 
 def setup_torch(threads: int) -> None:
@@ -149,7 +160,7 @@ def run_loso(args: argparse.Namespace) -> int:
     spec = loso.LosoSpec(
         dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
         tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,
-        train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
+        context=context_choice(args), train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
         summarise_only=args.summarise_only)
     summary = loso.run(spec)
     print(loso.markdown(summary), end="")
@@ -167,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, out=args.out, name=args.name, version=args.version,
         tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
         experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
-        single_hidden=args.single_hidden, stats=not args.no_stats, train=train_config(args), baselines=args.baselines,
+        single_hidden=args.single_hidden, stats=not args.no_stats, context=context_choice(args),
+        train=train_config(args), baselines=args.baselines,
         calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
         calibration=args.calibration,
         command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])

@@ -3,7 +3,9 @@
 Features come from the same first-N packets the LSTMs see (never ports):
 packet and byte counts per direction, size mean/std/min/max overall and per
 direction, inter-arrival statistics (log microseconds), duration, the first
-few signed sizes and gaps, the protocol and the length.
+few signed sizes and gaps, the protocol and the length; with host context, the
+six context counts (multa_broker.context) and their shares as the LMMoE reads
+them, so both see the same information.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ def _masked_stats(x: np.ndarray, m: np.ndarray) -> list[np.ndarray]:
 
 
 def flow_features(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths: np.ndarray,
-                  proto: np.ndarray) -> np.ndarray:
-    """[F, D] float32 features from encoded flows (arrays as in EncodedBatch)."""
+                  proto: np.ndarray, ctx: np.ndarray | None = None, has_ctx: np.ndarray | None = None) -> np.ndarray:
+    """[F, D] float32 features from encoded flows (arrays as in EncodedBatch); host context
+    columns are appended when ``ctx`` is given."""
     n = sizes.shape[1]
     valid = np.arange(n)[None, :] < lengths[:, None]
     orig = valid & (dirs > 0.5)
@@ -53,11 +56,18 @@ def flow_features(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths
     signed = np.where(dirs[:, :k] > 0.5, sizes[:, :k], -sizes[:, :k]) * valid[:, :k]
     cols += list(signed.T) + list((liat[:, :k] * valid[:, :k]).T)
     cols += [(proto == i).astype(np.float64) for i in range(len(PROTOS))]
+    if ctx is not None:
+        h = np.ones(len(lengths)) if has_ctx is None else np.asarray(has_ctx, dtype=np.float64)
+        c = np.asarray(ctx, dtype=np.float64)
+        orig, resp = np.maximum(c[:, 0], 1), np.maximum(c[:, 4], 1)
+        cols += list(c.T) + [c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp, h]
     return np.stack(cols, axis=1).astype(np.float32)
 
 
-def dataset_features(ds: FlowDataset, n: int) -> np.ndarray:
+def dataset_features(ds: FlowDataset, n: int, context: bool = False) -> np.ndarray:
     e = ds.encoded(n)
+    if context:
+        return flow_features(e.sizes, e.dirs, e.iats, e.lengths, e.proto, e.ctx, e.has_ctx)
     return flow_features(e.sizes, e.dirs, e.iats, e.lengths, e.proto)
 
 
@@ -67,6 +77,8 @@ class ClassicalModel:
     classes: list[str]
     estimator: Any
     params: dict[str, Any]
+    #: Trained with the host-context columns.
+    context: bool = False
 
     def predict_proba(self, feats: np.ndarray) -> np.ndarray:
         """[F, C] probabilities over all of the task's classes (absent classes get 0)."""
@@ -79,7 +91,8 @@ class ClassicalModel:
 
 
 def fit_task(task: str, classes: list[str], x_train: np.ndarray, y_train: np.ndarray,
-             x_val: np.ndarray, y_val: np.ndarray, seed: int, class_weights: str = "sqrt") -> ClassicalModel:
+             x_val: np.ndarray, y_val: np.ndarray, seed: int, class_weights: str = "sqrt",
+             context: bool = False) -> ClassicalModel:
     """Fit a HistGradientBoostingClassifier, picking its size on validation macro-F1."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
@@ -96,7 +109,7 @@ def fit_task(task: str, classes: list[str], x_train: np.ndarray, y_train: np.nda
             from sklearn.dummy import DummyClassifier
             est = DummyClassifier(strategy="most_frequent")
         est.fit(x_train, y_train, sample_weight=w)
-        model = ClassicalModel(task, classes, est, params)
+        model = ClassicalModel(task, classes, est, params, context)
         f1 = macro_f1(y_val, model.predict_proba(x_val).argmax(axis=1)) if len(y_val) else 0.0
         if f1 > best_f1:
             best, best_f1 = model, f1

@@ -52,6 +52,9 @@ class RunSpec:
     single_hidden: int = 64
     #: Towers read the per-flow statistics too (LMMoE and single-task alike).
     stats: bool = True
+    #: Gates and towers (and the baselines) read the host context: True, False, or None for
+    #: "where the dataset carries it".
+    context: bool | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     baselines: bool = False
     calibrate: bool = True
@@ -119,6 +122,14 @@ def choose_tasks(ds: FlowDataset, requested: list[str] | None) -> list[str]:
     if not chosen:
         raise MultaError("no task has labelled training and validation rows")
     return chosen
+
+
+def use_context(ds: FlowDataset, wanted: bool | None) -> bool:
+    """Whether models read host context: as asked, by default where the dataset carries it."""
+    has = bool(np.asarray(getattr(ds, "has_ctx", np.zeros(0, bool))).any())
+    if wanted and not has:
+        raise MultaError("--context on: the dataset carries no host context (rebuild it with this multa)")
+    return has if wanted is None else bool(wanted)
 
 
 def load_splits(ds: FlowDataset, tasks: list[str], n: int) -> dict[str, SplitTensors]:
@@ -239,18 +250,19 @@ def run(spec: RunSpec) -> Path:
     training = {"paradigm": spec.train.paradigm, "seed": spec.train.seed, "config": spec.train.to_json(),
                 "dataset": data, "command": spec.command}
 
+    context = use_context(ds, spec.context)
     classical = None
     if spec.baselines or spec.train.distill > 0:
-        classical = fit_classical(ds, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights)
+        classical = fit_classical(ds, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights, context)
     teachers = [classical[t][0] for t in tasks] if classical and spec.train.distill > 0 else None
     cfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden,
-                      tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
+                      tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context)
     lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
     arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
-            "dropout": spec.dropout, "stats": spec.stats}
+            "dropout": spec.dropout, "stats": spec.stats, "context": context}
     manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
@@ -260,14 +272,14 @@ def run(spec: RunSpec) -> Path:
         single_cfg = dataclasses.replace(spec.train, paradigm="separate")
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
+                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context)
             one = {task: classes[task]}
             tsplits = load_splits(ds, [task], spec.n)
             trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
                                   teachers=[classical[task][0]] if teachers else None)
             sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower,
-                     "dropout": spec.dropout, "stats": spec.stats}
+                     "dropout": spec.dropout, "stats": spec.stats, "context": context}
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
                                      spec.n, sarch, training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")
@@ -309,24 +321,24 @@ def apply_calibration(trained: Trained, splits: dict[str, SplitTensors], classes
 
 
 def train_classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], n: int, seed: int,
-                    class_weights: str) -> dict[str, Any]:
+                    class_weights: str, context: bool = False) -> dict[str, Any]:
     """Per-task gradient-boosting baselines; returns their validation/test metrics."""
-    return {task: r for task, (_m, r) in fit_classical(ds, tasks, classes, n, seed, class_weights).items()}
+    return {task: r for task, (_m, r) in fit_classical(ds, tasks, classes, n, seed, class_weights, context).items()}
 
 
 def fit_classical(ds: FlowDataset, tasks: list[str], classes: dict[str, list[str]], n: int, seed: int,
-                  class_weights: str) -> dict[str, tuple[Any, dict[str, Any]]]:
+                  class_weights: str, context: bool = False) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Per-task gradient-boosting models on the train split, with their validation/test metrics."""
     from multa_broker.model.classical import dataset_features, fit_task
     from multa_broker.model.metrics import task_report
 
-    feats = {s: dataset_features(ds.split_rows(s), n) for s in SPLITS}
+    feats = {s: dataset_features(ds.split_rows(s), n, context) for s in SPLITS}
     out: dict[str, tuple[Any, dict[str, Any]]] = {}
     for task in tasks:
         col = {s: ds.split_rows(s).task_labels(task).astype(np.int64) for s in SPLITS}
         sel = {s: col[s] >= 0 for s in SPLITS}
         model = fit_task(task, classes[task], feats["train"][sel["train"]], col["train"][sel["train"]],
-                         feats["val"][sel["val"]], col["val"][sel["val"]], seed, class_weights)
+                         feats["val"][sel["val"]], col["val"][sel["val"]], seed, class_weights, context)
         out[task] = (model, {"params": model.params,
                              **{s: task_report(col[s][sel[s]], model.predict_proba(feats[s][sel[s]]), classes[task])
                                 for s in ("val", "test")}})

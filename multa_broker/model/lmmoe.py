@@ -21,13 +21,13 @@ tensor per task, in task order; ``logits`` is the same before softmax.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
 from multa_broker.flow import DEFAULT_N
-from multa_broker.model.preprocess import INPUT_DIM, SUMMARY_DIM, Preprocess, last_valid
+from multa_broker.model.preprocess import CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, last_valid
 
 
 @dataclass
@@ -42,6 +42,8 @@ class LMMoEConfig:
     dropout: float = 0.1
     #: Towers also read the per-flow summary statistics (beside the expert mixture).
     stats: bool = True
+    #: Gates and towers also read the flow's host context (multa_broker.context).
+    context: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,11 +77,11 @@ class TaskHead(nn.Module):
     """One task's gate (softmax over experts, from the flow summary) and tower."""
 
     def __init__(self, experts: int, hidden: int, tower: int, classes: int, dropout: float,
-                 stats: bool = True) -> None:
+                 stats: bool = True, summary_dim: int = SUMMARY_DIM) -> None:
         super().__init__()
         self.stats = bool(stats)
-        self.gate = nn.Linear(SUMMARY_DIM, experts)
-        self.tower = Tower(hidden + (SUMMARY_DIM if stats else 0), tower, classes, dropout)
+        self.gate = nn.Linear(summary_dim, experts)
+        self.tower = Tower(hidden + (summary_dim if stats else 0), tower, classes, dropout)
 
     def forward(self, summary: torch.Tensor, expert_out: torch.Tensor) -> torch.Tensor:
         g = torch.softmax(self.gate(summary), dim=1)              # [B, E]
@@ -105,16 +107,22 @@ class LMMoE(nn.Module):
         self.task_names: List[str] = list(cfg.tasks)
         self.n = int(cfg.n)
         self.pre = Preprocess(cfg.n)
+        self.context = bool(cfg.context)
+        self.ctx_in = ContextInput()
+        summary_dim = SUMMARY_DIM + (CONTEXT_DIM if cfg.context else 0)
         self.experts = nn.ModuleList(
             [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
         self.heads = nn.ModuleList(
-            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats)
+            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, summary_dim)
              for c in cfg.tasks.values()])
         self.register_buffer("temperature", torch.ones(len(cfg.tasks)))
 
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-               lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
+               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
+        if self.context:
+            summary = torch.cat([summary, self.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
         states: List[torch.Tensor] = []
         for expert in self.experts:
             out, _ = expert(x)
@@ -123,8 +131,9 @@ class LMMoE(nn.Module):
         return [head(summary, expert_out) for head in self.heads]
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-                lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
-        return probabilities(self.logits(sizes, dirs, iats, lengths, proto), self.temperature)
+                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        return probabilities(self.logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx), self.temperature)
 
 
 def count_params(model: nn.Module) -> int:

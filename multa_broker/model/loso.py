@@ -54,6 +54,8 @@ class LosoSpec:
     dropout: float = 0.1
     single_hidden: int = 64
     stats: bool = True
+    #: Host context for every model (None: where the dataset carries it).
+    context: bool | None = None
     train: Any = None  # TrainConfig
     baselines: bool = True
     #: Leave out only these folds (default: every fold with MIN_FOLD_ROWS labelled rows).
@@ -126,8 +128,8 @@ def _fold_datasets(ds: FlowDataset, fold: str) -> tuple[FlowDataset, FlowDataset
 
 
 def _concat(a: FlowDataset, b: FlowDataset) -> FlowDataset:
-    cols = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in
-            ("sizes", "dirs", "iats", "lengths", "proto", "orig_p", "resp_p", "labels", "split", "capture", "keys")}
+    cols = {f.name: np.concatenate([getattr(a, f.name), getattr(b, f.name)])
+            for f in dataclasses.fields(FlowDataset) if isinstance(getattr(a, f.name), np.ndarray)}
     return FlowDataset(**cols, tasks=a.tasks, captures=a.captures, meta=a.meta)
 
 
@@ -135,7 +137,8 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     """Train every model without ``fold`` and test it on ``fold``; returns figures and OOS probabilities."""
     import torch
 
-    from multa_broker.model.experiment import choose_tasks, load_splits, make_lmmoe, make_single, train_model
+    from multa_broker.model.experiment import (choose_tasks, load_splits, make_lmmoe, make_single, train_model,
+                                               use_context)
     from multa_broker.model.lmmoe import LMMoEConfig
     from multa_broker.model.single import SingleConfig
     from multa_broker.model.training import predict_logits
@@ -160,8 +163,10 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     from multa_broker.model.classical import dataset_features
     from multa_broker.model.experiment import fit_classical
 
-    classical = fit_classical(work, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights)
-    test_feats = dataset_features(work.split_rows("test"), spec.n)
+    context = use_context(ds, spec.context)
+    result["context"] = context
+    classical = fit_classical(work, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights, context)
+    test_feats = dataset_features(work.split_rows("test"), spec.n, context)
     models = {t: m for t, (m, _r) in classical.items()}
 
     def teachers_for(cfg: Any, task_list: list[str]) -> list[Any] | None:
@@ -170,7 +175,7 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     recipes = {"lmmoe": spec.train, **{f"lmmoe:{k}": v for k, v in spec.variants.items()}}
     for name, cfg in recipes.items():
         mcfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden, tower=spec.tower,
-                           dropout=spec.dropout, stats=spec.stats)
+                           dropout=spec.dropout, stats=spec.stats, context=context)
         cfg = dataclasses.replace(cfg, progress=False)
         trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
                               teachers=teachers_for(cfg, tasks))
@@ -183,7 +188,7 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
         result["oos"]["single"] = {}
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats)
+                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context)
             tsplits = load_splits(work, [task], spec.n)
             trained = train_model(make_single(scfg, single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
                                   desc=f"{fold} single {task}", teachers=teachers_for(single_cfg, [task]))

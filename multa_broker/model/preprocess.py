@@ -33,16 +33,24 @@ mean/std/min/max of log size and log byte total; mean/std/min/max of log gap
 and the log duration; the first FIRST signed log sizes and log gaps in
 arrival order; the protocol one-hot; and the flow's length / N (the model's N,
 always last). Ports are never an input.
+
+A model with host context (:mod:`multa_broker.context`) appends
+:class:`ContextInput`'s features to that summary: each count as
+log1p(count) / log1p(MAX_ENTRIES), the originator's distinct hosts, ports and
+same-endpoint connections as shares of its connections, the endpoint's
+distinct originators as a share of its connections, and a 1 where the flow
+came with context at all (an older Zeek package sends none).
 """
 
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
 
+from multa_broker.context import MAX_ENTRIES, N_FEATURES as N_CONTEXT
 from multa_broker.flow import MAX_IAT_US, MAX_SIZE, PROTOS
 
 STEP_FEATURES = 5
@@ -57,6 +65,32 @@ FIRST = 8
 DIR_STATS = 6
 #: Width of the per-flow summary the gates (and towers) read.
 SUMMARY_DIM = STEP_FEATURES + 3 * DIR_STATS + 5 + 2 * FIRST + N_PROTOS + 1
+
+
+#: Width of the host-context features appended to the summary of a model with context.
+CONTEXT_DIM = N_CONTEXT + 4 + 1
+
+
+class ContextInput(nn.Module):
+    """Raw host-context counts [B, 6] and has-context flags [B] -> [B, CONTEXT_DIM] features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cap = float(MAX_ENTRIES)
+        self.log_cap = math.log1p(float(MAX_ENTRIES))
+        self.width = N_CONTEXT
+
+    def forward(self, ctx: Optional[torch.Tensor], has_ctx: Optional[torch.Tensor],
+                batch: int, dtype: torch.dtype) -> torch.Tensor:
+        if ctx is None or has_ctx is None:
+            return torch.zeros(batch, self.width + 5, dtype=dtype)
+        c = ctx.to(dtype).clamp(0.0, self.cap)
+        h = has_ctx.to(dtype).unsqueeze(1)
+        logc = torch.log1p(c) / self.log_cap
+        orig = c[:, 0].clamp(min=1.0)
+        resp = c[:, 4].clamp(min=1.0)
+        shares = torch.stack([c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp], dim=1)
+        return torch.cat([logc * h, shares * h, h], dim=1)
 
 
 def _masked_stats(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

@@ -10,14 +10,14 @@ measures against the single LMMoE.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
 from multa_broker.flow import DEFAULT_N
 from multa_broker.model.lmmoe import Tower, init_lstm, probabilities
-from multa_broker.model.preprocess import INPUT_DIM, SUMMARY_DIM, Preprocess, last_valid
+from multa_broker.model.preprocess import CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, last_valid
 
 
 @dataclass
@@ -31,6 +31,8 @@ class SingleConfig:
     dropout: float = 0.1
     #: The tower also reads the per-flow summary statistics (as the LMMoE's towers do).
     stats: bool = True
+    #: ... and the host context (as the LMMoE's gates and towers do).
+    context: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,13 +48,19 @@ class SingleTaskLSTM(nn.Module):
         self.pre = Preprocess(cfg.n)
         self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True))
         self.stats = bool(cfg.stats)
-        self.tower = Tower(cfg.hidden + (SUMMARY_DIM if cfg.stats else 0), cfg.tower,
+        self.context = bool(cfg.context)
+        self.ctx_in = ContextInput()
+        summary_dim = SUMMARY_DIM + (CONTEXT_DIM if cfg.context else 0)
+        self.tower = Tower(cfg.hidden + (summary_dim if cfg.stats else 0), cfg.tower,
                            len(next(iter(cfg.tasks.values()))), cfg.dropout)
         self.register_buffer("temperature", torch.ones(1))
 
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-               lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
+               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
+        if self.context:
+            summary = torch.cat([summary, self.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
         out, _ = self.lstm(x)
         h = last_valid(out, last)
         if self.stats:
@@ -60,5 +68,6 @@ class SingleTaskLSTM(nn.Module):
         return [self.tower(h)]
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-                lengths: torch.Tensor, proto: torch.Tensor) -> List[torch.Tensor]:
-        return probabilities(self.logits(sizes, dirs, iats, lengths, proto), self.temperature)
+                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        return probabilities(self.logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx), self.temperature)

@@ -66,6 +66,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     #: Weight of the teacher's soft labels in each task's loss (0: no distillation).
     distill: float = 0.0
+    #: Share of training rows whose host context is hidden (as from an older Zeek package or a
+    #: host first seen), so that a model with context still works without it.
+    context_dropout: float = 0.1
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +78,7 @@ class TrainConfig:
 class SplitTensors:
     """One split's model inputs and labels, labels in the model's task order."""
 
+    #: sizes, dirs, iats, lengths, proto, ctx, has_ctx (the model's arguments, in order).
     inputs: tuple[torch.Tensor, ...]
     labels: torch.Tensor  # int64 [F, T], -1 = missing
 
@@ -82,7 +86,8 @@ class SplitTensors:
     def from_dataset(cls, ds: FlowDataset, tasks: Sequence[str], n: int) -> "SplitTensors":
         enc = ds.encoded(n)
         inputs = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in
-                       (enc.sizes, enc.dirs, enc.iats, enc.lengths, enc.proto))
+                       (enc.sizes, enc.dirs, enc.iats, enc.lengths, enc.proto, enc.ctx,
+                        enc.has_ctx.astype(np.float32)))
         cols = [ds.task_names.index(t) for t in tasks]
         labels = torch.from_numpy(ds.labels[:, cols].astype(np.int64)) if len(ds) else torch.zeros((0, len(cols)), dtype=torch.long)
         return cls(inputs, labels)
@@ -95,9 +100,18 @@ class SplitTensors:
 
     def augmented_rows(self, idx: torch.Tensor, rng: np.random.Generator,
                        cfg: AugmentConfig) -> tuple[torch.Tensor, ...]:
-        sizes, dirs, iats, lengths, proto = (a.numpy() for a in self.rows(idx))
+        sizes, dirs, iats, lengths, proto, ctx, has_ctx = (a.numpy() for a in self.rows(idx))
         out = augment(sizes, dirs, iats, lengths, proto, rng, cfg)
-        return (*(torch.from_numpy(a) for a in out), torch.from_numpy(proto))
+        return (*(torch.from_numpy(a) for a in out), torch.from_numpy(proto), torch.from_numpy(ctx),
+                torch.from_numpy(has_ctx))
+
+
+def hide_context(rows: tuple[torch.Tensor, ...], share: float, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    """Rows with the host context of about ``share`` of them zeroed and flagged absent."""
+    if share <= 0:
+        return rows
+    keep = torch.from_numpy((rng.random(int(rows[0].shape[0])) >= share).astype(np.float32))
+    return (*rows[:5], rows[5] * keep.unsqueeze(1), rows[6] * keep)
 
 
 def predict_logits(model: nn.Module, inputs: Sequence[torch.Tensor], batch: int = 4096) -> list[np.ndarray]:
@@ -185,8 +199,11 @@ def teacher_probs(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> li
     """Each task's teacher probabilities for every row; None where a task has no teacher."""
     from multa_broker.model.classical import flow_features
 
-    feats = flow_features(*(a.numpy() for a in inputs))
-    return [None if m is None else torch.from_numpy(m.predict_proba(feats).astype(np.float32)) for m in teachers]
+    arrays = [a.numpy() for a in inputs]
+    plain = flow_features(*arrays[:5])
+    with_ctx = flow_features(*arrays) if any(getattr(m, "context", False) for m in teachers) else None
+    return [None if m is None else torch.from_numpy(
+        m.predict_proba(with_ctx if getattr(m, "context", False) else plain).astype(np.float32)) for m in teachers]
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -243,6 +260,8 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
             idx = torch.from_numpy(next(streams[g]))
             y = train.labels[idx]
             rows = train.augmented_rows(idx, rng, cfg.augment) if cfg.augment.active else train.rows(idx)
+            if getattr(model, "context", False):
+                rows = hide_context(rows, cfg.context_dropout, rng)
             logits = model.logits(*rows)
             soft = [None if p is None else p[idx] for p in soft_all] if soft_all else None
             loss = torch.zeros(())
