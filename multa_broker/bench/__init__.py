@@ -7,6 +7,8 @@
 * :mod:`.zeek` -- ``multa bench zeek``: what the Zeek package costs Zeek, with :mod:`.traces`
   (the traces it times), :mod:`.sink` (a WebSocket client that never answers) and
   ``new_packet.zeek`` (the reference collector);
+* :mod:`.context` -- ``multa bench context``: out-of-source threat verdicts with host context
+  against without, from two ``multa train --eval loso`` runs;
 * :mod:`.fakezeek` -- Zeek's WebSocket side, played by the bridge benchmarks and the tests;
 * :mod:`.loopback` -- a free port on 127.0.0.1, for benchmarks and tests that start servers.
 

@@ -13,7 +13,7 @@ import importlib
 
 from multa_broker.errors import MultaError
 
-HELP = "benchmarks: flows, model, bridge, zeek, soak"
+HELP = "benchmarks: flows, model, bridge, zeek, soak, context"
 
 BENCHES: dict[str, tuple[str, str]] = {
     "flows": ("multa_broker.bench.flows", "offline extractor packets/s on a capture corpus"),
@@ -21,6 +21,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "bridge": ("multa_broker.bench.bridge", "end-to-end bridge flows/s and latency over WebSocket"),
     "zeek": ("multa_broker.bench.zeek", "Zeek wall time and memory: plain vs multa vs new_packet"),
     "soak": ("multa_broker.bench.soak", "the bridge for a bounded time under load and injected faults"),
+    "context": ("multa_broker.bench.context", "threat verdicts out of source with host context against without"),
 }
 
 

@@ -273,6 +273,7 @@ def run(spec: LosoSpec) -> dict[str, Any]:
         raise MultaError(f"{spec.out}: no finished fold to report")
     results = [done[f] for f in folds if f in done]
     summary = summarise(results)
+    summary["classes"] = {t: list(c) for t, c in ds.tasks.items()}
     _save(spec, results, summary)
     from multa_broker.model import thresholds
 
