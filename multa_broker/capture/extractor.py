@@ -45,6 +45,7 @@ import socket
 import struct
 from typing import Iterator
 
+from multa_broker.context import ContextTracker
 from multa_broker.errors import CaptureError
 from multa_broker.flow import DEFAULT_N, Flow, FlowKey
 from multa_broker.capture.decode import ether, ethertype, ieee80211, ip, nflog, ppp
@@ -98,6 +99,8 @@ class FlowExtractor:
         self.counted = False
         self.truncated = False
         self.in_gtp = False
+        #: Host context of every connection start (sessions.new_conn), emitted or not.
+        self.context = ContextTracker()
 
     # ------------------------------------------------------------------ input
 
@@ -197,7 +200,7 @@ class FlowExtractor:
         if c.opk + c.rpk < self.min_packets:
             return None
         key = FlowKey(c.proto, _addr_str(c.oa), c.op, _addr_str(c.ra), c.rp, c.ts)
-        flow = Flow(key, c.sizes, c.dirs, c.iats)
+        flow = Flow(key, c.sizes, c.dirs, c.iats, ctx=c.ctx)
         return ConnectionRecord(flow, c.opk, c.rpk, c.ob, c.rb, self.source)
 
     # ------------------------------------------------------------ link layers

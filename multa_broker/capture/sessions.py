@@ -51,7 +51,7 @@ class Conn:
     __slots__ = ("proto", "ipproto", "oa", "op", "ra", "rp", "keys", "ts", "seq", "last_time",
                  "sizes", "dirs", "iats", "last_nt", "opk", "rpk", "ob", "rb", "alive",
                  "inact", "inact_gen", "an_gen", "active", "eo", "er", "hstate", "established", "viol", "app",
-                 "is_partial", "fps", "close_deferred", "deferred_gen")
+                 "is_partial", "fps", "close_deferred", "deferred_gen", "ctx")
 
     def __init__(self, proto: str, ipproto: int, oa: bytes, op: int, ra: bytes, rp: int,
                  keys: tuple, ts: float, seq: int) -> None:
@@ -83,6 +83,8 @@ class Conn:
         self.fps = 0  # first_packet_seen: 1 originator, 2 responder
         self.close_deferred = False
         self.deferred_gen = False
+        # Host context at the start (multa_broker.context); set by new_conn, kept by later flips.
+        self.ctx: tuple[int, ...] | None = None
 
 
 def count(ex: FlowExtractor, c: Conn, is_orig: bool, size: int) -> None:
@@ -107,7 +109,14 @@ def count(ex: FlowExtractor, c: Conn, is_orig: bool, size: int) -> None:
 
 
 def new_conn(ex: FlowExtractor, proto: str, ipproto: int, src: bytes, sport: int, dst: bytes, dport: int,
-             ts: float, two_way: bool = True) -> Conn:
+             ts: float, two_way: bool = True, flip_first: bool = False) -> Conn:
+    """A new connection in the table, Zeek's ``NewConn``: ``flip_first`` is the role flip its
+    ``WantConnection`` decides (likely server ports), made before ``new_connection``.
+
+    Every connection Zeek creates passes here, in packet order, emitted later or not,
+    so this is where its host context is taken: at ``ts``, in the orientation
+    ``new_connection`` sees (``conn_id``; for ICMP ``rp`` is the counterpart type).
+    """
     fwd = (ipproto, src, sport, dst, dport)
     if two_way:
         rev = (ipproto, dst, dport, src, sport)
@@ -116,6 +125,9 @@ def new_conn(ex: FlowExtractor, proto: str, ipproto: int, src: bytes, sport: int
         keys = (fwd,)
     ex.cseq += 1
     c = Conn(proto, ipproto, src, sport, dst, dport, keys, ts, ex.cseq)
+    if flip_first:
+        flip(c)
+    c.ctx = ex.context.start(ts, proto, c.oa, c.ra, c.rp)
     for k in keys:
         ex.table[k] = c
     heapq.heappush(ex.active_q, (ts, c.seq, c))
