@@ -12,6 +12,7 @@ from multa_broker.capture import read_flows
 from multa_broker.cli import main
 from multa_broker.dataset.build import BuildConfig, build
 from multa_broker.dataset.format import FlowDataset
+from multa_broker.errors import MultaError
 from multa_broker.flow import encode
 from multa_broker.taxonomy import MISSING, TASKS
 
@@ -88,8 +89,43 @@ def test_dataset_inputs_equal_what_classify_and_bridge_encode(small_corpus, tmp_
     served = {str(f.key): f for f in read_flows(data / capture, n=20)}
     flows = [served[k] for k in again.keys[rows]]
     a, b = again.subset(rows).encoded(20), encode(flows, 20)
-    for name in ("sizes", "dirs", "iats", "lengths", "proto"):
+    for name in ("sizes", "dirs", "iats", "lengths", "proto", "ctx", "has_ctx"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert getattr(a, name).dtype == getattr(b, name).dtype, name
+    # Every extracted flow has host context, stored exactly.
+    assert again.has_ctx.all() and again.ctx.dtype == np.uint16 and again.ctx.shape == (len(again), 6)
+    assert again.ctx[rows].tolist() == [list(f.ctx) for f in flows]
+    assert again.meta["context"]["window_s"] == 60.0
+
+
+def test_dataset_without_context_columns_still_loads(small_corpus, tmp_path):
+    """A file written before host context existed: has_ctx False, ctx zeros, everywhere it goes."""
+    data, source = small_corpus
+    ds, _ = build(BuildConfig(data_dir=data, sources=[source], builtin=False), progress=False)
+    assert ds.has_ctx.all()
+    path = tmp_path / "new.npz"
+    ds.save(path)
+    with np.load(path, allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if k not in ("ctx", "has_ctx")}
+    old_path = tmp_path / "old.npz"
+    np.savez_compressed(old_path, **old)
+    again = FlowDataset.load(old_path)
+    assert len(again) == len(ds)
+    assert again.ctx.shape == (len(ds), 6) and not again.ctx.any() and not again.has_ctx.any()
+    e = again.split_rows("train").encoded(20)
+    assert e.ctx.dtype == np.float32 and not e.ctx.any() and e.has_ctx.dtype == bool and not e.has_ctx.any()
+    # Saved again, the columns are written (all False), and load back the same.
+    again.save(tmp_path / "resaved.npz")
+    assert not FlowDataset.load(tmp_path / "resaved.npz").has_ctx.any()
+
+
+def test_dataset_with_mismatched_context_columns_is_refused(small_corpus, tmp_path):
+    data, source = small_corpus
+    ds, _ = build(BuildConfig(data_dir=data, sources=[source], builtin=False), progress=False)
+    ds.ctx = ds.ctx[:, :5]
+    ds.save(tmp_path / "bad.npz")
+    with pytest.raises(MultaError, match="host-context columns"):
+        FlowDataset.load(tmp_path / "bad.npz")
 
 
 def test_cli_build_and_info(small_corpus, tmp_path, capsys):

@@ -74,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"card": card, "counts": counts}, indent=1))
         else:
-            print(f"{args.path}: {len(ds)} flows from {len(set(ds.capture.tolist()))} captures\n")
+            print(f"{args.path}: {len(ds)} flows from {len(set(ds.capture.tolist()))} captures, "
+                  f"{int(ds.has_ctx.sum())} with host context\n")
             print(render_markdown(card))
             print("\nClass counts per split:\n" + format_counts(counts))
         return 0

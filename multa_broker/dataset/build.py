@@ -19,7 +19,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from multa_broker.capture import read_flows
-from multa_broker.dataset.format import FlowDataset, lab_source
+from multa_broker.context import CONTEXT_SPEC
+from multa_broker.dataset.format import FlowDataset, ctx_columns, lab_source
 from multa_broker.dataset.jsonl import JsonlLabels
 from multa_broker.dataset.labelmap import LabelSource, Labels, builtin_sources, load_source
 from multa_broker.dataset.ndpi import NdpiLabeller
@@ -309,6 +310,8 @@ def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, Buil
         "capture_sources": [source_id(j) for j in jobs],
         "source_info": source_info(config, jobs),
         "captures_with_labels": len(capture_classes),
+        # Host context as the extractor computed it (over every connection of each capture).
+        "context": CONTEXT_SPEC,
         "capture_sha": hashlib.sha256("\n".join(sorted(capture_classes)).encode()).hexdigest()[:16],
     })
     return ds, report
@@ -327,6 +330,7 @@ def _to_dataset(rows: _Rows, names: Sequence[str], splits: dict[str, int]) -> Fl
         iats[r, :k] = flow.iats[:k]
         lengths[r] = k
     capture = np.asarray(rows.capture, np.int32)
+    ctx, has_ctx = ctx_columns(rows.flows)
     return FlowDataset(
         sizes=sizes, dirs=dirs, iats=iats, lengths=lengths,
         proto=np.array([PROTO_INDEX[fl.key.proto] for fl in rows.flows], np.int64),
@@ -338,4 +342,5 @@ def _to_dataset(rows: _Rows, names: Sequence[str], splits: dict[str, int]) -> Fl
         keys=np.array([str(fl.key) for fl in rows.flows], dtype="U"),
         tasks={t: list(c) for t, c in TASKS.items()},
         captures=list(names),
+        ctx=ctx, has_ctx=has_ctx,
     )

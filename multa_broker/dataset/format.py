@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from multa_broker.context import N_FEATURES as N_CTX
 from multa_broker.errors import MultaError
-from multa_broker.flow import MAX_N, EncodedBatch
+from multa_broker.flow import MAX_N, EncodedBatch, Flow
 from multa_broker.taxonomy import MISSING
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -30,7 +31,10 @@ class FlowDataset:
     sizes/dirs/iats: float32 [F, MAX_N]; lengths, proto: int64 [F];
     orig_p, resp_p: int32 [F] (kept for analysis only, never model input);
     labels: int16 [F, T] in ``tasks`` order; split: int8 [F] (index into SPLITS);
-    capture: int32 [F] (index into ``captures``); keys: str [F] (FlowKey text).
+    capture: int32 [F] (index into ``captures``); keys: str [F] (FlowKey text);
+    ctx: uint16 [F, 6] host context (:mod:`multa_broker.context`; zeros where absent),
+    has_ctx: bool [F] whether the flow had it. Files written before host context
+    existed load with ``has_ctx`` all False and ``ctx`` zeros.
     """
 
     sizes: np.ndarray
@@ -47,6 +51,15 @@ class FlowDataset:
     tasks: dict[str, list[str]]
     captures: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    ctx: np.ndarray | None = None
+    has_ctx: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        f = len(self)
+        if self.ctx is None:
+            self.ctx = np.zeros((f, N_CTX), CTX_DTYPE)
+        if self.has_ctx is None:
+            self.has_ctx = np.zeros(f, bool)
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
@@ -75,6 +88,8 @@ class FlowDataset:
             np.ascontiguousarray(self.iats[:, :n]),
             np.minimum(self.lengths, n).astype(np.int64),
             self.proto.astype(np.int64),
+            self.ctx.astype(np.float32),
+            self.has_ctx.astype(bool),
         )
 
     def capture_sources(self) -> list[str]:
@@ -114,13 +129,18 @@ class FlowDataset:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                cols = {name: z[name] for name in _ARRAYS}
+                cols = {name: z[name] for name in _REQUIRED_ARRAYS}
+                # Optional columns: absent from files written before they existed.
+                cols.update({name: z[name] for name in _OPTIONAL_ARRAYS if name in z.files})
         except FileNotFoundError:
             raise MultaError(f"{path}: no such dataset file") from None
         except (OSError, KeyError, ValueError) as e:
             raise MultaError(f"{path}: not a multa dataset file ({e})") from None
         if meta.get("format") != FORMAT_VERSION:
             raise MultaError(f"{path}: dataset format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        f = len(cols["lengths"])
+        if "ctx" in cols and cols["ctx"].shape != (f, N_CTX) or "has_ctx" in cols and cols["has_ctx"].shape != (f,):
+            raise MultaError(f"{path}: host-context columns do not match its {f} flows")
         tasks = meta.pop("tasks")
         captures = meta.pop("captures")
         meta.pop("format")
@@ -135,6 +155,17 @@ class FlowDataset:
             np.full((0, len(tasks)), MISSING, np.int16), z(0, np.int8), z(0, np.int32),
             np.array([], dtype="U"), tasks, [],
         )
+
+
+def ctx_columns(flows: list[Flow]) -> tuple[np.ndarray, np.ndarray]:
+    """``(ctx, has_ctx)`` columns for ``flows``: each flow's host context, zeros where it has none."""
+    ctx = np.zeros((len(flows), N_CTX), CTX_DTYPE)
+    has = np.zeros(len(flows), bool)
+    for r, fl in enumerate(flows):
+        if fl.ctx is not None:
+            ctx[r] = fl.ctx
+            has[r] = True
+    return ctx, has
 
 
 def lab_source(capture: str) -> str:
@@ -155,5 +186,11 @@ def source_of_capture(name: str) -> str:
     return name.split("/", 1)[0]
 
 
-_ARRAYS = ("sizes", "dirs", "iats", "lengths", "proto", "orig_p", "resp_p",
-           "labels", "split", "capture", "keys")
+#: Host-context counts are at most context.MAX_ENTRIES (1000).
+CTX_DTYPE = np.uint16
+
+_REQUIRED_ARRAYS = ("sizes", "dirs", "iats", "lengths", "proto", "orig_p", "resp_p",
+                    "labels", "split", "capture", "keys")
+#: Columns added later (same FORMAT_VERSION: older readers ignore them, older files lack them).
+_OPTIONAL_ARRAYS = ("ctx", "has_ctx")
+_ARRAYS = _REQUIRED_ARRAYS + _OPTIONAL_ARRAYS
