@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import zeekscript
 
-from multa_broker import flow, protocol, taxonomy
+from multa_broker import context, flow, protocol, taxonomy
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "zeek_scripts"
@@ -101,6 +101,15 @@ def test_defaults_match_python_side(main_text: str) -> None:
     assert int(export_default(main_text, "MAX_PACKETS")) == flow.MAX_N
     assert export_default(main_text, "flow_topic") == f'"{protocol.DEFAULT_FLOW_TOPIC}"'
     assert export_default(main_text, "result_topic") == f'"{protocol.DEFAULT_RESULT_TOPIC}"'
+
+
+def test_host_context_constants_match_python_side() -> None:
+    text = (PACKAGE / "context.zeek").read_text()
+    assert export_default(text, "host_context_window") == f"{context.WINDOW_S:g} secs"
+    assert int(export_default(text, "host_context_max_entries")) == context.MAX_ENTRIES
+    assert int(export_default(text, "SWEEP_EVERY")) == context.ContextTracker.SWEEP_EVERY
+    assert export_default(text, "host_context") == "T"
+    assert dict(protocol.FLOW_FIELDS)["ctx"] == "vector of count"
 
 
 def test_log_columns_cover_the_default_tasks(main_text: str) -> None:

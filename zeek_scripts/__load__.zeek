@@ -3,6 +3,7 @@
 ##! ``offline.zeek`` is not loaded here: it is for ``zeek -r`` only.
 
 @load ./main
+@load ./context
 @load ./collect
 
 # Load either the C++ collector's scripts (the Multa::Collector plugin is

@@ -16,6 +16,7 @@
 
 @load base/protocols/conn
 @load ./main
+@load ./context
 
 module Multa;
 
@@ -212,6 +213,13 @@ function clamp_sizes(f: Flow)
 function send(f: Flow)
 	{
 	clamp_sizes(f);
+
+	# The host context from the connection's start (context.zeek).
+	if ( f$uid in flow_context )
+		{
+		f$ctx = flow_context[f$uid];
+		delete flow_context[f$uid];
+		}
 
 	if ( ! hook flow_policy(f) )
 		return;

@@ -3,9 +3,9 @@
 ##! This script declares the package's public interface: the wire records
 ##! shared with the Python bridge (:zeek:type:`Multa::Flow`,
 ##! :zeek:type:`Multa::Result`), the events that carry them, the multa.log
-##! stream, the notice types, the hooks and every option. The work happens in
-##! the scripts loaded beside it (collect, transport, results, notices,
-##! trace).
+##! stream, the notice types, the hooks and every option but host context's
+##! (context.zeek). The work happens in the scripts loaded beside it
+##! (context, collect, transport, results, notices, trace).
 ##!
 ##! Wire contract: the field order of Flow and Result is the order the bridge
 ##! reads them in (multa_broker/protocol.py). Never reorder, never insert.
@@ -64,6 +64,14 @@ export {
 		dirs: vector of bool;
 		## Microseconds since the previous packet; 0 for the first.
 		iats: vector of count;
+		## Host context at the connection's start, six counts: the
+		## originator's connections, their distinct responder addresses,
+		## their distinct responder ports, those to this responder
+		## endpoint; connections to this endpoint and their distinct
+		## originators, over :zeek:see:`Multa::host_context_window`
+		## (context.zeek). Absent with :zeek:see:`Multa::host_context`
+		## off. Added in version 2 of the wire contract.
+		ctx: vector of count &optional;
 	};
 
 	## One connection's verdicts, as sent by the bridge: one label and

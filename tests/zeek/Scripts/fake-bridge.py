@@ -52,7 +52,8 @@ SILENT = "--silent" in sys.argv
 
 
 def verdict(flow) -> list:
-    uid, _orig_h, _orig_p, _resp_h, resp_p, _ts, sizes, _dirs, _iats = flow
+    # Contract v2 flows have a tenth field (ctx), v1 flows nine.
+    uid, _orig_h, _orig_p, _resp_h, resp_p, _ts, sizes, _dirs, _iats = flow[:9]
     threat = ("scan", 0.95) if len(sizes) <= 2 and not BENIGN else ("benign", 0.99)
     service = ("http", 0.9) if resp_p == "80/tcp" else ("other", 0.5)
     return [uid, "fake-1", ["service", "threat", "qos"],
