@@ -36,8 +36,8 @@ export {
 }
 
 # Recent starts of one originator, oldest first, in a ring of at most
-# host_context_max_entries slots from *head*, with occurrence counts of
-# their responder addresses, ports and endpoints.
+# host_context_max_entries slots from *head*, and how many distinct
+# responder addresses and ports they hold.
 type OrigStarts: record {
 	ts: vector of time;
 	resp_h: vector of addr;
@@ -45,20 +45,19 @@ type OrigStarts: record {
 	head: count &default=0;
 	n: count &default=0;
 	newest: time;
-	hosts: table[addr] of count;
-	ports: table[port] of count;
-	endpoints: table[addr, port] of count;
+	hosts: count &default=0;
+	ports: count &default=0;
 };
 
-# Recent starts to one responder endpoint, likewise, with occurrence
-# counts of their originators.
+# Recent starts to one responder endpoint, likewise, and how many
+# distinct originators they hold.
 type RespStarts: record {
 	ts: vector of time;
 	orig_h: vector of addr;
 	head: count &default=0;
 	n: count &default=0;
 	newest: time;
-	origs: table[addr] of count;
+	origs: count &default=0;
 };
 
 # Starts between sweeps (context.ContextTracker.SWEEP_EVERY): sweeping at
@@ -70,36 +69,53 @@ global orig_starts: table[addr] of OrigStarts;
 global resp_starts: table[addr, port] of RespStarts;
 global starts_since_sweep = 0;
 
+# Occurrences in the rings, one table per kind rather than tables in every
+# record: a host seen once costs no table of its own. By originator and
+# responder address, port or endpoint; by endpoint and originator.
+global orig_host_n: table[addr, addr] of count &default=0;
+global orig_port_n: table[addr, port] of count &default=0;
+global orig_ep_n: table[addr, addr, port] of count &default=0;
+global resp_orig_n: table[addr, port, addr] of count &default=0;
+
 # Host context by uid, from the connection's start until its flow is sent
 # (collect.zeek's send()) or the connection ends.
 global flow_context: table[string] of vector of count;
 
-function drop_orig_head(o: OrigStarts)
+function drop_orig_head(oh: addr, o: OrigStarts)
 	{
 	local i = o$head;
 	local h = o$resp_h[i];
 	local p = o$resp_p[i];
 
-	if ( --o$hosts[h] == 0 )
-		delete o$hosts[h];
+	if ( --orig_host_n[oh, h] == 0 )
+		{
+		delete orig_host_n[oh, h];
+		--o$hosts;
+		}
 
-	if ( --o$ports[p] == 0 )
-		delete o$ports[p];
+	if ( --orig_port_n[oh, p] == 0 )
+		{
+		delete orig_port_n[oh, p];
+		--o$ports;
+		}
 
-	if ( --o$endpoints[h, p] == 0 )
-		delete o$endpoints[h, p];
+	if ( --orig_ep_n[oh, h, p] == 0 )
+		delete orig_ep_n[oh, h, p];
 
 	o$head = (i + 1) % host_context_max_entries;
 	--o$n;
 	}
 
-function drop_resp_head(r: RespStarts)
+function drop_resp_head(rh: addr, rp: port, r: RespStarts)
 	{
 	local i = r$head;
-	local h = r$orig_h[i];
+	local oh = r$orig_h[i];
 
-	if ( --r$origs[h] == 0 )
-		delete r$origs[h];
+	if ( --resp_orig_n[rh, rp, oh] == 0 )
+		{
+		delete resp_orig_n[rh, rp, oh];
+		--r$origs;
+		}
 
 	r$head = (i + 1) % host_context_max_entries;
 	--r$n;
@@ -107,10 +123,10 @@ function drop_resp_head(r: RespStarts)
 
 # Drops the starts at least a window before *t0*, oldest first, stopping
 # at the first younger one (the definition's FIFO order).
-function expire_orig(o: OrigStarts, t0: time)
+function expire_orig(oh: addr, o: OrigStarts, t0: time)
 	{
 	while ( o$n > 0 && t0 - o$ts[o$head] >= host_context_window )
-		drop_orig_head(o);
+		drop_orig_head(oh, o);
 
 	# An empty ring restarts at slot 0 with empty vectors: a host that
 	# comes back rarely holds few slots.
@@ -123,10 +139,10 @@ function expire_orig(o: OrigStarts, t0: time)
 		}
 	}
 
-function expire_resp(r: RespStarts, t0: time)
+function expire_resp(rh: addr, rp: port, r: RespStarts, t0: time)
 	{
 	while ( r$n > 0 && t0 - r$ts[r$head] >= host_context_window )
-		drop_resp_head(r);
+		drop_resp_head(rh, rp, r);
 
 	if ( r$n == 0 && |r$ts| > 0 )
 		{
@@ -136,27 +152,34 @@ function expire_resp(r: RespStarts, t0: time)
 		}
 	}
 
-# Forgets originators and endpoints whose newest start left the window;
-# no later result changes, as every start they hold would expire.
+# Forgets originators and endpoints whose newest start left the window,
+# with their occurrences; no later result changes, as every start they
+# hold would expire.
 function sweep(now: time)
 	{
 	starts_since_sweep = 0;
 
 	local stale_origs: vector of addr;
-	for ( a, o in orig_starts )
+	for ( a, ow in orig_starts )
 		{
-		if ( now - o$newest >= host_context_window )
+		if ( now - ow$newest >= host_context_window )
 			stale_origs += a;
 		}
 
 	for ( _, a in stale_origs )
+		{
+		local o = orig_starts[a];
+		while ( o$n > 0 )
+			drop_orig_head(a, o);
+
 		delete orig_starts[a];
+		}
 
 	local stale_hosts: vector of addr;
 	local stale_ports: vector of port;
-	for ( [h, p], r in resp_starts )
+	for ( [h, p], rw in resp_starts )
 		{
-		if ( now - r$newest >= host_context_window )
+		if ( now - rw$newest >= host_context_window )
 			{
 			stale_hosts += h;
 			stale_ports += p;
@@ -164,7 +187,14 @@ function sweep(now: time)
 		}
 
 	for ( i, h in stale_hosts )
-		delete resp_starts[h, stale_ports[i]];
+		{
+		local rp = stale_ports[i];
+		local r = resp_starts[h, rp];
+		while ( r$n > 0 )
+			drop_resp_head(h, rp, r);
+
+		delete resp_starts[h, rp];
+		}
 	}
 
 function context_changed(id: string, new_value: bool): bool
@@ -176,6 +206,10 @@ function context_changed(id: string, new_value: bool): bool
 		disable_event_group("multa-context");
 		orig_starts = table();
 		resp_starts = table();
+		orig_host_n = table();
+		orig_port_n = table();
+		orig_ep_n = table();
+		resp_orig_n = table();
 		flow_context = table();
 		starts_since_sweep = 0;
 		}
@@ -204,32 +238,31 @@ event new_connection(c: connection) &group="multa-context"
 	if ( oh in orig_starts )
 		{
 		o = orig_starts[oh];
-		expire_orig(o, t0);
+		expire_orig(oh, o, t0);
 		}
 	else
 		{
-		o = OrigStarts($ts=vector(), $resp_h=vector(), $resp_p=vector(), $newest=t0,
-		    $hosts=table(), $ports=table(), $endpoints=table());
+		o = OrigStarts($ts=vector(), $resp_h=vector(), $resp_p=vector(), $newest=t0);
 		orig_starts[oh] = o;
 		}
 
 	if ( [rh, rp] in resp_starts )
 		{
 		r = resp_starts[rh, rp];
-		expire_resp(r, t0);
+		expire_resp(rh, rp, r, t0);
 		}
 	else
 		{
-		r = RespStarts($ts=vector(), $orig_h=vector(), $newest=t0, $origs=table());
+		r = RespStarts($ts=vector(), $orig_h=vector(), $newest=t0);
 		resp_starts[rh, rp] = r;
 		}
 
-	flow_context[c$uid] = vector(o$n, |o$hosts|, |o$ports|,
-	    [rh, rp] in o$endpoints ? o$endpoints[rh, rp] : 0, r$n, |r$origs|);
+	# orig_ep_n's &default gives 0 for an endpoint not in the window.
+	flow_context[c$uid] = vector(o$n, o$hosts, o$ports, orig_ep_n[oh, rh, rp], r$n, r$origs);
 
 	# Record this start; a full ring drops its oldest.
 	if ( o$n == host_context_max_entries )
-		drop_orig_head(o);
+		drop_orig_head(oh, o);
 
 	local i = (o$head + o$n) % host_context_max_entries;
 	o$ts[i] = t0;
@@ -240,23 +273,16 @@ event new_connection(c: connection) &group="multa-context"
 	if ( t0 > o$newest )
 		o$newest = t0;
 
-	if ( rh in o$hosts )
-		++o$hosts[rh];
-	else
-		o$hosts[rh] = 1;
+	if ( ++orig_host_n[oh, rh] == 1 )
+		++o$hosts;
 
-	if ( rp in o$ports )
-		++o$ports[rp];
-	else
-		o$ports[rp] = 1;
+	if ( ++orig_port_n[oh, rp] == 1 )
+		++o$ports;
 
-	if ( [rh, rp] in o$endpoints )
-		++o$endpoints[rh, rp];
-	else
-		o$endpoints[rh, rp] = 1;
+	++orig_ep_n[oh, rh, rp];
 
 	if ( r$n == host_context_max_entries )
-		drop_resp_head(r);
+		drop_resp_head(rh, rp, r);
 
 	i = (r$head + r$n) % host_context_max_entries;
 	r$ts[i] = t0;
@@ -266,10 +292,8 @@ event new_connection(c: connection) &group="multa-context"
 	if ( t0 > r$newest )
 		r$newest = t0;
 
-	if ( oh in r$origs )
-		++r$origs[oh];
-	else
-		r$origs[oh] = 1;
+	if ( ++resp_orig_n[rh, rp, oh] == 1 )
+		++r$origs;
 
 	if ( ++starts_since_sweep >= SWEEP_EVERY )
 		sweep(t0);
