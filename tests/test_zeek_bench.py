@@ -144,6 +144,21 @@ def test_bench_zeek_overlay_keeps_every_connection(tmp_path):
 
 @pytest.mark.zeek
 @pytest.mark.skipif(ZEEK is None, reason="no zeek binary on PATH: multa bench zeek needs Zeek 8.0+")
+def test_bench_zeek_context_both_runs_the_package_with_and_without_it(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "200", "--repeat", "1",
+         "--setups", "plain,collect", "--context", "both", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    rows = report["setups"]
+    assert report["host_context"] == "both" and list(rows) == ["plain", "collect", "collect-noctx"]
+    assert rows["collect"]["flows"] == rows["collect-noctx"]["flows"] == 200
+    assert rows["collect"]["ctx_flows"] == 200 and rows["collect-noctx"]["ctx_flows"] == 0
+
+
+@pytest.mark.zeek
+@pytest.mark.skipif(ZEEK is None, reason="no zeek binary on PATH: multa bench zeek needs Zeek 8.0+")
 def test_bench_zeek_rejects_unknown_setup(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "multa_broker", "bench", "zeek", "--tiny", "10", "--setups", "plain,bogus"],

@@ -20,6 +20,11 @@ run twice: as above with the scripts' collector (``MULTA_COLLECTOR=scripts``),
 and as ``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the
 plugin's C++ collector.
 
+The package set-ups run with host context on (``Multa::host_context``, the
+default; context.zeek); ``--context off`` turns it off in them, and
+``--context both`` runs each of them twice, the second time with it off
+(``-noctx`` rows), so that its cost is read off side by side.
+
 Several captures are joined one after another, each at its own pace, or
 with ``--overlay`` played at once as the hosts behind a sensor are (see
 :mod:`multa_broker.bench.traces`): the same connections, denser in time,
@@ -62,14 +67,20 @@ from multa_broker.resources import plugin_build, zeek_scripts
 # Where zeek_plugin/build.sh puts the Multa::Collector plugin.
 PLUGIN_BUILD = plugin_build()
 PLUGIN = "+plugin"
+# Suffix of a package set-up run with Multa::host_context off.
+NOCTX = "-noctx"
+_CONTEXT_OFF = "redef Multa::host_context = F;"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
 SETUPS = ("plain", "multa", "publish", "collect", "new_packet")
 
 # Prints the number of flows a set-up emitted, so outputs can be compared,
-# and the Multa::flows events (batches) it published.
-_COUNT_PACKAGE = ('global multa_bench_flows = 0; hook Multa::flow_policy(f: Multa::Flow) '
-                  '{ ++multa_bench_flows; } event zeek_done() &priority=-100 '
+# how many of them carried host context, and the Multa::flows events
+# (batches) it published.
+_COUNT_PACKAGE = ('global multa_bench_flows = 0; global multa_bench_ctx = 0; '
+                  'hook Multa::flow_policy(f: Multa::Flow) '
+                  '{ ++multa_bench_flows; if ( f?$ctx ) ++multa_bench_ctx; } event zeek_done() &priority=-100 '
                   '{ print fmt("MULTA_BENCH_FLOWS %d", multa_bench_flows); '
+                  'print fmt("MULTA_BENCH_CTX %d", multa_bench_ctx); '
                   'for ( _, m in Telemetry::collect_metrics("zeek", "multa_batches*") ) '
                   'print fmt("MULTA_BENCH_BATCHES %.0f", m$value); }')
 # The publish set-up: offline mode, so that Zeek waits for the sink before
@@ -94,6 +105,7 @@ class Run:
     rss_mb: float | None
     flows: int | None
     batches: int | None = None
+    ctx_flows: int | None = None
 
 
 @dataclass
@@ -141,6 +153,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin-dir", default=str(PLUGIN_BUILD), metavar="DIR",
                         help="where the plugin is built (default: %(default)s, where zeek_plugin/build.sh "
                              "builds it)")
+    parser.add_argument("--context", choices=("on", "off", "both"), default="on",
+                        help="host context in the package set-ups: on (the default, as shipped), off "
+                             "(Multa::host_context = F), or both: each package set-up again with it off, "
+                             "as <set-up>-noctx")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -233,17 +249,19 @@ def _run_zeek(cmd: list[str], workdir: Path, timeout_s: float = RUN_TIMEOUT_S,
     if proc.returncode != 0:
         tail = (err.strip().splitlines() or ["(no output)"])[-1]
         raise MultaError(f"zeek exited {proc.returncode} ({what}): {tail}")
-    flows = batches = None
+    flows = batches = ctx_flows = None
     for line in out.splitlines():
         if line.startswith("MULTA_BENCH_FLOWS "):
             flows = int(line.split()[1])
+        elif line.startswith("MULTA_BENCH_CTX "):
+            ctx_flows = int(line.split()[1])
         elif line.startswith("MULTA_BENCH_BATCHES "):
             batches = int(line.split()[1])
     rss_mb = None
     if gnu_time:
         lines = rss_file.read_text().split()
         rss_mb = int(lines[-1]) / 1024.0 if lines and lines[-1].isdigit() else None
-    return Run(wall, usage.ru_utime + usage.ru_stime, rss_mb, flows, batches)
+    return Run(wall, usage.ru_utime + usage.ru_stime, rss_mb, flows, batches, ctx_flows)
 
 
 def _start_sink(port: int, workdir: Path) -> subprocess.Popen:
@@ -278,6 +296,9 @@ def run(args: argparse.Namespace) -> int:
     if plugin_dir is not None:
         _check_plugin(args.zeek, plugin_dir)
         setups += [s + PLUGIN for s in setups if s in ("multa", "publish", "collect")]
+    context = getattr(args, "context", "on")
+    if context == "both":
+        setups += [s + NOCTX for s in setups if s.removesuffix(PLUGIN) in ("multa", "publish", "collect")]
     with tempfile.TemporaryDirectory(prefix="multa-bench-zeek-") as tmp:
         work = Path(tmp)
         trace = work / "trace.pcap"
@@ -309,9 +330,13 @@ def run(args: argparse.Namespace) -> int:
                     peer = peers.get(setup)
                     if peer is not None and peer.poll() is not None:
                         raise MultaError(f"the {setup} peer exited early; see {work / setup}/*.log")
-                    cmd = _zeek_cmd(args.zeek, trace, setup.removesuffix(PLUGIN), ports.get(setup, 0),
-                                    args.package_script, tuple(shlex.split(args.zeek_args)))
-                    env = None if setup == "plain" else _zeek_env(setup, plugin_dir)
+                    base = setup.removesuffix(NOCTX)
+                    extra = args.package_script
+                    if setup.endswith(NOCTX) or context == "off":
+                        extra = f"{extra} {_CONTEXT_OFF}".strip()
+                    cmd = _zeek_cmd(args.zeek, trace, base.removesuffix(PLUGIN), ports.get(setup, 0),
+                                    extra, tuple(shlex.split(args.zeek_args)))
+                    env = None if setup == "plain" else _zeek_env(base, plugin_dir)
                     results[setup].runs.append(_run_zeek(cmd, rundir, env=env))
                     cmd[cmd.index(str(trace))] = str(empty)
                     results[setup].empty.append(_run_zeek(cmd, rundir, env=env))
@@ -320,6 +345,7 @@ def run(args: argparse.Namespace) -> int:
                 peer.terminate()
                 peer.wait(timeout=30)
     report = _report(results, what, packets, args.repeat)
+    report["host_context"] = context
     print(json.dumps(report, indent=1) if args.json else _table(report))
     return 0
 
@@ -340,20 +366,21 @@ def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: in
             "trace_cpu_ratio": round(res.trace_cpu() / plain.trace_cpu(), 3),
             "flows": res.runs[-1].flows,
             "batches": res.runs[-1].batches,
+            "ctx_flows": res.runs[-1].ctx_flows,
         }
     return {"trace": what, "packets": packets, "repeat": repeat, "setups": rows}
 
 
 def _table(report: dict) -> str:
     lines = [f"multa bench zeek: {report['trace']}, {report['packets']:,} packets, "
-             f"median of {report['repeat']} alternating runs",
-             f"{'set-up':<16}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
+             f"median of {report['repeat']} alternating runs, host context {report.get('host_context', 'on')}",
+             f"{'set-up':<22}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
              f"{'trace cpu':>11}{'x plain':>9}{'RSS MB':>9}{'x plain':>9}{'flows':>9}{'batches':>9}"]
     for name, r in report["setups"].items():
         flows = "-" if r["flows"] is None else f"{r['flows']:,}"
         batches = "-" if r["batches"] is None else f"{r['batches']:,}"
         rss = ("-", "-") if r["rss_mb"] is None else (f"{r['rss_mb']:.1f}", f"{r['rss_ratio']:.3f}")
-        lines.append(f"{name:<16}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
+        lines.append(f"{name:<22}{r['wall_s']:>9.3f}{r['wall_ratio']:>9.3f}{r['cpu_s']:>9.3f}"
                      f"{r['cpu_ratio']:>9.3f}{r['trace_cpu_s']:>11.3f}{r['trace_cpu_ratio']:>9.3f}"
                      f"{rss[0]:>9}{rss[1]:>9}{flows:>9}{batches:>9}")
     s = report["setups"]
@@ -361,6 +388,8 @@ def _table(report: dict) -> str:
         lines.append("note: collect and new_packet emitted different flow counts; see docs/performance.md")
     lines.append("trace cpu: CPU time minus that of the same set-up on a capture without packets "
                  "(start-up and shutdown); batches: Multa::flows events published")
+    if any(name.endswith(NOCTX) for name in s):
+        lines.append(f"{NOCTX}: the set-up with host context off (Multa::host_context = F)")
     if any(r["rss_mb"] is None for r in s.values()):
         lines.append("note: no GNU time on PATH: peak RSS not measured")
     return "\n".join(lines)
