@@ -173,7 +173,13 @@ def test_flow_record_is_a_vector_of_fields_in_declaration_order():
     f = make_flow(1, n=2)
     rec = flow_record_json(f)
     types = [v["@data-type"] for v in rec["data"]]
-    assert types == ["string", "address", "port", "address", "port", "timestamp", "vector", "vector", "vector"]
+    # Contract version 2: ctx last, Broker none when the flow has no host context.
+    assert types == ["string", "address", "port", "address", "port", "timestamp", "vector", "vector", "vector",
+                     "none"]
+    assert rec["data"][9] == {"@data-type": "none", "data": {}}
+    assert [v["@data-type"] for v in flow_record_json(f, version=1)["data"]] == types[:9]
+    f.ctx = (1, 2, 3, 0, 1000, 7)
+    assert flow_record_json(f)["data"][9] == _counts([1, 2, 3, 0, 1000, 7])
     assert rec["data"][6]["data"][0] == {"@data-type": "count", "data": f.sizes[0]}
     assert rec["data"][7]["data"][0] == {"@data-type": "boolean", "data": f.dirs[0]}
     assert rec["data"][5]["data"] == "2023-11-14T22:13:20.001"  # ms resolution, as Zeek writes time
@@ -229,13 +235,15 @@ def test_empty_flow_is_rejected():
     assert not got.flows and "no packets" in got.rejected[0]
 
 
-def test_record_with_wrong_field_count_is_rejected():
+@pytest.mark.parametrize("n", [8, 11, 0])
+def test_record_with_wrong_field_count_is_rejected(n):
     rec = flow_record_json(make_flow(1))
-    rec["data"].pop()
+    rec["data"] = (rec["data"] + [rec["data"][0]])[:n]
     from multa_broker.bench.fakezeek import flows_message_text
 
     got = _parse(flows_message_text("t", "w", json.dumps(rec)), True)
-    assert "8 fields, expected 9" in got.rejected[0]
+    assert f"{n} fields, expected 10 (or 9, contract version 1)" in got.rejected[0]
+    assert got.versions == {0: 1} and got.rejected_context == 0
 
 
 @pytest.mark.parametrize("args", [
@@ -352,7 +360,7 @@ def _both_paths(text: str, max_n: int = MAX_N):
 
 
 def _key(m):
-    return [(f.uid, f.key, f.sizes, f.dirs, f.iats) for f in m.flows]
+    return [(f.uid, f.key, f.sizes, f.dirs, f.iats, f.ctx) for f in m.flows]
 
 
 @pytest.mark.skipif(wire.msgspec is None, reason="msgspec not installed")
@@ -464,3 +472,152 @@ def test_counts_above_64_bits_are_rejected(use_msgspec):
     # The same through the generic codec and the native transport's values.
     with pytest.raises(codec.CodecError):
         codec.decode({"@data-type": "count", "data": 2**64})
+
+
+# ------------------------------------------------------------ issue 15: host context (contract v2 and v1)
+
+
+def _ctx_flows(count: int = 6) -> list:
+    flows = [make_flow(i, n=3 + i % 5, proto=("tcp", "udp", "icmp")[i % 3]) for i in range(count)]
+    for i, f in enumerate(flows):
+        f.ctx = None if i % 3 == 2 else (i, 2 * i, 1, 0, 1000 - i, 3)  # some without context
+    return flows
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+@pytest.mark.parametrize("version", [2, 1])
+def test_contract_v2_and_v1_records_decode_on_every_path(use_msgspec, version):
+    if use_msgspec and wire.msgspec is None:
+        pytest.skip("msgspec not installed")
+    flows = _ctx_flows()
+    text = flows_message("multa/flows", "w", flows, version=version)
+    inbound, fm = _transport_parse(text, use_msgspec)
+    want = [f.ctx if version == 2 else None for f in flows]
+    assert not fm.rejected and [f.ctx for f in fm.flows] == want
+    assert fm.versions == {version: len(flows)} and fm.rejected_context == 0
+    assert _key(fm) == _key(_parse(text, use_msgspec))  # the generic path gives the same
+    assert all(type(c) is int for f in fm.flows if f.ctx for c in f.ctx)
+    # The native transport's values take the same decoder.
+    native = _from_values(flows_event_values("w", flows, version=version))
+    assert [f.ctx for f in native.flows] == want and native.versions == {version: len(flows)}
+
+
+@pytest.mark.skipif(wire.msgspec is None, reason="msgspec not installed")
+def test_typed_fast_path_takes_v2_and_v1_and_mixed_falls_back():
+    flows = _ctx_flows()
+    for version in (2, 1):
+        fast = wire.decode_flows(flows_message("multa/flows", "w", flows, version=version))
+        assert fast is not None, version
+        assert events.flows_from_wire(fast).versions == {version: len(flows)}
+    # One message with records of both versions (never sent by one Zeek): the generic path reads each.
+    recs = [flow_record_json(f, version=1 + i % 2) for i, f in enumerate(flows)]
+    text = _message_with(recs)
+    assert wire.decode_flows(text) is None
+    inbound, fm = _transport_parse(text, True)
+    assert not fm.rejected and fm.versions == {1: 3, 2: 3}
+    assert [f.ctx for f in fm.flows] == [f.ctx if i % 2 else None for i, f in enumerate(flows)]
+
+
+def _ctx_field(values: list, dtype: str = "count") -> dict:
+    return {"@data-type": "vector", "data": [{"@data-type": dtype, "data": v} for v in values]}
+
+
+BAD_CTX = [
+    pytest.param(_ctx_field([1, 2, 3, 4, 5]), "5 numbers", id="five"),
+    pytest.param(_ctx_field([1] * 7), "7 numbers", id="seven"),
+    pytest.param(_ctx_field([]), "0 numbers", id="empty"),
+    pytest.param(_ctx_field([0] * 100_000), "100000 numbers", id="huge"),
+    pytest.param(_ctx_field([1, 2, 3, 4, 5, 1001]), "1001", id="above-max"),
+    pytest.param(_ctx_field([1, 2, 3, 4, 5, 2**64 - 1]), "not a count in 0..1000", id="max-count"),
+    pytest.param(_ctx_field([1, 2, -3, 4, 5, 6]), "-3", id="negative-count"),
+    pytest.param(_ctx_field([1, 2, -3, 4, 5, 6], "integer"), "vector of count", id="integers"),
+    pytest.param(_ctx_field([1.0] * 6, "real"), "vector of count", id="reals"),
+    pytest.param(_ctx_field([True] * 6, "boolean"), "vector of count", id="booleans"),
+    pytest.param(_ctx_field(["1"] * 6, "string"), "vector of count", id="strings"),
+    pytest.param({"@data-type": "count", "data": 6}, "vector of count or none", id="scalar"),
+    pytest.param({"@data-type": "string", "data": "none"}, "vector of count or none", id="string"),
+    pytest.param({"@data-type": "vector", "data": [_ctx_field([1])] * 6}, "vector of count", id="nested"),
+    pytest.param({"@data-type": "none", "data": 5}, "none with data", id="none-with-data"),
+]
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+@pytest.mark.parametrize("value,why", BAD_CTX)
+def test_bad_context_drops_that_flow_alone_and_is_counted(use_msgspec, value, why):
+    if use_msgspec and wire.msgspec is None:
+        pytest.skip("msgspec not installed")
+    flows = _ctx_flows(3)
+    recs = [flow_record_json(f) for f in flows]
+    recs[1]["data"][9] = value
+    inbound, fm = _transport_parse(_message_with(recs), use_msgspec)
+    assert [f.uid for f in fm.flows] == [flows[0].uid, flows[2].uid]
+    assert [f.ctx for f in fm.flows] == [flows[0].ctx, flows[2].ctx]
+    assert len(fm.rejected) == 1 and fm.rejected_context == 1
+    assert flows[1].uid in fm.rejected[0] and "ctx" in fm.rejected[0] and why in fm.rejected[0], fm.rejected
+    assert fm.versions == {2: 3}
+
+
+def test_bad_packets_and_bad_context_count_as_invalid_not_context():
+    recs = [flow_record_json(f) for f in _ctx_flows(2)]
+    recs[0]["data"][9] = _ctx_field([1])
+    recs[0]["data"][6]["data"][0]["data"] = 5  # size below 20
+    inbound, fm = _transport_parse(_message_with(recs), True)
+    assert len(fm.flows) == 1 and len(fm.rejected) == 1 and fm.rejected_context == 0
+
+
+def test_bad_context_from_native_values_is_rejected():
+    flows = _ctx_flows(2)
+    vals = flows_event_values("w", flows)
+    bad = list(vals[1][0])
+    bad[9] = tuple(codec.Count(v) for v in (1, 2, 3, 4, 5, 1001))
+    got = _from_values(["w", (tuple(bad), vals[1][1])])
+    assert [f.uid for f in got.flows] == [flows[1].uid] and got.rejected_context == 1
+
+
+def _mutations(rng, value, depth=0):
+    """Random shapes a broken peer might send in place of a Broker value."""
+    choices = [
+        lambda: {"@data-type": "none", "data": {}},
+        lambda: {"@data-type": rng.choice(["count", "integer", "real", "boolean", "string", "vector", "none",
+                                           "port", "", "x"]),
+                 "data": rng.choice([0, -1, 1001, 2**64, 1.5, True, "1", None, [], {}, [1, 2]])},
+        lambda: _ctx_field([rng.choice([0, 5, 1000, 1001, -1, 2**64 - 1]) for _ in range(rng.randrange(0, 9))],
+                           rng.choice(["count", "count", "integer", "real"])),
+        lambda: rng.choice([None, 1, "x", [], {}, [1, 2, 3]]),
+        lambda: {"data": [value]},
+        lambda: {"@data-type": "vector", "data": [_mutations(rng, value, depth + 1) for _ in range(6)]}
+        if depth < 3 else value,
+        lambda: value,
+    ]
+    return rng.choice(choices)()
+
+
+@pytest.mark.parametrize("use_msgspec", DECODERS)
+def test_malformed_record_shapes_never_crash(use_msgspec):
+    """Fuzz-ish: mutate fields (ctx most often), drop or add fields; every record ends
+    either as a flow or as one rejected line, and nothing raises."""
+    import random
+
+    rng = random.Random(15)
+    base = [flow_record_json(f) for f in _ctx_flows(6)]
+    for _ in range(300):
+        recs = json.loads(json.dumps(base))
+        for r in recs:
+            roll = rng.random()
+            if roll < 0.5:
+                r["data"][9] = _mutations(rng, r["data"][9])
+            elif roll < 0.7:
+                i = rng.randrange(10)
+                r["data"][i] = _mutations(rng, r["data"][i])
+            elif roll < 0.8:
+                del r["data"][rng.randrange(len(r["data"])):]
+            elif roll < 0.85:
+                r["data"].append(_mutations(rng, r["data"][0]))
+        inbound, fm = _transport_parse(_message_with(recs), use_msgspec)
+        if fm is None:
+            assert inbound.kind == "malformed"
+            continue
+        assert len(fm.flows) + len(fm.rejected) == len(recs)
+        assert sum(fm.versions.values()) == len(recs)
+        for f in fm.flows:
+            assert f.ctx is None or (len(f.ctx) == 6 and all(type(c) is int and 0 <= c <= 1000 for c in f.ctx))

@@ -157,6 +157,96 @@ def test_garbage_and_wrong_types_are_counted_and_skipped(model):
     run(main())
 
 
+def test_contract_versions_context_and_bad_context_are_counted(model, caplog):
+    """Issue 15: v2 flows (with and without ctx) and v1 flows from an older Zeek package are
+    classified alike; a bad ctx drops its flow alone as bad_context; a v1 node is logged once."""
+    async def main():
+        zeek = await FakeZeek().start()
+        v2 = [make_flow(i) for i in range(10)]
+        for i, f in enumerate(v2):
+            f.ctx = None if i < 3 else (i, 1, 1, 0, 2, 1)
+        v1 = [make_flow(100 + i) for i in range(5)]
+        bad = flow_record_json(make_flow(200))
+        bad["data"][9] = {"@data-type": "vector", "data": [{"@data-type": "count", "data": 1}] * 5}
+        over = flow_record_json(make_flow(201))
+        over["data"][9] = {"@data-type": "vector", "data": [{"@data-type": "count", "data": 1001}] * 6}
+        async with running(bridge_config(zeek.url, model)) as svc:
+            await zeek.wait_subscribed()
+            with caplog.at_level("WARNING", logger="multa.bridge"):
+                await zeek.send_flows(v2, node="new-1")
+                await zeek.send_flows(v1[:2], node="old-1", version=1)
+                await zeek.send_flows(v1[2:], node="old-1", version=1)
+                recs = ",".join(json.dumps(r) for r in [bad, over])
+                await zeek.send_text("multa/flows", flows_message_text("multa/flows", "new-1", recs))
+                await wait_until(lambda: len(zeek.results()) == 15)
+                await asyncio.sleep(0.05)
+            check_results(zeek, v2 + v1)
+            m = svc.metrics
+            assert m.value("multa_bridge_flows_in_total") == 17
+            assert m.value("multa_bridge_flows_contract_total", version="2") == 12
+            assert m.value("multa_bridge_flows_contract_total", version="1") == 5
+            assert m.value("multa_bridge_flows_contract_total", version="unknown") == 0
+            assert m.value("multa_bridge_flows_without_context_total") == 3 + 5
+            assert m.dropped("bad_context") == 2 and m.dropped("invalid") == 0
+            balanced(svc)
+            mixed = [r for r in caplog.records if "mixed deployment" in r.getMessage()]
+            assert len(mixed) == 1 and "old-1" in mixed[0].getMessage()
+        await zeek.stop()
+    run(main())
+
+
+def test_runner_and_worker_carry_host_context_to_the_classifier(monkeypatch):
+    """model.worker: process rebuilds EncodedBatch from arrays: ctx and has_ctx must cross too."""
+    import dataclasses
+    import io
+
+    import numpy as np
+
+    from multa_broker.bridge import model as modelmod
+    from multa_broker.bridge import worker
+    from multa_broker.bridge.runner import ProcessRunner
+    from multa_broker.flow import EncodedBatch, encode
+
+    flows = [make_flow(i) for i in range(4)]
+    flows[1].ctx, flows[3].ctx = (1, 2, 3, 4, 5, 6), (0, 0, 0, 0, 1000, 1)
+    info = modelmod.ModelInfo("fake/1", ("service",), 20, {"service": ("a", "b")}, {"service": 0.0})
+    sent: list = []
+
+    async def fake_call(*req):
+        sent.append(req)
+        return [np.tile([0.25, 0.75], (len(flows), 1))]
+
+    runner = ProcessRunner(1)
+    runner.model = info
+    monkeypatch.setattr(runner, "_call", fake_call)
+    assert len(asyncio.run(runner.classify(flows))) == 4
+    (req,) = sent
+    assert req[0] == "probs" and len(req) == 1 + len(dataclasses.fields(EncodedBatch))
+
+    seen: list = []
+
+    class Fake:
+        name, tasks, n, classes, thresholds = info.name, info.tasks, info.n, info.classes, info.thresholds
+
+        def probabilities(self, batch):
+            seen.append(batch)
+            return [np.tile([0.25, 0.75], (len(batch), 1))]
+
+    monkeypatch.setattr(modelmod, "load_classifier", lambda path, thresholds, sha256: Fake())
+    inp, out = io.BytesIO(), io.BytesIO()
+    worker.write_frame(inp, ("load", "x", None, 1, None))
+    worker.write_frame(inp, req)
+    inp.seek(0)
+    worker.serve(inp, out)
+    out.seek(0)
+    assert worker.read_frame(out)[0] == "ok" and worker.read_frame(out)[0] == "ok"
+    want = encode(flows, 20)
+    (got,) = seen
+    for f in dataclasses.fields(EncodedBatch):
+        assert np.array_equal(getattr(got, f.name), getattr(want, f.name)), f.name
+    assert got.has_ctx.tolist() == [False, True, False, True] and got.ctx[1].tolist() == [1, 2, 3, 4, 5, 6]
+
+
 def test_flows_longer_than_the_model_are_truncated(tmp_path):
     model = write_tiny_model(tmp_path / "m", n=8)
 
@@ -580,7 +670,8 @@ def test_fuzzed_messages_never_raise_and_stay_accounted(use_msgspec, model):
                 text = text[: rng.randrange(len(text))]
             svc._handle(t.parse(text))
         m = svc.metrics
-        assert m.value("multa_bridge_flows_in_total") == len(svc._queue) + m.dropped("invalid")
+        assert m.value("multa_bridge_flows_in_total") == len(svc._queue) + m.dropped("invalid") \
+            + m.dropped("bad_context")
         assert sum(m.value("multa_bridge_malformed_messages_total", reason=r) for r in
                    ("bad_json", "not_an_event", "unexpected_event", "bad_arguments", "unexpected_type")) > 50
         assert len(svc._queue) > 100  # mutations that missed the flows leave them intact

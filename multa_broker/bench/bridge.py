@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--window", type=int, default=8000, help="flows outstanding in the throughput phase")
     parser.add_argument("--flows-per-message", type=int, default=100, help="flows per Multa::flows event")
     parser.add_argument("--packets", type=int, default=20, help="packets per flow")
+    parser.add_argument("--contract", type=int, choices=(1, 2), default=2,
+                        help="flow contract version the fake Zeek sends (2: with host context; "
+                             "1: an older Zeek package's records, without)")
     parser.add_argument("--batch", type=int, default=256, help="bridge batch.max_flows")
     parser.add_argument("--max-wait-ms", type=float, default=1.0, help="bridge batch.max_wait_ms")
     parser.add_argument("--threads", type=int, default=1, help="bridge model.threads")
@@ -158,6 +161,7 @@ def _template_flows(count: int, packets: int) -> list[Any]:
     from multa_broker.flow import Flow, FlowKey
 
     rng = random.Random(7)
+    crng = random.Random(8)  # host context from its own stream: the packets stay as they were
     flows = []
     for i in range(count):
         proto = ("tcp", "udp")[i % 2]
@@ -165,7 +169,8 @@ def _template_flows(count: int, packets: int) -> list[Any]:
             FlowKey(proto, f"10.{i % 256}.{(i * 7) % 256}.{i % 250 + 1}", 1024 + rng.randrange(60000),
                     f"192.0.2.{i % 200 + 1}", rng.choice((53, 443, 80, 22)), 1.7e9 + i),
             [rng.randint(40, 1500) for _ in range(packets)], [rng.random() < 0.5 for _ in range(packets)],
-            [0] + [rng.randrange(500_000) for _ in range(packets - 1)], f"T{i}"))
+            [0] + [rng.randrange(500_000) for _ in range(packets - 1)], f"T{i}",
+            tuple(crng.randrange(0, 1001 if k % 4 == 0 else 40) for k in range(6))))
     return flows
 
 
@@ -323,7 +328,8 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     zeek = await FakeZeek(keep=False).start()
-    templates = FlowTemplates(_template_flows(512, args.packets), uid_prefix=f"R{run_no}x")
+    templates = FlowTemplates(_template_flows(512, args.packets), uid_prefix=f"R{run_no}x",
+                              version=args.contract)
     gen = Generator(zeek, templates, args.flows_per_message)
     zeek.on_results = gen.on_results
     mport = free_port()
@@ -420,6 +426,7 @@ def run(args: argparse.Namespace) -> int:
     }
     info = {"model": model if args.model else "untrained LMMoE, default size (temporary store)",
             "packets_per_flow": args.packets, "flows_per_message": args.flows_per_message,
+            "flow_contract": args.contract,
             "batch": args.batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
             "json_decoder": args.json_decoder if wire.msgspec is not None else "json (msgspec missing)",
             "seconds": args.seconds, "repeat": args.repeat, "cpus": os.cpu_count(),
@@ -430,7 +437,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"multa bench bridge: {info['model']}; {args.packets} packets/flow, {args.flows_per_message} "
+    print(f"multa bench bridge: {info['model']}; contract v{args.contract}, {args.packets} packets/flow, "
+          f"{args.flows_per_message} "
           f"flows/message, batch {args.batch}/{args.max_wait_ms:g} ms, decoder {info['json_decoder']}, "
           f"model worker {args.worker}, {os.cpu_count()} CPUs, load average before "
           f"{info['loadavg_before']}; median of {args.repeat} runs x {args.seconds:g} s")

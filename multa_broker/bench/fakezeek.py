@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import Flow
-from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import FLOW_CONTRACT_VERSION, FLOWS_EVENT, RESULTS_EVENT, Port, Result
 
 ZEEK_VERSION = "8.0.10"
 WS_PATH = "/v1/messages/json"
@@ -39,10 +39,15 @@ WS_PATH = "/v1/messages/json"
 # ------------------------------------------------------------ Multa::flows as Zeek sends it
 
 
-def flow_values(flow: Flow) -> tuple[Any, ...]:
-    """A Flow as the ``Multa::Flow`` record in :mod:`codec` Python values (what Zeek sends)."""
+def flow_values(flow: Flow, version: int = FLOW_CONTRACT_VERSION) -> tuple[Any, ...]:
+    """A Flow as the ``Multa::Flow`` record in :mod:`codec` Python values (what Zeek sends).
+
+    ``version`` 2 (the current contract) ends with ``ctx``: a vector of count, or None
+    (Broker ``none``) where the flow has no host context; ``version`` 1 is what an
+    older Zeek package sends, the first nine fields.
+    """
     k = flow.key
-    return (
+    rec: tuple[Any, ...] = (
         flow.uid or "",
         ipaddress.ip_address(k.orig_h), Port(k.orig_p, k.proto),
         ipaddress.ip_address(k.resp_h), Port(k.resp_p, k.proto),
@@ -51,16 +56,21 @@ def flow_values(flow: Flow) -> tuple[Any, ...]:
         tuple(bool(d) for d in flow.dirs),
         tuple(codec.Count(i) for i in flow.iats),
     )
+    if version == 1:
+        return rec
+    if version != 2:
+        raise ValueError(f"unknown flow contract version {version}")
+    return rec + (None if flow.ctx is None else tuple(codec.Count(c) for c in flow.ctx),)
 
 
-def flow_record_json(flow: Flow) -> dict[str, Any]:
+def flow_record_json(flow: Flow, version: int = FLOW_CONTRACT_VERSION) -> dict[str, Any]:
     """A Flow as Zeek puts it on the wire: a Broker JSON vector of its fields."""
-    return codec.encode(flow_values(flow))
+    return codec.encode(flow_values(flow, version))
 
 
-def flows_event_values(node: str, flows: Sequence[Flow]) -> list[Any]:
+def flows_event_values(node: str, flows: Sequence[Flow], version: int = FLOW_CONTRACT_VERSION) -> list[Any]:
     """``Multa::flows`` arguments as codec values (what Zeek sends)."""
-    return [node, tuple(flow_values(f) for f in flows)]
+    return [node, tuple(flow_values(f, version) for f in flows)]
 
 
 @dataclass
@@ -102,10 +112,10 @@ class FlowTemplates:
     splices a new uid into pre-rendered text per flow.
     """
 
-    def __init__(self, flows: Sequence[Flow], uid_prefix: str = "C") -> None:
+    def __init__(self, flows: Sequence[Flow], uid_prefix: str = "C", version: int = FLOW_CONTRACT_VERSION) -> None:
         self._tails = []
         for f in flows:
-            rec = json.dumps(flow_record_json(f), separators=(",", ":"))
+            rec = json.dumps(flow_record_json(f, version), separators=(",", ":"))
             # Split off the uid field: '{"@data-type":"vector","data":[{uid},' + tail
             head = '{"@data-type":"vector","data":[' + json.dumps(codec.encode(f.uid or "x"), separators=(",", ":")) + ","
             assert rec.startswith(head)
@@ -131,9 +141,10 @@ def flows_message_text(topic: str, node: str, records_json: str) -> str:
             '{"@data-type":"vector","data":[' + records_json + "]}]}]}]}")
 
 
-def flows_message(topic: str, node: str, flows: Sequence[Flow]) -> str:
-    """A data-message carrying ``Multa::flows(node, flows)`` exactly as Zeek writes it."""
-    recs = ",".join(json.dumps(flow_record_json(f), separators=(",", ":")) for f in flows)
+def flows_message(topic: str, node: str, flows: Sequence[Flow], version: int = FLOW_CONTRACT_VERSION) -> str:
+    """A data-message carrying ``Multa::flows(node, flows)`` exactly as Zeek writes it
+    (``version`` 1: as an older Zeek package writes it, without ``ctx``)."""
+    recs = ",".join(json.dumps(flow_record_json(f, version), separators=(",", ":")) for f in flows)
     return flows_message_text(topic, node, recs)
 
 
@@ -272,8 +283,9 @@ class FakeZeek:
         for ws in list(self._clients):
             await ws.send(text)
 
-    async def send_flows(self, flows: Sequence[Flow], node: str = "worker-1", topic: str = "multa/flows") -> int:
-        return await self.send_text(topic, flows_message(topic, node, flows))
+    async def send_flows(self, flows: Sequence[Flow], node: str = "worker-1", topic: str = "multa/flows",
+                         version: int = FLOW_CONTRACT_VERSION) -> int:
+        return await self.send_text(topic, flows_message(topic, node, flows, version))
 
     def results(self) -> list[Result]:
         return [r for rec in self.received for r in rec.results]

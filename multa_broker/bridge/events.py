@@ -23,11 +23,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from multa_broker import context
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey, validate
-from multa_broker.protocol import FLOW_FIELDS, FLOWS_EVENT, RESULTS_EVENT, Result
+from multa_broker.protocol import FLOW_FIELDS, FLOW_FIELDS_V1, FLOWS_EVENT, RESULTS_EVENT, Result
 
 _N_FLOW_FIELDS = len(FLOW_FIELDS)
+_N_FLOW_FIELDS_V1 = len(FLOW_FIELDS_V1)
+#: Contract version by a record's number of fields.
+_VERSION_BY_FIELDS = {_N_FLOW_FIELDS_V1: 1, _N_FLOW_FIELDS: 2}
 #: A Broker ``count`` is unsigned 64-bit (docs/protocol.md, section 4).
 _MAX_COUNT = 2**64 - 1
 #: What one record's checks may raise besides FlowError; each drops that record alone.
@@ -42,6 +46,10 @@ def _timestamp(text: Any) -> float:
         raise FlowError(f"field ts: {e}"[:160]) from None
 
 
+class ContextFlowError(FlowError):
+    """A flow record whose ``ctx`` field breaks the host-context definition (:func:`context.validate`)."""
+
+
 @dataclass(slots=True)
 class FlowsMessage:
     """One ``Multa::flows`` call: the sending node, its valid flows, and why the others failed."""
@@ -50,6 +58,10 @@ class FlowsMessage:
     flows: list[Flow] = field(default_factory=list)
     #: One line per rejected flow record (the record's uid when readable).
     rejected: list[str] = field(default_factory=list)
+    #: How many of ``rejected`` failed on their host context alone (a ContextFlowError).
+    rejected_context: int = 0
+    #: Flow records received per contract version (1, 2; 0: a record of neither shape).
+    versions: dict[int, int] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------ flows in
@@ -66,8 +78,12 @@ class FlowsMessage:
 _ADDR_OK: dict[str, None] = {}
 _PORTS: dict[str, tuple[int, str]] = {}
 _CACHE_MAX = 65536
-#: The tagged structs of wire.FlowsWire (msgspec checked their tags).
-_TYPED = frozenset(getattr(wire, n) for n in ("_S", "_A", "_P", "_T", "_VC", "_VB", "_Rec") if hasattr(wire, n))
+#: The tagged structs of wire.FlowsWire and FlowsWire1 (msgspec checked their tags).
+_TYPED = frozenset(getattr(wire, n) for n in ("_S", "_A", "_P", "_T", "_VC", "_VB", "_N", "_Rec", "_Rec2")
+                   if hasattr(wire, n))
+_TYPED_NONE = getattr(wire, "_N", None)
+_N_CTX = context.N_FEATURES
+_MAX_CTX = context.MAX_ENTRIES
 
 
 def _field(v: Any, dtype: str, name: str) -> Any:
@@ -131,18 +147,60 @@ def _addr(v: Any, name: str) -> str:
     return text
 
 
+def _ctx(v: Any, typed: bool) -> tuple[int, ...] | None:
+    """The ``ctx`` field: None for Broker ``none``, else a valid host context; ContextFlowError if not."""
+    if typed:
+        if v.__class__ is _TYPED_NONE:
+            return None
+        items = v.data  # a vector of count: msgspec checked every element
+        if len(items) != _N_CTX:
+            raise ContextFlowError(f"field ctx has {len(items)} numbers, not {_N_CTX}")
+        values = tuple([e.data for e in items])
+        if max(values) <= _MAX_CTX:
+            return values  # what context.validate checks: msgspec did the rest (ints >= 0)
+    else:
+        if v.__class__ is not wire.Value:
+            raise ContextFlowError(f"field ctx must be a vector of count or none, got {type(v).__name__}")
+        if v.t == "none":
+            if v.data is not None and v.data != {}:
+                raise ContextFlowError("field ctx: none with data")
+            return None
+        if v.t != "vector" or v.data.__class__ is not list:
+            raise ContextFlowError(f"field ctx must be a vector of count or none, got {v.t or 'no type'}")
+        items = v.data
+        if len(items) != _N_CTX:
+            # Checked before touching the elements: an oversized vector costs nothing.
+            raise ContextFlowError(f"field ctx has {len(items)} numbers, not {_N_CTX}")
+        try:
+            values = tuple([e.data for e in items if e.t == "count"])
+        except AttributeError:
+            raise ContextFlowError("field ctx holds something that is not a Broker value") from None
+        if len(values) != _N_CTX:
+            raise ContextFlowError("field ctx must be a vector of count")
+    try:
+        return context.validate(values)
+    except context.ContextError as e:
+        raise ContextFlowError(f"field ctx: {e}"[:200]) from None
+
+
 def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
     """One ``Multa::Flow`` record (a Broker JSON vector as :class:`wire.Value`, or a typed
-    :class:`wire.FlowsWire` record) as a validated Flow; FlowError says what is wrong."""
+    :data:`wire.FlowsWire`/``FlowsWire1`` record) as a validated Flow; FlowError says what
+    is wrong (ContextFlowError when only its host context is).
+
+    Records of contract version 2 (ten fields, ``ctx`` last) and of version 1 (the first
+    nine, from an older Zeek package: ``ctx`` None) are both read.
+    """
     typed = rec.__class__ in _TYPED
     if typed:
-        fields = rec.data  # a tuple of exactly the nine fields
+        fields = rec.data  # a tuple of exactly the nine or ten fields
         uid = fields[0].data
     else:
         fields = _field(rec, "vector", "flow")
-        if fields.__class__ is not list or len(fields) != _N_FLOW_FIELDS:
+        if fields.__class__ is not list or len(fields) not in _VERSION_BY_FIELDS:
             n = len(fields) if fields.__class__ is list else "no"
-            raise FlowError(f"flow record has {n} fields, expected {_N_FLOW_FIELDS}")
+            raise FlowError(f"flow record has {n} fields, expected {_N_FLOW_FIELDS} "
+                            f"(or {_N_FLOW_FIELDS_V1}, contract version 1)")
         uid = _field(fields[0], "string", "uid")
     if uid.__class__ is not str or not uid:
         raise FlowError("field uid must be a non-empty string")
@@ -162,17 +220,43 @@ def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
             uid,
         )
         validate(flow, max_n)
+        if len(fields) == _N_FLOW_FIELDS:
+            # After the packets: a record bad in both is counted as invalid, not for its context.
+            flow.ctx = _ctx(fields[9], typed)
+    except ContextFlowError as e:
+        raise ContextFlowError(f"flow {uid}: {e}"[:300]) from None
     except FlowError as e:
         raise FlowError(f"flow {uid}: {e}"[:300]) from None
     return flow
 
 
-def _flows(node: str, records: Iterable[Any], max_n: int) -> FlowsMessage:
+def _record_version(rec: Any) -> int:
+    """A generic record's contract version by its number of fields (0: neither)."""
+    try:
+        data = rec.data
+        return _VERSION_BY_FIELDS.get(len(data), 0) if data.__class__ is list and rec.t == "vector" else 0
+    except (AttributeError, TypeError):
+        return 0
+
+
+def _flows(node: str, records: Any, max_n: int, version: int = 0) -> FlowsMessage:
+    """``version``: the contract version of every record when the parser already knows it."""
     msg = FlowsMessage(node)
     ok, rejected = msg.flows, msg.rejected
+    if version:
+        msg.versions[version] = len(records)
+    else:
+        versions = msg.versions
+        records = list(records)
+        for rec in records:
+            v = _record_version(rec)
+            versions[v] = versions.get(v, 0) + 1
     for rec in records:
         try:
             ok.append(flow_from_json(rec, max_n))
+        except ContextFlowError as e:
+            rejected.append(str(e))
+            msg.rejected_context += 1
         except FlowError as e:
             rejected.append(str(e))
         except _RECORD_ERRORS as e:  # a shape no check foresaw: this record only
@@ -193,10 +277,13 @@ def flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
 
 
 def flows_from_wire(m: Any, max_n: int = MAX_N) -> FlowsMessage:
-    """The flows of a :class:`wire.FlowsWire` message: :func:`flows_from_json`'s decoder
-    without the checks msgspec did while parsing (tests pin that both give the same)."""
+    """The flows of a :data:`wire.FlowsWire` (or ``FlowsWire1``) message: :func:`flows_from_json`'s
+    decoder without the checks msgspec did while parsing (tests pin that both give the same)."""
     node, flows = m.data[2].data[1].data
-    return _flows(node.data, flows.data, max_n)
+    return _flows(node.data, flows.data, max_n, 1 if m.__class__ is _WIRE_V1 else 2)
+
+
+_WIRE_V1 = getattr(wire, "FlowsWire1", None)
 
 
 # ------------------------------------------------------------ results

@@ -13,12 +13,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 #: Why a flow got no result. Documented in docs/bridge.md.
 DROP_REASONS = (
     "invalid",           # failed type or representation checks
+    "bad_context",       # its host context (ctx, contract v2) breaks multa_broker.context's definition
     "queue_full",        # overload: the bounded queue was full (policy newest/oldest)
     "pending_overflow",  # Zeek unreachable too long: the pending-results buffer overflowed
     "inference_error",   # the model raised on the batch
     "bad_result",        # the model produced a non-finite score
     "shutdown",          # arrived after SIGTERM, or not finished within drain_timeout_s
 )
+
+
+#: Label values of ``flows_contract`` (``events.FlowsMessage.versions`` keys 1, 2 and 0).
+CONTRACT_VERSIONS = ("1", "2", "unknown")
 
 
 class BridgeMetrics:
@@ -29,6 +34,13 @@ class BridgeMetrics:
         self.flows_out = Counter("multa_bridge_flows_out", "results sent to Zeek", registry=r)
         self.flows_dropped = Counter("multa_bridge_flows_dropped", "flows that got no result, by reason",
                                      ["reason"], registry=r)
+        self.flows_contract = Counter(
+            "multa_bridge_flows_contract", "flow records received, by flow contract version "
+            "(1: an older Zeek package, without host context; unknown: a record of neither shape)",
+            ["version"], registry=r)
+        self.flows_without_context = Counter(
+            "multa_bridge_flows_without_context",
+            "valid flows received without host context (contract version 1, or ctx none)", registry=r)
         self.flows_truncated = Counter("multa_bridge_flows_truncated",
                                        "flows longer than the model's N, cut to their first N packets", registry=r)
         self.batch_size = Histogram("multa_bridge_batch_size", "flows per model call", registry=r,
@@ -52,6 +64,8 @@ class BridgeMetrics:
         self.reloads = Counter("multa_bridge_model_reloads", "model reload attempts", ["result"], registry=r)
         for reason in DROP_REASONS:
             self.flows_dropped.labels(reason)
+        for version in CONTRACT_VERSIONS:
+            self.flows_contract.labels(version)
         for result in ("ok", "failed", "refused"):
             self.reloads.labels(result)
 
@@ -70,6 +84,8 @@ class BridgeMetrics:
             "flows_in": self.value("multa_bridge_flows_in_total"),
             "flows_out": self.value("multa_bridge_flows_out_total"),
             "reconnects": self.value("multa_bridge_reconnects_total"),
+            "flows_v1": self.value("multa_bridge_flows_contract_total", version="1"),
+            "flows_without_context": self.value("multa_bridge_flows_without_context_total"),
         }
         for reason in DROP_REASONS:
             out[f"dropped_{reason}"] = self.dropped(reason)

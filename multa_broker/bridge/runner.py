@@ -231,7 +231,7 @@ class ProcessRunner:
             assert info is not None
             b = encode(flows, info.n)
             try:
-                probs = await self._call("probs", b.sizes, b.dirs, b.iats, b.lengths, b.proto)
+                probs = await self._call("probs", b.sizes, b.dirs, b.iats, b.lengths, b.proto, b.ctx, b.has_ctx)
             except WorkerDied:
                 log.error("model worker died; restarting it (this batch of %d flows is lost)", len(flows))
                 try:

@@ -41,6 +41,9 @@ from multa_broker.store import PinMismatch
 
 log = logging.getLogger("multa.bridge")
 
+#: ``flows_contract`` label of each FlowsMessage.versions key.
+_VERSION_LABELS = {1: "1", 2: "2"}
+
 #: Batches handed to the model at once (one computing, one waiting).
 INFLIGHT_BATCHES = 2
 
@@ -77,6 +80,7 @@ class BridgeService:
         self._inflight = 0
         self._stopping = False
         self._ever_connected = False
+        self._v1_nodes: set[str] = set()  # nodes seen sending flow contract version 1 (logged once each)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -287,12 +291,23 @@ class BridgeService:
             self._malformed("bad_arguments", f"unreadable {FLOWS_EVENT} arguments: {e!r}")
             return
         m.flows_in.inc(len(fm.flows) + len(fm.rejected))
+        for version, n in fm.versions.items():
+            m.flows_contract.labels(_VERSION_LABELS.get(version, "unknown")).inc(n)
+        if fm.versions.get(1):
+            self._contract_v1(fm.node)
         if fm.rejected:
-            m.flows_dropped.labels("invalid").inc(len(fm.rejected))
+            invalid = len(fm.rejected) - fm.rejected_context
+            if invalid:
+                m.flows_dropped.labels("invalid").inc(invalid)
+            if fm.rejected_context:
+                m.flows_dropped.labels("bad_context").inc(fm.rejected_context)
             self._ratelog.warning("invalid", f"dropped {len(fm.rejected)} invalid flow(s) from node "
                                              f"{fm.node!r}, e.g. {fm.rejected[0]}")
         if not fm.flows:
             return
+        without = sum(1 for f in fm.flows if f.ctx is None)
+        if without:
+            m.flows_without_context.inc(without)
         if self._stopping:
             m.flows_dropped.labels("shutdown").inc(len(fm.flows))
             self._ratelog.warning("shutdown", f"stopping: dropped {len(fm.flows)} flow(s) that arrived late")
@@ -312,6 +327,15 @@ class BridgeService:
             self._ratelog.warning("queue_full", f"overload: queue full ({self._queue.max_flows} flows), "
                                                 f"dropped {dropped} ({self.cfg.queue.drop} first)")
         m.queue_depth.set(len(self._queue))
+
+    def _contract_v1(self, node: str) -> None:
+        """Say once per node that it sends contract version 1 (an older Zeek package)."""
+        if node in self._v1_nodes or len(self._v1_nodes) >= 1024:
+            return
+        self._v1_nodes.add(node)
+        log.warning("mixed deployment: flows without host context: node %r sends flow contract version 1 "
+                    "(an older multa Zeek package); its flows are classified without host context "
+                    "(multa_bridge_flows_without_context_total). Upgrade the Zeek package on that node.", node)
 
     def _malformed(self, reason: str, detail: str) -> None:
         self.metrics.malformed.labels(reason).inc()

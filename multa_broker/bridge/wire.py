@@ -118,31 +118,46 @@ if msgspec is not None:
     _B = _tagged("boolean", bool)
     _VC = msgspec.defstruct("_VC", [("data", list[_C])], tag_field="@data-type", tag="vector", gc=False)
     _VB = msgspec.defstruct("_VB", [("data", list[_B])], tag_field="@data-type", tag="vector", gc=False)
+    #: Broker's ``none``: an unset ``&optional`` field (``{"@data-type":"none","data":{}}``).
+    _N = _tagged("none", dict)
+    #: A flow record of contract version 1 (nine fields) and of version 2 (``ctx`` added:
+    #: a vector of count, or none where the package computed no host context).
     _Rec = msgspec.defstruct("_Rec", [("data", tuple[_S, _A, _P, _A, _P, _T, _VC, _VB, _VC])],
                              tag_field="@data-type", tag="vector", gc=False)
-    _Flows = msgspec.defstruct("_Flows", [("data", list[_Rec])], tag_field="@data-type", tag="vector", gc=False)
-    _Args = msgspec.defstruct("_Args", [("data", tuple[_S, _Flows])], tag_field="@data-type", tag="vector",
-                              gc=False)
-    _Body = msgspec.defstruct("_Body", [("data", tuple[_S, _Args])], tag_field="@data-type", tag="vector",
-                              gc=False)
+    _Rec2 = msgspec.defstruct("_Rec2", [("data", tuple[_S, _A, _P, _A, _P, _T, _VC, _VB, _VC, Union[_VC, _N]])],
+                              tag_field="@data-type", tag="vector", gc=False)
 
-    class FlowsWire(msgspec.Struct, gc=False):
-        """A data-message carrying one well-formed ``Multa::flows`` event."""
+    def _flows_wire(rec: Any, suffix: str) -> Any:
+        flows = msgspec.defstruct("_Flows" + suffix, [("data", list[rec])], tag_field="@data-type",
+                                  tag="vector", gc=False)
+        args = msgspec.defstruct("_Args" + suffix, [("data", tuple[_S, flows])], tag_field="@data-type",
+                                 tag="vector", gc=False)
+        body = msgspec.defstruct("_Body" + suffix, [("data", tuple[_S, args])], tag_field="@data-type",
+                                 tag="vector", gc=False)
+        return msgspec.defstruct("FlowsWire" + suffix, [("type", str), ("topic", str),
+                                                        ("t", str, msgspec.field(name="@data-type")),
+                                                        ("data", tuple[_C, _C, body])], gc=False)
 
-        type: str
-        topic: str
-        t: str = msgspec.field(name="@data-type")
-        data: tuple[_C, _C, _Body]
-
+    #: A data-message carrying one well-formed ``Multa::flows`` event, every record of
+    #: contract version 2 (``FlowsWire``) or every one of version 1 (``FlowsWire1``).
+    FlowsWire = _flows_wire(_Rec2, "")
+    FlowsWire1 = _flows_wire(_Rec, "1")
     _flows_decoder = msgspec.json.Decoder(FlowsWire)
+    _flows_decoder_v1 = msgspec.json.Decoder(FlowsWire1)
+    _SHAPE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
-    def decode_flows(text: str | bytes) -> "FlowsWire | None":
-        """The message as :class:`FlowsWire` if it has exactly that shape, else None."""
+    def decode_flows(text: str | bytes) -> "Any | None":
+        """The message as :data:`FlowsWire` (or :data:`FlowsWire1` from an older Zeek package)
+        if it has exactly that shape, else None."""
         try:
             m = _flows_decoder.decode(text)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except _SHAPE_ERRORS:
             # Deep nesting in a field the schema skips: the generic path refuses it.
-            return None
+            # A version 1 record fails at its ninth field's end, so this try is cheap.
+            try:
+                m = _flows_decoder_v1.decode(text)
+            except _SHAPE_ERRORS:
+                return None
         if (m.type != "data-message" or m.t != "vector" or m.data[0].data != 1 or m.data[1].data != 1
                 or m.data[2].data[0].data != "Multa::flows"):
             return None

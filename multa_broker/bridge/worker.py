@@ -6,7 +6,8 @@ it over stdin/stdout with length-prefixed pickles, one request at a time:
 * ``("load", path, thresholds, threads, sha256)`` -> ``("ok", ModelInfo)``, ``("error", message)``,
   or ``("refused", message)`` when the archive is not the pinned ``sha256``; a failed load
   keeps the model it had;
-* ``("probs", sizes, dirs, iats, lengths, proto)`` -> ``("ok", [per-task probabilities])``.
+* ``("probs", sizes, dirs, iats, lengths, proto, ctx, has_ctx)`` -> ``("ok", [per-task probabilities])``:
+  the arrays of :class:`multa_broker.flow.EncodedBatch`, in its field order.
 
 Why a process: in one process the model thread and the event loop share the
 GIL, and on a 2-core machine the model ran about 1.5x slower beside a busy
