@@ -4,8 +4,9 @@ One synthetic capture holds a scan, a flood and a brute force, far enough
 apart in time and address that each scenario's counts can be written down by
 hand. The expectations would change if the definition were wired wrongly:
 ports counted per address, transports mixed, expiry off by one at exactly
-60 s, the start taken before Zeek's creation-time role flip, or connections
-that are never emitted left out of the counts.
+60 s, the start taken in other roles than Zeek's new_connection handlers see
+(those the first packet leaves), or connections that are never emitted left
+out of the counts. tests/test_zeek_context.py checks the same against Zeek.
 """
 
 from __future__ import annotations
@@ -71,13 +72,18 @@ def capture() -> list[tuple[float, bytes]]:
     # 60 s of the second (it has not).
     for i, t in enumerate((300.0, 310.0, 320.0, 360.0, 369.999)):
         frames += session(t, BRUTE, 40000 + i, SSH, 22)
-    # Role flip at creation (t=500): a query, then a reply-first packet from port 53,
-    # which Zeek turns around before new_connection; a later flip by the DNS
-    # analyzer (a response sent by the originator) keeps the context of the start.
+    # Role flips (t=500). Zeek's new_connection handlers run after the packet that
+    # created the connection, so they see the roles that packet left: a query; a
+    # reply-first packet from port 53 (flipped while the connection is created); a
+    # response sent by the originator as the first packet (the DNS analyzer flips
+    # it at that packet); and a response sent by the originator as the second
+    # packet, after one too short to parse (flipped later: the start's roles stay).
     frames.append((500.0, eth(pw.udp(CLIENT, 40001, DNS, 53, dns(0x0100)))))
     frames.append((500.01, eth(pw.udp(DNS, 53, CLIENT, 40001, dns(0x8180)))))
     frames.append((501.0, eth(pw.udp(DNS, 53, CLIENT, 40002, dns(0x8180)))))
     frames.append((502.0, eth(pw.udp(CLIENT, 40003, DNS, 53, dns(0x8180)))))
+    frames.append((503.0, eth(pw.udp(CLIENT, 40004, DNS, 53, b"short"))))
+    frames.append((503.01, eth(pw.udp(CLIENT, 40004, DNS, 53, dns(0x8180)))))
     frames.sort(key=lambda f: f[0])
     return frames
 
@@ -116,10 +122,11 @@ EXPECTED = {
     ("tcp", BRUTE, SSH, 22, 360.0): (2, 1, 1, 2, 2, 1),     # 300.0 left at exactly 60 s
     ("tcp", BRUTE, SSH, 22, 369.999): (3, 1, 1, 3, 3, 1),   # 310.0 is 59.999 s back: still in
     ("udp", CLIENT, DNS, 53, 500.0): (0, 0, 0, 0, 0, 0),
-    ("udp", CLIENT, DNS, 53, 501.0): (1, 1, 1, 1, 1, 1),    # flipped before the start is counted
-    # The DNS analyzer flips this one after its start: the context is the start's,
-    # taken with CLIENT as originator (2 earlier starts of CLIENT to DNS:53).
-    ("udp", DNS, CLIENT, 40003, 502.0): (2, 1, 1, 2, 2, 1),
+    ("udp", CLIENT, DNS, 53, 501.0): (1, 1, 1, 1, 1, 1),    # flipped at creation: CLIENT's start
+    ("udp", DNS, CLIENT, 40003, 502.0): (0, 0, 0, 0, 0, 0),   # flipped at its first packet: DNS's start
+    # Flipped at its second packet: the context is the start's, CLIENT's (CLIENT's
+    # starts at 500 and 501 to DNS:53; 502 was DNS's).
+    ("udp", DNS, CLIENT, 40004, 503.0): (2, 1, 1, 2, 2, 1),
 }
 
 
@@ -131,7 +138,7 @@ def test_scan_flood_brute_force_exact_context(tmp_path):
 def test_connections_never_emitted_still_count(tmp_path):
     """With min_packets=2 the single-packet probes are not flows, but they are starts."""
     got = by_start(flows(tmp_path, min_packets=2))
-    want = {k: v for k, v in EXPECTED.items() if k[-1] in (100.7, 300.0, 310.0, 320.0, 360.0, 369.999, 500.0)}
+    want = {k: v for k, v in EXPECTED.items() if k[-1] in (100.7, 300.0, 310.0, 320.0, 360.0, 369.999, 500.0, 503.0)}
     assert got == want
     assert got[("tcp", SCANNER, TARGET, 80, 100.7)] == (7, 3, 6, 0, 0, 0)
 

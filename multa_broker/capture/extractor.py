@@ -101,6 +101,8 @@ class FlowExtractor:
         self.in_gtp = False
         #: Host context of every connection start (sessions.new_conn), emitted or not.
         self.context = ContextTracker()
+        #: Connections the current packet created, waiting for their host context.
+        self.started: list[Conn] = []
 
     # ------------------------------------------------------------------ input
 
@@ -158,8 +160,18 @@ class FlowExtractor:
             # A header field pointing past the captured bytes that a length check
             # above did not catch: Zeek drops such a packet, and so do we.
             self.malformed += 1
+        if self.started:
+            self._take_context()
         if not self.counted:
             self.skipped += 1
+
+    def _take_context(self) -> None:
+        """Host context of the connections this packet created, in creation order, in the
+        roles the packet left them in (what Zeek's ``new_connection`` handlers see)."""
+        start = self.context.start
+        for c in self.started:
+            c.ctx = start(c.ts, c.proto, c.oa, c.ra, c.rp)
+        self.started.clear()
 
     def feed_capture(self, packets: Iterator[tuple[float, bytes, int, int]]) -> Iterator[ConnectionRecord]:
         """Feed a capture's packets, yielding connections as soon as their order is settled."""

@@ -83,7 +83,8 @@ class Conn:
         self.fps = 0  # first_packet_seen: 1 originator, 2 responder
         self.close_deferred = False
         self.deferred_gen = False
-        # Host context at the start (multa_broker.context); set by new_conn, kept by later flips.
+        # Host context at the start (multa_broker.context): set after the packet that created
+        # the connection (FlowExtractor.feed), kept by later flips.
         self.ctx: tuple[int, ...] | None = None
 
 
@@ -109,13 +110,15 @@ def count(ex: FlowExtractor, c: Conn, is_orig: bool, size: int) -> None:
 
 
 def new_conn(ex: FlowExtractor, proto: str, ipproto: int, src: bytes, sport: int, dst: bytes, dport: int,
-             ts: float, two_way: bool = True, flip_first: bool = False) -> Conn:
-    """A new connection in the table, Zeek's ``NewConn``: ``flip_first`` is the role flip its
-    ``WantConnection`` decides (likely server ports), made before ``new_connection``.
+             ts: float, two_way: bool = True) -> Conn:
+    """A new connection in the table (Zeek's ``NewConn``).
 
-    Every connection Zeek creates passes here, in packet order, emitted later or not,
-    so this is where its host context is taken: at ``ts``, in the orientation
-    ``new_connection`` sees (``conn_id``; for ICMP ``rp`` is the counterpart type).
+    Every connection Zeek creates passes here, in packet order, emitted later or
+    not; each is queued in ``ex.started`` for its host context, which the
+    extractor takes once the packet that created it has been processed: that is
+    when Zeek's ``new_connection`` handlers run, and they see the roles as that
+    packet left them (a flip while creating it, or by the DNS or NTP analyzer at
+    its first packet, is seen; later flips keep the context).
     """
     fwd = (ipproto, src, sport, dst, dport)
     if two_way:
@@ -125,12 +128,10 @@ def new_conn(ex: FlowExtractor, proto: str, ipproto: int, src: bytes, sport: int
         keys = (fwd,)
     ex.cseq += 1
     c = Conn(proto, ipproto, src, sport, dst, dport, keys, ts, ex.cseq)
-    if flip_first:
-        flip(c)
-    c.ctx = ex.context.start(ts, proto, c.oa, c.ra, c.rp)
     for k in keys:
         ex.table[k] = c
     heapq.heappush(ex.active_q, (ts, c.seq, c))
+    ex.started.append(c)
     return c
 
 

@@ -95,6 +95,8 @@ def tcp(ex: FlowExtractor, src: bytes, dst: bytes, data: bytes, poff: int, plen:
 
 
 def new_tcp(ex: FlowExtractor, src: bytes, sport: int, dst: bytes, dport: int, flags: int, ts: float) -> Conn:
+    c = new_conn(ex, "tcp", 6, src, sport, dst, dport, ts)
+    c.eo, c.er = Endpoint(), Endpoint()
     do_flip = False
     if not flags & _SYN or flags & _ACK:
         # Partial connection: guess the responder from the ports (TCPAnalyzer::WantConnection).
@@ -103,8 +105,8 @@ def new_tcp(ex: FlowExtractor, src: bytes, sport: int, dst: bytes, dport: int, f
                 do_flip = not flags & _SYN and sport < dport
             else:
                 do_flip = True
-    c = new_conn(ex, "tcp", 6, src, sport, dst, dport, ts, flip_first=do_flip and dst != BCAST4)
-    c.eo, c.er = Endpoint(), Endpoint()
+    if do_flip and dst != BCAST4:
+        flip(c)
     push_timer(ex, ex.nt + TCP_SYN_TIMEOUT, T_EXPIRE, c, c.an_gen)
     set_inactivity(ex, c, UDP_INACTIVITY_TIMEOUT)  # sic: Zeek starts TCP with the UDP timeout
     return c

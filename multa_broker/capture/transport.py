@@ -47,8 +47,9 @@ def udp(ex: FlowExtractor, src: bytes, dst: bytes, data: bytes, poff: int, plen:
     sport, dport, _ulen, csum = _UDP(data, poff)
     c = ex.table.get((17, src, sport, dst, dport))
     if c is None:
-        c = new_conn(ex, "udp", 17, src, sport, dst, dport, ts,
-                     flip_first=sport in ex.lsp_udp and dport not in ex.lsp_udp and dst != BCAST4)
+        c = new_conn(ex, "udp", 17, src, sport, dst, dport, ts)
+        if sport in ex.lsp_udp and dport not in ex.lsp_udp and dst != BCAST4:
+            flip(c)
         set_inactivity(ex, c, UDP_INACTIVITY_TIMEOUT)
         # Application analyzers that may flip roles are attached by responder port.
         if c.rp in _DNS_UDP_PORTS:
