@@ -225,3 +225,25 @@ def test_both_collectors_send_the_same_context(capture: Path, tmp_path: Path) ->
     scripts, _, left_s = run_zeek(capture, tmp_path / "scripts", env={**env, "MULTA_COLLECTOR": "scripts"})
     assert plugin and {f["uid"]: f["ctx"] for f in plugin} == {f["uid"]: f["ctx"] for f in scripts}
     assert left_p == left_s == 0
+
+
+def test_cluster_split_keeps_host_pairs_and_lowers_counts(tmp_path: Path) -> None:
+    # multa bench cluster-context: two workers, split by address pair, against one node.
+    from multa_broker.bench import cluster_context as cc
+    from multa_broker.capture.reader import open_capture
+
+    capture = LAB_FIXTURES / "http-s5.pcap"
+    parts = [tmp_path / "a.pcap", tmp_path / "b.pcap"]
+    frames = cc.split(capture, parts)
+    assert all(frames) and sum(frames) == sum(1 for _ in open_capture(capture))
+    pairs = [{cc.address_pair(data) for _, data, _, _ in open_capture(p)} for p in parts]
+    assert not pairs[0] & pairs[1]
+    one = cc.zeek_flows(ZEEK, capture, tmp_path / "one")
+    workers = {**cc.zeek_flows(ZEEK, parts[0], tmp_path / "w0"), **cc.zeek_flows(ZEEK, parts[1], tmp_path / "w1")}
+    assert one.keys() == workers.keys()
+    # No ring is full here: every count is a lower bound; a host pair's own count is exact.
+    assert all(w <= o for k in one for w, o in zip(workers[k], one[k]))
+    assert all(workers[k][3] == one[k][3] for k in one)
+    figures = cc.compare(one, workers)
+    assert figures["flows"] == len(one) and figures["ctx_equal_share"] < 1.0
+    assert figures["per_count"]["orig_same"]["kept"] == 1.0

@@ -13,7 +13,7 @@ import importlib
 
 from multa_broker.errors import MultaError
 
-HELP = "benchmarks: flows, model, bridge, zeek, soak, context"
+HELP = "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context"
 
 BENCHES: dict[str, tuple[str, str]] = {
     "flows": ("multa_broker.bench.flows", "offline extractor packets/s on a capture corpus"),
@@ -22,6 +22,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "zeek": ("multa_broker.bench.zeek", "Zeek wall time and memory: plain vs multa vs new_packet"),
     "soak": ("multa_broker.bench.soak", "the bridge for a bounded time under load and injected faults"),
     "context": ("multa_broker.bench.context", "threat verdicts out of source with host context against without"),
+    "cluster-context": ("multa_broker.bench.cluster_context",
+                        "host context on Zeek workers split by address pair against one node"),
 }
 
 
