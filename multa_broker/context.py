@@ -7,8 +7,12 @@ Zeek sees and a per-flow model does not. This module is the one definition of
 that context, shared by the offline extractor (``capture/``), the model and,
 line for line, the Zeek package's ``zeek_scripts/context.zeek``.
 
-At a connection's first packet, over the connections that started in the
-:data:`WINDOW_S` seconds before it (this one left out):
+When a connection starts, over the connections that started in the
+:data:`WINDOW_S` seconds before it (this one left out), with the roles it has
+once its first packet has been processed (what Zeek's ``new_connection``
+handlers see: a DNS or NTP role flip at that packet counts, a later flip does
+not change the context, so a flow key may later name the other side as
+originator):
 
 * ``orig_conns`` -- connections its originator started;
 * ``orig_hosts`` -- distinct responder addresses of those;
