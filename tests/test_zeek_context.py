@@ -14,7 +14,8 @@ start it sees (``new_connection``: uid, ``start_time``, transport, roles).
   first packets are DNS responses, which Zeek's DNS analyzer flips at the
   first packet, before ``new_connection`` runs.
 - ``Multa::host_context = F`` sends no ``ctx``; no per-uid state outlives its
-  connection; both collectors send the same ``ctx`` (with the plugin built).
+  connection; both collectors send the same ``ctx``, and the plugin's C++
+  tracker follows the definition too (with the plugin built).
 
 Skipped without a ``zeek`` binary on PATH; the shared traces without the
 capture corpus.
@@ -212,14 +213,38 @@ def test_paused_collection_leaves_no_state(tmp_path: Path) -> None:
     assert not sent and len(starts) == 178 and left == 0
 
 
-@pytest.mark.skipif(not (PLUGIN_DIR / "__zeek_plugin__").is_file(),
-                    reason=f"no Multa::Collector plugin in {PLUGIN_DIR} (zeek_plugin/build.sh, or MULTA_PLUGIN_DIR)")
+needs_plugin = pytest.mark.skipif(
+    not (PLUGIN_DIR / "__zeek_plugin__").is_file(),
+    reason=f"no Multa::Collector plugin in {PLUGIN_DIR} (zeek_plugin/build.sh, or MULTA_PLUGIN_DIR)")
+PLUGIN_ENV = {"ZEEK_PLUGIN_PATH": str(PLUGIN_DIR), "ZEEK_PLUGIN_ACTIVATE": "Multa::Collector"}
+
+
+@needs_plugin
+@pytest.mark.parametrize("capture", _traces())
+def test_plugin_context_follows_the_definition(capture: Path, tmp_path: Path) -> None:
+    # Where the plugin collects, its C++ tracker computes the context.
+    _need(capture)
+    sent, starts, left = run_zeek(capture, tmp_path, "-e",
+                                  "module Multa; event zeek_init() { if ( ! plugin_context ) exit(3); }", env=PLUGIN_ENV)
+    want = definition(starts)
+    wrong = [(f["uid"], f["ctx"], want.get(f["uid"])) for f in sent if tuple(f["ctx"]) != want.get(f["uid"])]
+    assert sent and not wrong, f"{len(wrong)} of {len(sent)} flows: {wrong[:5]}"
+    assert left == 0
+
+
+@needs_plugin
+def test_plugin_context_off(tmp_path: Path) -> None:
+    sent, _, _ = run_zeek(LAB_FIXTURES / "scan-syn-s5.pcap", tmp_path, "Multa::host_context=F", env=PLUGIN_ENV)
+    assert sent and not any("ctx" in f for f in sent)
+
+
+@needs_plugin
 @pytest.mark.parametrize("capture", [LAB_FIXTURES / "scan-syn-s5.pcap", LAB_FIXTURES / "http-s5.pcap",
                                      SHARED_DATA / "stratosphere/test7-malicious.pcap",
                                      SHARED_DATA / "ndpi/pcap/synscan.pcap"], ids=lambda p: p.name)
 def test_both_collectors_send_the_same_context(capture: Path, tmp_path: Path) -> None:
     _need(capture)
-    env = {"ZEEK_PLUGIN_PATH": str(PLUGIN_DIR), "ZEEK_PLUGIN_ACTIVATE": "Multa::Collector"}
+    env = PLUGIN_ENV
     plugin, _, left_p = run_zeek(capture, tmp_path / "plugin", "-e",
                                  "event zeek_init() { if ( ! Multa::plugin_collects ) exit(3); }", env=env)
     scripts, _, left_s = run_zeek(capture, tmp_path / "scripts", env={**env, "MULTA_COLLECTOR": "scripts"})

@@ -60,6 +60,15 @@ type RespStarts: record {
 	origs: count &default=0;
 };
 
+# Where the Multa::Collector plugin collects (the same choice as
+# Multa::plugin_collects), its C++ tracker (zeek_plugin/src/Context.cc)
+# computes the same counts from the same handler, faster.
+@ifdef ( Multa::context_start )
+const plugin_context = getenv("MULTA_COLLECTOR") != "scripts";
+@else
+const plugin_context = F;
+@endif
+
 # Starts between sweeps (context.ContextTracker.SWEEP_EVERY): sweeping at
 # the same starts as the Python side keeps even traces whose timestamps
 # go back exactly equal.
@@ -204,6 +213,10 @@ function context_changed(id: string, new_value: bool): bool
 	else
 		{
 		disable_event_group("multa-context");
+@ifdef ( Multa::context_reset )
+		if ( plugin_context )
+			context_reset();
+@endif
 		orig_starts = table();
 		resp_starts = table();
 		orig_host_n = table();
@@ -228,6 +241,14 @@ event new_connection(c: connection) &group="multa-context"
 	# Only TCP, UDP and ICMP connections are in the representation.
 	if ( get_port_transport_proto(rp) == unknown_transport )
 		return;
+
+@ifdef ( Multa::context_start )
+	if ( plugin_context )
+		{
+		flow_context[c$uid] = context_start(c$start_time, id$orig_h, id$resp_h, rp);
+		return;
+		}
+@endif
 
 	local t0 = c$start_time;
 	local oh = id$orig_h;
