@@ -26,12 +26,13 @@ export {
 	## history.
 	option host_context = T;
 
-	## How far back host context looks (context.WINDOW_S in the
-	## bridge's package; a model is trained for one value).
+	## How far back host context looks (WINDOW_S in
+	## multa_broker/context.py; a model is trained for one value).
 	const host_context_window = 60 secs;
 
 	## Starts kept per originator and per responder endpoint, the oldest
-	## leaving first; no count exceeds it (context.MAX_ENTRIES).
+	## leaving first; no count exceeds it (MAX_ENTRIES in
+	## multa_broker/context.py).
 	const host_context_max_entries = 1000;
 }
 
@@ -71,7 +72,7 @@ const plugin_context = F;
 
 # Starts between sweeps (context.ContextTracker.SWEEP_EVERY): sweeping at
 # the same starts as the Python side keeps even traces whose timestamps
-# go back exactly equal.
+# go back exactly equal. &redef only so that tests can sweep often.
 const SWEEP_EVERY = 65536 &redef;
 
 global orig_starts: table[addr] of OrigStarts;
