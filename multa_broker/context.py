@@ -35,11 +35,17 @@ neighbours' packets.
 Bounded memory: each originator and each responder endpoint keeps at most
 :data:`MAX_ENTRIES` recent starts (the oldest leave first), so every count is
 at most that; entries leave in the order they came, the oldest first, once
-``t0 - start >= WINDOW_S``. Hosts without a recent start are forgotten.
+``t0 - start >= WINDOW_S``. Hosts whose newest start left the window are
+forgotten by a sweep every :attr:`ContextTracker.SWEEP_EVERY` starts. While
+timestamps only go forward that changes no result; in a capture whose
+timestamps go back it can, so the sweep interval is part of the definition and
+the Zeek package sweeps at the same starts.
 
 Cluster note: Zeek's cluster load balancing keeps a host *pair* on one
 worker, not a host, so on a cluster each worker sees only its share of a
-host's connections and the counts are lower bounds (docs/context.md).
+host's connections and the counts are mostly lower (docs/context.md); where a
+host's ring is full, a worker's ring reaches further back and a distinct
+count can come out higher.
 """
 
 from __future__ import annotations

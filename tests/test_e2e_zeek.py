@@ -75,13 +75,32 @@ def classifier():
         pytest.skip(f"no default model: {e}")
 
 
-def run_zeek_with_bridge(capture: Path, workdir: Path) -> dict:
+@pytest.fixture(scope="module")
+def context_model(tmp_path_factory):
+    """A small LMMoE that reads host context (random weights: the verdicts only have to agree)."""
+    import torch
+
+    from multa_broker import store
+    from multa_broker.inference import Classifier
+    from multa_broker.model.lmmoe import LMMoE, LMMoEConfig
+    from multa_broker.taxonomy import TASKS
+
+    torch.manual_seed(3)
+    tasks = {t: list(c) for t, c in TASKS.items()}
+    model = LMMoE(LMMoEConfig(tasks=tasks, experts=2, hidden=8, tower=8, context=True)).eval()
+    manifest = {"name": "e2e-context", "version": "1", "n": 20,
+                "tasks": [{"name": t, "classes": c, "threshold": 0.0, "temperature": 1.0} for t, c in tasks.items()]}
+    dest = store.export(model, manifest, tmp_path_factory.mktemp("ctx-model") / "e2e-context" / "1")
+    return Classifier.load(dest)
+
+
+def run_zeek_with_bridge(capture: Path, workdir: Path, model: str = "default") -> dict:
     """Run bridge + zeek on one capture; return the parsed logs and sent flows."""
     port = free_port()
     cfg = workdir / "bridge.yaml"
     cfg.write_text(
         f"websocket:\n  url: ws://127.0.0.1:{port}/v1/messages/json\n"
-        "model:\n  path: default\n  poll_s: 0\n  worker: thread\n"
+        f"model:\n  path: {json.dumps(str(model))}\n  poll_s: 0\n  worker: thread\n"
         "reconnect:\n  initial_s: 0.05\n  max_s: 0.2\n"
         "metrics:\n  enabled: false\n"
     )
@@ -117,10 +136,10 @@ def _sent_key(f: dict) -> tuple:
     return (f["orig_p"]["proto"], f["orig_h"], f["orig_p"]["port"], f["resp_h"], f["resp_p"]["port"])
 
 
-def check_capture(capture: Path, workdir: Path, classifier) -> dict:
+def check_capture(capture: Path, workdir: Path, classifier, model: str = "default") -> dict:
     from multa_broker.capture import read_flows
 
-    out = run_zeek_with_bridge(capture, workdir)
+    out = run_zeek_with_bridge(capture, workdir, model)
     offline = list(read_flows(capture, n=classifier.n, verify_checksums=False))
     assert offline, f"{capture}: the extractor found no flows"
 
@@ -164,7 +183,11 @@ def check_capture(capture: Path, workdir: Path, classifier) -> dict:
             if tuple(z["ctx"]) == tuple(flow.ctx):
                 ctx_equal += 1
                 out["ctx_equal_uids"].add(z["uid"])
-        # 3. the same verdicts as offline classification.
+        # 3. the same verdicts as offline classification: every flow for a model without
+        # context; for a model with it, every flow whose ctx Zeek and the extractor agree on
+        # (check_context_verdicts then counts all flows).
+        if classifier.uses_context and z["uid"] not in out["ctx_equal_uids"]:
+            continue
         row = by_uid[z["uid"]]
         for task in classifier.tasks:
             if task in row:
@@ -179,14 +202,23 @@ def check_capture(capture: Path, workdir: Path, classifier) -> dict:
 
 
 def check_context_verdicts(capture: Path, out: dict, offline: list, verdicts: list) -> None:
-    """Hook: verdicts of a model that reads host context, Zeek's against offline.
+    """Zeek + bridge verdicts equal ``multa classify``'s for at least CTX_MIN_SHARE of all flows.
 
-    To be filled in with a context-using model: restrict the comparison of
-    ``out["multa"]`` with *verdicts* to the uids in ``out["ctx_equal_uids"]``
-    (the flows whose ctx from Zeek equals the extractor's). With the default
-    model, which reads no context, check_capture already compares every
-    verdict.
+    check_capture has compared every flow whose ctx agrees; this counts the
+    agreement over all flows, the ones whose ctx differs included.
     """
+    sent = {}
+    for f in out["sent"]:
+        sent.setdefault(_sent_key(f), []).append(f)
+    by_uid = {r["uid"]: r for r in out["multa"]}
+    agree = 0
+    for flow, verdict in zip(offline, verdicts):
+        z = min(sent[flow.key.tuple5], key=lambda f: abs(float(f["ts"]) - flow.key.ts))
+        row = by_uid[z["uid"]]
+        agree += all(row.get(t, verdict.labels[t]) == verdict.labels[t] for t in verdict.labels)
+    assert agree >= CTX_MIN_SHARE * len(offline), (
+        f"{capture}: Zeek's verdicts equal offline ones for {agree} of {len(offline)} flows")
+    out["verdicts_equal"] = agree
 
 
 @pytest.mark.parametrize("rel", SHARED_CAPTURES)
@@ -200,6 +232,18 @@ def test_shared_capture_end_to_end(rel, tmp_path, classifier):
 @pytest.mark.parametrize("name", ["http-s5.pcap", "scan-syn-s5.pcap"])
 def test_lab_fixture_end_to_end(name, tmp_path, classifier):
     check_capture(LAB_FIXTURES / name, tmp_path, classifier)
+
+
+@pytest.mark.parametrize("capture", [LAB_FIXTURES / "scan-syn-s5.pcap", SHARED_DATA / "ndpi/pcap/443-chrome.pcap"],
+                         ids=["lab-scan-syn", "ndpi-443-chrome"])
+def test_context_model_end_to_end(capture, tmp_path, context_model):
+    """A model that reads host context gives the same verdicts through Zeek as offline."""
+    if not capture.exists():
+        pytest.skip(f"{capture} not found")
+    out = check_capture(capture, tmp_path, context_model, str(context_model.path))
+    assert out["ctx_checked"] and out["verdicts_equal"] >= CTX_MIN_SHARE * out["ctx_checked"]
+    # The verdicts come from the context model, not the default one.
+    assert {r["model"] for r in out["multa"]} == {"e2e-context/1"}
 
 
 def _lab_captures(prefix: str) -> list[Path]:
