@@ -6,6 +6,11 @@ on ``Multa::flow_topic`` (default ``multa/flows``).
 Bridge -> Zeek: event ``Multa::results(results: vector of Multa::Result)`` on
 ``Multa::result_topic`` (default ``multa/results``) or the sending node's topic.
 
+Or, with ``Multa::flow_encoding = Multa::PACKED`` (the package's default), the
+compact encoding: event ``Multa::packed_flows(node: string, version: count,
+flows: vector of Multa::PackedFlow)``, each flow's sequences and host context
+packed into one string (:data:`PACKED_FLOW_VERSION`, :func:`pack_sequences`).
+
 Records travel as vectors of their fields in declaration order; the field
 tuples below are that order and must match ``zeek_scripts/main.zeek``.
 Tests on both sides pin it.
@@ -14,9 +19,11 @@ Tests on both sides pin it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 FLOWS_EVENT = "Multa::flows"
+#: The compact encoding of the same flows (docs/protocol.md, section 1.1).
+PACKED_FLOWS_EVENT = "Multa::packed_flows"
 RESULTS_EVENT = "Multa::results"
 DEFAULT_FLOW_TOPIC = "multa/flows"
 DEFAULT_RESULT_TOPIC = "multa/results"
@@ -44,6 +51,20 @@ FLOW_FIELDS_V1: tuple[tuple[str, str], ...] = (
 #: ``Multa::Flow`` fields now: version 1's, then the host context (``&optional``: absent
 #: where the package computes none, which travels as Broker's ``none``).
 FLOW_FIELDS: tuple[tuple[str, str], ...] = FLOW_FIELDS_V1 + (("ctx", "vector of count"),)
+
+#: Version of the packed encoding (``Multa::packed_flows``' second argument): 1 is
+#: ``[sizes]|[dirs]|[iats]`` and, where the flow has host context, ``|[ctx]``, each
+#: vector as Zeek renders it (``cat_sep("|", "", f$sizes, f$dirs, f$iats, f$ctx)``):
+#: counts in decimal, booleans ``T``/``F``, elements separated by ", ".
+PACKED_FLOW_VERSION = 1
+
+#: ``Multa::PackedFlow`` fields: version 2's first six, then ``packed``, the string
+#: of :func:`pack_sequences` (the sequences, and ``ctx`` where present).
+PACKED_FLOW_FIELDS: tuple[tuple[str, str], ...] = FLOW_FIELDS_V1[:6] + (("packed", "string"),)
+
+#: Longest ``packed`` string the bridge reads: 64 packets of the longest numbers
+#: (5-digit sizes, 20-digit gaps) and ctx fit in 2,100 characters.
+MAX_PACKED_CHARS = 4096
 
 #: ``Multa::Result`` fields and their types, in declaration order.
 RESULT_FIELDS: tuple[tuple[str, str], ...] = (
@@ -74,3 +95,17 @@ class Result:
     tasks: tuple[str, ...]
     labels: tuple[str, ...]
     scores: tuple[float, ...]
+
+
+def _render(values: object) -> str:
+    return "[" + ", ".join("T" if v is True else "F" if v is False else str(int(v)) for v in values) + "]"
+
+
+def pack_sequences(sizes: Sequence[int], dirs: Sequence[bool], iats: Sequence[int],
+                   ctx: Sequence[int] | None = None) -> str:
+    """A flow's sequences (and host context) in the packed encoding, version 1, exactly as
+    Zeek writes them: ``[60, 52]|[T, F]|[0, 310]`` or ``...|[4, 2, 3, 0, 0, 0]``."""
+    parts = [_render(sizes), _render([bool(d) for d in dirs]), _render(iats)]
+    if ctx is not None:
+        parts.append(_render(ctx))
+    return "|".join(parts)

@@ -114,6 +114,8 @@ function packet_thresholds(n: count): set[count]
 
 type Batch: record {
 	flows: vector of Flow;
+	# The same in the packed encoding (Multa::flow_encoding).
+	packed: vector of PackedFlow;
 	# Bumped on every publish so that stale flush timers do nothing.
 	gen: count &default=0;
 };
@@ -153,26 +155,38 @@ function shard_topic(shard: count): string
 	return fmt("%s/%d-of-%d", flow_topic, shard, shards);
 	}
 
+function published(shard: count, n: count, ok: bool)
+	{
+	if ( ok )
+		{
+		Telemetry::counter_inc(flows_counter, n + 0.0);
+		Telemetry::counter_inc(batches_counter);
+		return;
+		}
+
+	Reporter::warning(fmt("multa: could not publish %d flows on %s", n, shard_topic(shard)));
+	count_dropped("publish_failed", n);
+	}
+
 function publish_batch(shard: count)
 	{
 	local b = batches[shard];
 
-	if ( |b$flows| == 0 )
-		return;
-
-	if ( ! Cluster::publish(shard_topic(shard), Multa::flows, node_name(), b$flows) )
+	# Both vectors hold flows only after Multa::flow_encoding changed.
+	if ( |b$packed| > 0 )
 		{
-		Reporter::warning(fmt("multa: could not publish %d flows on %s",
-		    |b$flows|, shard_topic(shard)));
-		count_dropped("publish_failed", |b$flows|);
-		}
-	else
-		{
-		Telemetry::counter_inc(flows_counter, |b$flows| + 0.0);
-		Telemetry::counter_inc(batches_counter);
+		published(shard, |b$packed|, Cluster::publish(shard_topic(shard),
+		    Multa::packed_flows, node_name(), PACKED_VERSION, b$packed));
+		b$packed = vector();
 		}
 
-	b$flows = vector();
+	if ( |b$flows| > 0 )
+		{
+		published(shard, |b$flows|, Cluster::publish(shard_topic(shard),
+		    Multa::flows, node_name(), b$flows));
+		b$flows = vector();
+		}
+
 	++b$gen;
 	}
 
@@ -208,6 +222,20 @@ function clamp_sizes(f: Flow)
 		}
 	}
 
+# f in the packed encoding (Multa::PackedFlow). Where the Multa::Collector
+# plugin is loaded, its BIF renders the same string in C++.
+function pack_flow(f: Flow): PackedFlow
+	{
+@ifdef ( Multa::pack_sequences )
+	local packed = pack_sequences(f);
+@else
+	local packed = f?$ctx ? cat_sep("|", "", f$sizes, f$dirs, f$iats, f$ctx)
+	    : cat_sep("|", "", f$sizes, f$dirs, f$iats);
+@endif
+	return PackedFlow($uid=f$uid, $orig_h=f$orig_h, $orig_p=f$orig_p, $resp_h=f$resp_h,
+	    $resp_p=f$resp_p, $ts=f$ts, $packed=packed);
+	}
+
 # Clamps, asks flow_policy, and queues f for the bridge. Both collectors
 # hand every flow they emit to it.
 function send(f: Flow)
@@ -229,11 +257,17 @@ function send(f: Flow)
 	# enqueue(), inlined: this runs for every flow.
 	local shard = shards == 1 ? 0 : fnv1a32(f$uid) % shards;
 	local b = batches[shard];
-	b$flows += f;
 
-	if ( |b$flows| >= batch_size )
+	if ( flow_encoding == PACKED )
+		b$packed += pack_flow(f);
+	else
+		b$flows += f;
+
+	local n = |b$packed| + |b$flows|;
+
+	if ( n >= batch_size )
 		publish_batch(shard);
-	else if ( |b$flows| == 1 )
+	else if ( n == 1 )
 		schedule batch_interval { flush_due(shard, b$gen) };
 	}
 
@@ -261,7 +295,7 @@ function set_collecting(on: bool)
 event zeek_init() &priority=4
 	{
 	while ( |batches| < shards )
-		batches += Batch($flows=vector());
+		batches += Batch($flows=vector(), $packed=vector());
 	}
 
 # Connections still open when Zeek stops are removed, and their flows

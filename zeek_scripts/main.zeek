@@ -74,6 +74,44 @@ export {
 		ctx: vector of count &optional;
 	};
 
+	## How flows travel to the bridge (:zeek:see:`Multa::flow_encoding`).
+	type FlowEncoding: enum {
+		## :zeek:see:`Multa::flows` with :zeek:type:`Multa::Flow`
+		## records: each number its own value.
+		TYPED,
+		## :zeek:see:`Multa::packed_flows` with
+		## :zeek:type:`Multa::PackedFlow` records: a flow's sequences
+		## and host context in one string.
+		PACKED,
+	};
+
+	## A :zeek:type:`Multa::Flow` in the packed encoding: the same
+	## first six fields, then its sequences and host context packed
+	## into one string. Field order is the wire contract.
+	type PackedFlow: record {
+		## The connection's unique ID.
+		uid: string;
+		## The originator's address.
+		orig_h: addr;
+		## The originator's port (carries the transport protocol).
+		orig_p: port;
+		## The responder's address.
+		resp_h: addr;
+		## The responder's port.
+		resp_p: port;
+		## Time of the connection's first packet.
+		ts: time;
+		## ``sizes``, ``dirs``, ``iats`` and, where present, ``ctx``
+		## as :zeek:id:`cat_sep` renders them with separator ``|``,
+		## e.g. ``[60, 52]|[T, F]|[0, 310]|[4, 2, 3, 0, 0, 0]``
+		## (version :zeek:see:`Multa::PACKED_VERSION`).
+		packed: string;
+	};
+
+	## Version of the packed encoding that
+	## :zeek:see:`Multa::packed_flows` carries.
+	const PACKED_VERSION = 1;
+
 	## One connection's verdicts, as sent by the bridge: one label and
 	## score per task. Field order is the wire contract.
 	type Result: record {
@@ -167,6 +205,12 @@ export {
 	## some other way than this node's WebSocket server (e.g. a native
 	## Broker peering), or to collect regardless.
 	option pause_without_bridge = T;
+
+	## How flows travel to the bridge: PACKED (a few values per flow,
+	## which Zeek's WebSocket path and the bridge convert far more
+	## cheaply) or TYPED (:zeek:type:`Multa::Flow` records as they
+	## are, e.g. for other consumers). The bridge reads both.
+	option flow_encoding = PACKED;
 
 	## A hook to veto single flows before they are sent (e.g. to skip
 	## internal traffic). Break to drop the flow.
@@ -290,6 +334,11 @@ export {
 
 	## Zeek -> bridge: a batch of flows from *node*.
 	global flows: event(node: string, flows: vector of Flow);
+
+	## Zeek -> bridge, with :zeek:see:`Multa::flow_encoding` PACKED: a
+	## batch of flows from *node* in version *version* of the packed
+	## encoding (:zeek:see:`Multa::PACKED_VERSION`).
+	global packed_flows: event(node: string, version: count, flows: vector of PackedFlow);
 
 	## Bridge -> Zeek: verdicts for flows this node sent.
 	global results: event(results: vector of Result);

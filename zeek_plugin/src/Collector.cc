@@ -12,6 +12,7 @@
 #include <zeek/ZeekString.h>
 #include <zeek/iosource/Packet.h>
 
+#include <charconv>
 #include <cmath>
 #include <list>
 #include <string>
@@ -32,7 +33,7 @@ struct Script {
     zeek::RecordTypePtr flow;
     zeek::VectorTypePtr counts;
     zeek::VectorTypePtr bools;
-    int uid, orig_h, orig_p, resp_h, resp_p, ts, sizes, dirs, iats;
+    int uid, orig_h, orig_p, resp_h, resp_p, ts, sizes, dirs, iats, ctx;
     int conn_uid, conn_id;
     zeek::VectorTypePtr flows;
     zeek::EventHandlerPtr collected;
@@ -58,6 +59,7 @@ struct Script {
         sizes = flow->FieldOffset("sizes");
         dirs = flow->FieldOffset("dirs");
         iats = flow->FieldOffset("iats");
+        ctx = flow->FieldOffset("ctx");
         conn_uid = zeek::id::connection->FieldOffset("uid");
         conn_id = zeek::id::connection->FieldOffset("id");
         flows = zeek::make_intrusive<zeek::VectorType>(flow);
@@ -87,7 +89,54 @@ double packet_time() {
     return pkt ? pkt->time : zeek::run_state::network_time;
 }
 
+// Appends a vector of count or bool as cat() renders it: "[60, 52]", "[T, F]".
+// False where the vector has a hole (cat() would render it differently).
+bool render(std::string& out, const zeek::VectorVal* v, bool bools) {
+    const auto& raw = v->RawVec();
+    out += '[';
+    for ( size_t i = 0; i < raw.size(); ++i ) {
+        if ( ! raw[i] )
+            return false;
+        if ( i )
+            out += ", ";
+        if ( bools )
+            out += raw[i]->AsCount() ? 'T' : 'F';
+        else {
+            char buf[24];
+            auto r = std::to_chars(buf, buf + sizeof(buf), static_cast<uint64_t>(raw[i]->AsCount()));
+            out.append(buf, r.ptr);
+        }
+    }
+    out += ']';
+    return true;
+}
+
 } // namespace
+
+zeek::ValPtr pack(const zeek::Val* v) {
+    const auto& sc = script();
+    if ( ! v || v->GetType() != sc.flow ) {
+        zeek::emit_builtin_error("Multa::pack_sequences: the argument must be a Multa::Flow");
+        return nullptr;
+    }
+    const auto* f = v->AsRecordVal();
+    std::string out;
+    out.reserve(320);
+    bool ok = render(out, f->GetField<zeek::VectorVal>(sc.sizes).get(), false);
+    out += '|';
+    ok = ok && render(out, f->GetField<zeek::VectorVal>(sc.dirs).get(), true);
+    out += '|';
+    ok = ok && render(out, f->GetField<zeek::VectorVal>(sc.iats).get(), false);
+    if ( ok && f->HasField(sc.ctx) ) {
+        out += '|';
+        ok = render(out, f->GetField<zeek::VectorVal>(sc.ctx).get(), false);
+    }
+    if ( ! ok ) {
+        zeek::emit_builtin_error("Multa::pack_sequences: a sequence has an unset element");
+        return nullptr;
+    }
+    return zeek::make_intrusive<zeek::StringVal>(out);
+}
 
 Settings& settings() {
     static Settings s;

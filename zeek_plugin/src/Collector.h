@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <list>
+#include <string>
 #include <vector>
 
 namespace multa::collector {
@@ -86,5 +87,8 @@ void set_enabled(bool on);
 // Ends collection of every flow whose first packet is at least min_age old;
 // returns those to be sent, as a vector of Multa::Flow.
 zeek::ValPtr flush(double min_age);
+// A Multa::Flow's sequences and host context in the packed encoding, version 1
+// (Multa::PackedFlow's packed: cat_sep("|", "", sizes, dirs, iats[, ctx])).
+zeek::ValPtr pack(const zeek::Val* flow);
 
 } // namespace multa::collector

@@ -1,7 +1,8 @@
 """A stand-in for the multa bridge in btests.
 
 Connects to Zeek's WebSocket API, subscribes to the flow topic and answers
-every flow of every Multa::flows event with a canned Multa::results verdict
+every flow of every Multa::flows or Multa::packed_flows event (the package's
+default encoding) with a canned Multa::results verdict
 on the sending node's result topic. Writes one line per received batch
 ("<node> <flows>") to the file named on the command line, and exits when
 Zeek closes the connection.
@@ -52,8 +53,11 @@ SILENT = "--silent" in sys.argv
 
 
 def verdict(flow) -> list:
-    # Contract v2 flows have a tenth field (ctx), v1 flows nine.
-    uid, _orig_h, _orig_p, _resp_h, resp_p, _ts, sizes, _dirs, _iats = flow[:9]
+    # Contract v2 flows have a tenth field (ctx), v1 flows nine; packed flows
+    # seven, the last "[sizes]|[dirs]|[iats]|[ctx]".
+    uid, _orig_h, _orig_p, _resp_h, resp_p, _ts, sizes = flow[:7]
+    if isinstance(sizes, str):
+        sizes = sizes.split("|")[0].strip("[]").split(", ")
     threat = ("scan", 0.95) if len(sizes) <= 2 and not BENIGN else ("benign", 0.99)
     service = ("http", 0.9) if resp_p == "80/tcp" else ("other", 0.5)
     return [uid, "fake-1", ["service", "threat", "qos"],
@@ -96,9 +100,12 @@ async def run(url: str, batch_file: str) -> None:
                 if msg.get("type") != "data-message":
                     continue
                 name, args = plain(msg)[2][:2]
-                if name != "Multa::flows":
+                if name == "Multa::flows":
+                    node, flows = args
+                elif name == "Multa::packed_flows":
+                    node, _version, flows = args
+                else:
                     continue
-                node, flows = args
                 out.write(f"{node} {len(flows)}\n")
                 out.flush()
                 if SILENT:
