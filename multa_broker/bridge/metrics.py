@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 DROP_REASONS = (
     "invalid",           # failed type or representation checks
     "bad_context",       # its host context (ctx, contract v2) breaks multa_broker.context's definition
+    "bad_packing",       # Multa::packed_flows: its packed string is malformed (or of an unknown version)
     "queue_full",        # overload: the bounded queue was full (policy newest/oldest)
     "pending_overflow",  # Zeek unreachable too long: the pending-results buffer overflowed
     "inference_error",   # the model raised on the batch
@@ -38,6 +39,9 @@ class BridgeMetrics:
             "multa_bridge_flows_contract", "flow records received, by flow contract version "
             "(1: an older Zeek package, without host context; unknown: a record of neither shape)",
             ["version"], registry=r)
+        self.flows_encoding = Counter(
+            "multa_bridge_flows_encoding", "flow records received, by encoding (typed: Multa::flows, "
+            "packed: Multa::packed_flows)", ["encoding"], registry=r)
         self.flows_without_context = Counter(
             "multa_bridge_flows_without_context",
             "valid flows received without host context (contract version 1, or ctx none)", registry=r)
@@ -66,6 +70,8 @@ class BridgeMetrics:
             self.flows_dropped.labels(reason)
         for version in CONTRACT_VERSIONS:
             self.flows_contract.labels(version)
+        for encoding in ("typed", "packed"):
+            self.flows_encoding.labels(encoding)
         for result in ("ok", "failed", "refused"):
             self.reloads.labels(result)
 

@@ -87,13 +87,15 @@ def from_values(broker: Any, x: Any) -> Any:
     return x
 
 
-def _parse_flows(broker: Any):
+def _parse_flows(broker: Any, name: str = FLOWS_EVENT):
+    decode = events.flows_parser(name) or events.flows_from_json
+
     def parse(args: Any, max_n: int) -> events.FlowsMessage:
         # Through the WebSocket transport's decoder: the same checks, the same reasons.
         values = to_values(broker, args)
         if not isinstance(values, tuple):
-            raise codec.CodecError(f"{FLOWS_EVENT} arguments are not a vector")
-        return events.flows_from_json([wire.from_codec(v) for v in values], max_n)
+            raise codec.CodecError(f"{name} arguments are not a vector")
+        return decode([wire.from_codec(v) for v in values], max_n)
     return parse
 
 
@@ -161,7 +163,7 @@ class NativeTransport(Transport):
         if not ev.valid():
             return Inbound("malformed", topic=topic, code="not_an_event", detail="message is not a Zeek event")
         return Inbound("event", topic=topic, name=ev.name(), args=ev.args(),
-                       parse_flows=_parse_flows(self.broker))
+                       parse_flows=_parse_flows(self.broker, ev.name()))
 
     async def publish_results(self, topic: str, results: Sequence[Result]) -> None:
         if self._ep is None:

@@ -36,7 +36,7 @@ from multa_broker.bridge.runner import make_runner
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
 from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_N
-from multa_broker.protocol import FLOWS_EVENT, NODE_RESULT_TOPIC_PREFIX, Result
+from multa_broker.protocol import FLOWS_EVENT, NODE_RESULT_TOPIC_PREFIX, PACKED_FLOWS_EVENT, Result
 from multa_broker.store import PinMismatch
 
 log = logging.getLogger("multa.bridge")
@@ -278,7 +278,7 @@ class BridgeService:
         if msg.kind == "malformed":
             self._malformed(msg.code, msg.detail)
             return
-        if msg.name != FLOWS_EVENT:
+        if msg.name != FLOWS_EVENT and msg.name != PACKED_FLOWS_EVENT:
             self._malformed("unexpected_event", f"event {msg.name!r} on {msg.topic}")
             return
         assert msg.parse_flows is not None and self._queue is not None
@@ -288,19 +288,22 @@ class BridgeService:
             self._malformed("bad_arguments", str(e))
             return
         except Exception as e:  # a shape no check foresaw: skip it, never stop reading
-            self._malformed("bad_arguments", f"unreadable {FLOWS_EVENT} arguments: {e!r}")
+            self._malformed("bad_arguments", f"unreadable {msg.name} arguments: {e!r}")
             return
         m.flows_in.inc(len(fm.flows) + len(fm.rejected))
+        m.flows_encoding.labels(fm.encoding).inc(len(fm.flows) + len(fm.rejected))
         for version, n in fm.versions.items():
             m.flows_contract.labels(_VERSION_LABELS.get(version, "unknown")).inc(n)
         if fm.versions.get(1):
             self._contract_v1(fm.node)
         if fm.rejected:
-            invalid = len(fm.rejected) - fm.rejected_context
+            invalid = len(fm.rejected) - fm.rejected_context - fm.rejected_packing
             if invalid:
                 m.flows_dropped.labels("invalid").inc(invalid)
             if fm.rejected_context:
                 m.flows_dropped.labels("bad_context").inc(fm.rejected_context)
+            if fm.rejected_packing:
+                m.flows_dropped.labels("bad_packing").inc(fm.rejected_packing)
             self._ratelog.warning("invalid", f"dropped {len(fm.rejected)} invalid flow(s) from node "
                                              f"{fm.node!r}, e.g. {fm.rejected[0]}")
         if not fm.flows:

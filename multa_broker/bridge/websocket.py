@@ -17,7 +17,7 @@ from multa_broker.bridge import events, wire
 from multa_broker.bridge.codec import CodecError
 from multa_broker.bridge.config import WebSocketConfig
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
-from multa_broker.protocol import FLOWS_EVENT, Result
+from multa_broker.protocol import FLOWS_EVENT, PACKED_FLOWS_EVENT, Result
 
 
 def ssl_context(cfg: WebSocketConfig) -> ssl.SSLContext | None:
@@ -151,6 +151,9 @@ class WebSocketTransport(Transport):
             # The common case, a well-formed Multa::flows, in one typed pass.
             fast = wire.decode_flows(text)
             if fast is not None:
+                if fast.__class__ is wire.PackedFlowsWire:
+                    return Inbound("event", topic=fast.topic, name=PACKED_FLOWS_EVENT, args=fast,
+                                   parse_flows=events.packed_flows_from_wire)
                 return Inbound("event", topic=fast.topic, name=FLOWS_EVENT, args=fast,
                                parse_flows=events.flows_from_wire)
         try:
@@ -164,7 +167,8 @@ class WebSocketTransport(Transport):
                 name, args = wire.split_event(msg.t, msg.data)
             except CodecError as e:
                 return Inbound("malformed", topic=msg.topic, code="not_an_event", detail=str(e))
-            return Inbound("event", topic=msg.topic, name=name, args=args, parse_flows=events.flows_from_json)
+            return Inbound("event", topic=msg.topic, name=name, args=args,
+                           parse_flows=events.flows_parser(name) or events.flows_from_json)
         if msg.type == "error":
             return Inbound("error", code=str(msg.code) or "unknown", detail=str(msg.context))
         return Inbound("malformed", code="unexpected_type", detail=f"message of type {msg.type!r}")

@@ -142,24 +142,47 @@ if msgspec is not None:
     #: contract version 2 (``FlowsWire``) or every one of version 1 (``FlowsWire1``).
     FlowsWire = _flows_wire(_Rec2, "")
     FlowsWire1 = _flows_wire(_Rec, "1")
+
+    #: A ``Multa::PackedFlow`` record: six typed fields, then one string.
+    _PRec = msgspec.defstruct("_PRec", [("data", tuple[_S, _A, _P, _A, _P, _T, _S])],
+                              tag_field="@data-type", tag="vector", gc=False)
+    _PFlows = msgspec.defstruct("_PFlows", [("data", list[_PRec])], tag_field="@data-type", tag="vector",
+                                gc=False)
+    _PArgs = msgspec.defstruct("_PArgs", [("data", tuple[_S, _C, _PFlows])], tag_field="@data-type",
+                               tag="vector", gc=False)
+    _PBody = msgspec.defstruct("_PBody", [("data", tuple[_S, _PArgs])], tag_field="@data-type", tag="vector",
+                               gc=False)
+    #: A data-message carrying one well-formed ``Multa::packed_flows(node, version, flows)``.
+    PackedFlowsWire = msgspec.defstruct("PackedFlowsWire", [
+        ("type", str), ("topic", str), ("t", str, msgspec.field(name="@data-type")),
+        ("data", tuple[_C, _C, _PBody])], gc=False)
+
     _flows_decoder = msgspec.json.Decoder(FlowsWire)
     _flows_decoder_v1 = msgspec.json.Decoder(FlowsWire1)
+    _packed_decoder = msgspec.json.Decoder(PackedFlowsWire)
     _SHAPE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
     def decode_flows(text: str | bytes) -> "Any | None":
-        """The message as :data:`FlowsWire` (or :data:`FlowsWire1` from an older Zeek package)
-        if it has exactly that shape, else None."""
+        """The message as :data:`PackedFlowsWire`, :data:`FlowsWire` (or :data:`FlowsWire1` from
+        an older Zeek package) if it has exactly that shape, else None."""
         try:
-            m = _flows_decoder.decode(text)
+            # The package's default encoding first; a typed message fails it at the
+            # event's second argument, so this try is cheap.
+            m = _packed_decoder.decode(text)
+            name = "Multa::packed_flows"
         except _SHAPE_ERRORS:
-            # Deep nesting in a field the schema skips: the generic path refuses it.
-            # A version 1 record fails at its ninth field's end, so this try is cheap.
+            name = "Multa::flows"
             try:
-                m = _flows_decoder_v1.decode(text)
+                m = _flows_decoder.decode(text)
             except _SHAPE_ERRORS:
-                return None
+                # Deep nesting in a field the schema skips: the generic path refuses it.
+                # A version 1 record fails at its ninth field's end, so this try is cheap.
+                try:
+                    m = _flows_decoder_v1.decode(text)
+                except _SHAPE_ERRORS:
+                    return None
         if (m.type != "data-message" or m.t != "vector" or m.data[0].data != 1 or m.data[1].data != 1
-                or m.data[2].data[0].data != "Multa::flows"):
+                or m.data[2].data[0].data != name):
             return None
         return m
 
