@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--contract", type=int, choices=(1, 2), default=2,
                         help="flow contract version the fake Zeek sends (2: with host context; "
                              "1: an older Zeek package's records, without)")
+    parser.add_argument("--encoding", choices=("typed", "packed", "both"), default="packed",
+                        help="how the fake Zeek sends flows: packed (Multa::packed_flows, the package's "
+                             "default), typed (Multa::flows) or both, alternating in one run (default packed)")
     parser.add_argument("--batch", type=int, default=256, help="bridge batch.max_flows")
     parser.add_argument("--max-wait-ms", type=float, default=1.0, help="bridge batch.max_wait_ms")
     parser.add_argument("--threads", type=int, default=1, help="bridge model.threads")
@@ -321,15 +324,16 @@ async def _open_loop_fast(gen: Generator, rate: float, seconds: float) -> dict[s
 # ------------------------------------------------------------ one run
 
 
-async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int) -> dict[str, Any]:
+async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int,
+                   encoding: str = "packed") -> dict[str, Any]:
     import yaml
 
     from multa_broker.bench.fakezeek import FakeZeek, FlowTemplates
 
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
     zeek = await FakeZeek(keep=False).start()
-    templates = FlowTemplates(_template_flows(512, args.packets), uid_prefix=f"R{run_no}x",
-                              version=args.contract)
+    templates = FlowTemplates(_template_flows(512, args.packets), uid_prefix=f"R{run_no}{encoding[0]}x",
+                              version=args.contract, encoding=encoding)
     gen = Generator(zeek, templates, args.flows_per_message)
     zeek.on_results = gen.on_results
     mport = free_port()
@@ -369,6 +373,8 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int)
             base = out.get("throughput", {}).get("flows_per_s") or args.rate
             out["overload"] = await _overload(gen, base * args.overload, args.overload_seconds, proc.pid, mport)
         out["rejected_by_zeek"] = len(zeek.rejected)
+        text, _ = templates.message(TOPIC, "worker-1", args.flows_per_message)
+        out["wire_bytes_per_flow"] = len(text.encode()) / args.flows_per_message
     finally:
         _stop(proc)
         await zeek.stop()
@@ -389,18 +395,8 @@ def _median(runs: list[dict[str, Any]], *path: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
-def run(args: argparse.Namespace) -> int:
-    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    with tempfile.TemporaryDirectory(prefix="multa-bench-bridge-") as d:
-        tmp = Path(d)
-        model = args.model or _bench_model(tmp)
-        from multa_broker.bridge import wire
-
-        runs = []
-        for i in range(args.repeat):
-            runs.append(asyncio.run(_one_run(args, model, tmp, i)))
-            print(f"run {i + 1}/{args.repeat} done", file=sys.stderr)
-    summary = {
+def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
+    return {
         "throughput_flows_per_s": _median(runs, "throughput", "flows_per_s"),
         "latency_offered_per_s": _median(runs, "latency", "offered_per_s"),
         "latency_p50_ms": _median(runs, "latency", "p50_ms"),
@@ -423,15 +419,35 @@ def run(args: argparse.Namespace) -> int:
              for r in runs if r.get("flows_out")] or [float("nan")]),
         "cpu_us_per_flow_generator": statistics.median(
             [r["generator_cpu_s"] * 1e6 / r["flows_out"] for r in runs if r.get("flows_out")] or [float("nan")]),
+        "wire_bytes_per_flow": _median(runs, "wire_bytes_per_flow"),
     }
+
+
+def run(args: argparse.Namespace) -> int:
+    load_before = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    encodings = ("typed", "packed") if args.encoding == "both" else (args.encoding,)
+    with tempfile.TemporaryDirectory(prefix="multa-bench-bridge-") as d:
+        tmp = Path(d)
+        model = args.model or _bench_model(tmp)
+        from multa_broker.bridge import wire
+
+        by_encoding: dict[str, list[dict[str, Any]]] = {e: [] for e in encodings}
+        for i in range(args.repeat):
+            for enc in encodings:  # alternate, so drift hits both alike
+                by_encoding[enc].append(asyncio.run(_one_run(args, model, tmp, i, enc)))
+            print(f"run {i + 1}/{args.repeat} done", file=sys.stderr)
+    summaries = {e: _summary(r) for e, r in by_encoding.items()}
     info = {"model": model if args.model else "untrained LMMoE, default size (temporary store)",
             "packets_per_flow": args.packets, "flows_per_message": args.flows_per_message,
-            "flow_contract": args.contract,
+            "flow_contract": args.contract, "encodings": list(encodings),
             "batch": args.batch, "max_wait_ms": args.max_wait_ms, "threads": args.threads,
             "json_decoder": args.json_decoder if wire.msgspec is not None else "json (msgspec missing)",
             "seconds": args.seconds, "repeat": args.repeat, "cpus": os.cpu_count(),
             "worker": args.worker, "loadavg_before": load_before}
-    doc = {"config": info, "median": summary, "runs": runs}
+    if len(encodings) == 1:
+        doc = {"config": info, "median": summaries[encodings[0]], "runs": by_encoding[encodings[0]]}
+    else:
+        doc = {"config": info, "median": summaries, "runs": by_encoding}
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(doc, indent=2) + "\n")
     if args.json:
@@ -441,7 +457,21 @@ def run(args: argparse.Namespace) -> int:
           f"{args.flows_per_message} "
           f"flows/message, batch {args.batch}/{args.max_wait_ms:g} ms, decoder {info['json_decoder']}, "
           f"model worker {args.worker}, {os.cpu_count()} CPUs, load average before "
-          f"{info['loadavg_before']}; median of {args.repeat} runs x {args.seconds:g} s")
+          f"{info['loadavg_before']}; median of {args.repeat} runs x {args.seconds:g} s"
+          + (", encodings alternating" if len(encodings) > 1 else f", {encodings[0]} encoding"))
+    for enc in encodings:
+        if len(encodings) > 1:
+            print(f"encoding {enc} ({'Multa::packed_flows' if enc == 'packed' else 'Multa::flows'}):")
+        _print_summary(args, summaries[enc], by_encoding[enc])
+    if len(encodings) > 1:
+        t, p = summaries["typed"], summaries["packed"]
+        print(f"packed / typed: throughput {p['throughput_flows_per_s'] / t['throughput_flows_per_s']:.2f}x, "
+              f"event-loop CPU per flow {p['cpu_us_per_flow_bridge_main'] / t['cpu_us_per_flow_bridge_main']:.2f}x, "
+              f"bytes per flow {p['wire_bytes_per_flow'] / t['wire_bytes_per_flow']:.2f}x")
+    return 0
+
+
+def _print_summary(args: argparse.Namespace, summary: dict[str, float], runs: list[dict[str, Any]]) -> None:
     rows = [
         ("sustained throughput (flows/s)", summary["throughput_flows_per_s"], ">= 20,000"),
         (f"latency p50 at {summary['latency_offered_per_s']:,.0f} flows/s (ms)", summary["latency_p50_ms"], ""),
@@ -459,6 +489,7 @@ def run(args: argparse.Namespace) -> int:
         ("CPU per flow: bridge event loop (us)", summary["cpu_us_per_flow_bridge_main"], ""),
         ("CPU per flow: model worker (us)", summary["cpu_us_per_flow_model_worker"], ""),
         ("CPU per flow: load generator / fake Zeek (us)", summary["cpu_us_per_flow_generator"], ""),
+        ("bytes per flow on the wire", summary["wire_bytes_per_flow"], ""),
         ("ceiling on 2 idle cores (flows/s)", 2e6 / (summary["cpu_us_per_flow_bridge_main"]
                                                    + summary["cpu_us_per_flow_model_worker"]
                                                    + summary["cpu_us_per_flow_generator"]), "CPU-bound"),
@@ -475,4 +506,3 @@ def run(args: argparse.Namespace) -> int:
             f"{k}={statistics.median(v):,.0f}" for k, v in drops.items()))
     rejected = sum(r.get("rejected_by_zeek", 0) for r in runs)
     print(f"  results Zeek would reject for wrong types: {rejected}")
-    return 0

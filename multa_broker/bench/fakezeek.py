@@ -30,7 +30,11 @@ from typing import Any, Callable, Sequence
 
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import Flow
-from multa_broker.protocol import FLOW_CONTRACT_VERSION, FLOWS_EVENT, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import (FLOW_CONTRACT_VERSION, FLOWS_EVENT, PACKED_FLOW_VERSION, PACKED_FLOWS_EVENT,
+                                   RESULTS_EVENT, Port, Result, pack_sequences)
+
+#: How the fake Zeek sends flows: ``Multa::flows`` or ``Multa::packed_flows`` (Multa::flow_encoding).
+ENCODINGS = ("typed", "packed")
 
 ZEEK_VERSION = "8.0.10"
 WS_PATH = "/v1/messages/json"
@@ -63,14 +67,29 @@ def flow_values(flow: Flow, version: int = FLOW_CONTRACT_VERSION) -> tuple[Any, 
     return rec + (None if flow.ctx is None else tuple(codec.Count(c) for c in flow.ctx),)
 
 
-def flow_record_json(flow: Flow, version: int = FLOW_CONTRACT_VERSION) -> dict[str, Any]:
-    """A Flow as Zeek puts it on the wire: a Broker JSON vector of its fields."""
+def packed_flow_values(flow: Flow) -> tuple[Any, ...]:
+    """A Flow as the ``Multa::PackedFlow`` record in :mod:`codec` Python values."""
+    return flow_values(flow, 1)[:6] + (pack_sequences(flow.sizes, flow.dirs, flow.iats, flow.ctx),)
+
+
+def flow_record_json(flow: Flow, version: int = FLOW_CONTRACT_VERSION, encoding: str = "typed") -> dict[str, Any]:
+    """A Flow as Zeek puts it on the wire: a Broker JSON vector of its fields
+    (``encoding`` "packed": a ``Multa::PackedFlow``)."""
+    if encoding == "packed":
+        return codec.encode(packed_flow_values(flow))
+    if encoding != "typed":
+        raise ValueError(f"unknown flow encoding {encoding!r}")
     return codec.encode(flow_values(flow, version))
 
 
 def flows_event_values(node: str, flows: Sequence[Flow], version: int = FLOW_CONTRACT_VERSION) -> list[Any]:
     """``Multa::flows`` arguments as codec values (what Zeek sends)."""
     return [node, tuple(flow_values(f, version) for f in flows)]
+
+
+def packed_flows_event_values(node: str, flows: Sequence[Flow], version: int = PACKED_FLOW_VERSION) -> list[Any]:
+    """``Multa::packed_flows`` arguments as codec values (what Zeek sends)."""
+    return [node, codec.Count(version), tuple(packed_flow_values(f) for f in flows)]
 
 
 @dataclass
@@ -112,10 +131,12 @@ class FlowTemplates:
     splices a new uid into pre-rendered text per flow.
     """
 
-    def __init__(self, flows: Sequence[Flow], uid_prefix: str = "C", version: int = FLOW_CONTRACT_VERSION) -> None:
+    def __init__(self, flows: Sequence[Flow], uid_prefix: str = "C", version: int = FLOW_CONTRACT_VERSION,
+                 encoding: str = "typed") -> None:
         self._tails = []
+        self.encoding = encoding
         for f in flows:
-            rec = json.dumps(flow_record_json(f, version), separators=(",", ":"))
+            rec = json.dumps(flow_record_json(f, version, encoding), separators=(",", ":"))
             # Split off the uid field: '{"@data-type":"vector","data":[{uid},' + tail
             head = '{"@data-type":"vector","data":[' + json.dumps(codec.encode(f.uid or "x"), separators=(",", ":")) + ","
             assert rec.startswith(head)
@@ -129,23 +150,31 @@ class FlowTemplates:
         uids = [f"{self.prefix}{next(self._counter):x}" for _ in range(count)]
         recs = ",".join('{"@data-type":"vector","data":[{"@data-type":"string","data":"' + u + '"},'
                         + self._tails[next(self._next)] for u in uids)
-        return flows_message_text(topic, node, recs), uids
+        return flows_message_text(topic, node, recs, self.encoding), uids
 
 
-def flows_message_text(topic: str, node: str, records_json: str) -> str:
-    """A data-message carrying ``Multa::flows(node, [records])``; records already JSON text."""
+def flows_message_text(topic: str, node: str, records_json: str, encoding: str = "typed",
+                       packed_version: int = PACKED_FLOW_VERSION) -> str:
+    """A data-message carrying ``Multa::flows(node, [records])`` (``encoding`` "packed":
+    ``Multa::packed_flows(node, packed_version, [records])``); records already JSON text."""
+    if encoding == "packed":
+        name, version = PACKED_FLOWS_EVENT, '{"@data-type":"count","data":%d},' % packed_version
+    else:
+        name, version = FLOWS_EVENT, ""
     return ('{"type":"data-message","topic":' + json.dumps(topic) + ',"@data-type":"vector","data":['
             '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
-            '{"@data-type":"vector","data":[{"@data-type":"string","data":' + json.dumps(FLOWS_EVENT) + "},"
+            '{"@data-type":"vector","data":[{"@data-type":"string","data":' + json.dumps(name) + "},"
             '{"@data-type":"vector","data":[{"@data-type":"string","data":' + json.dumps(node) + "},"
-            '{"@data-type":"vector","data":[' + records_json + "]}]}]}]}")
+            + version + '{"@data-type":"vector","data":[' + records_json + "]}]}]}]}")
 
 
-def flows_message(topic: str, node: str, flows: Sequence[Flow], version: int = FLOW_CONTRACT_VERSION) -> str:
+def flows_message(topic: str, node: str, flows: Sequence[Flow], version: int = FLOW_CONTRACT_VERSION,
+                  encoding: str = "typed") -> str:
     """A data-message carrying ``Multa::flows(node, flows)`` exactly as Zeek writes it
-    (``version`` 1: as an older Zeek package writes it, without ``ctx``)."""
-    recs = ",".join(json.dumps(flow_record_json(f, version), separators=(",", ":")) for f in flows)
-    return flows_message_text(topic, node, recs)
+    (``version`` 1: as an older Zeek package writes it, without ``ctx``; ``encoding``
+    "packed": ``Multa::packed_flows`` as the package writes it by default)."""
+    recs = ",".join(json.dumps(flow_record_json(f, version, encoding), separators=(",", ":")) for f in flows)
+    return flows_message_text(topic, node, recs, encoding)
 
 
 class FakeZeek:
@@ -284,8 +313,8 @@ class FakeZeek:
             await ws.send(text)
 
     async def send_flows(self, flows: Sequence[Flow], node: str = "worker-1", topic: str = "multa/flows",
-                         version: int = FLOW_CONTRACT_VERSION) -> int:
-        return await self.send_text(topic, flows_message(topic, node, flows, version))
+                         version: int = FLOW_CONTRACT_VERSION, encoding: str = "typed") -> int:
+        return await self.send_text(topic, flows_message(topic, node, flows, version, encoding))
 
     def results(self) -> list[Result]:
         return [r for rec in self.received for r in rec.results]

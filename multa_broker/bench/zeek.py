@@ -20,6 +20,11 @@ run twice: as above with the scripts' collector (``MULTA_COLLECTOR=scripts``),
 and as ``multa+plugin``, ``publish+plugin``, ``collect+plugin`` with the
 plugin's C++ collector.
 
+The package set-ups send flows in the packed encoding, as shipped
+(``Multa::flow_encoding = Multa::PACKED``); ``--encoding typed`` sends
+``Multa::Flow`` records instead, and ``--encoding both`` runs each package
+set-up twice, the second time typed (``-typed`` rows).
+
 The package set-ups run with host context on (``Multa::host_context``, the
 default; context.zeek); ``--context off`` turns it off in them, and
 ``--context both`` runs each of them twice, the second time with it off
@@ -70,6 +75,9 @@ PLUGIN = "+plugin"
 # Suffix of a package set-up run with Multa::host_context off.
 NOCTX = "-noctx"
 _CONTEXT_OFF = "redef Multa::host_context = F;"
+# Suffix of a package set-up run with the typed flow encoding.
+TYPED = "-typed"
+_TYPED_ENCODING = "redef Multa::flow_encoding = Multa::TYPED;"
 REFERENCE = Path(__file__).resolve().parent / "new_packet.zeek"
 SETUPS = ("plain", "multa", "publish", "collect", "new_packet")
 
@@ -157,6 +165,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="host context in the package set-ups: on (the default, as shipped), off "
                              "(Multa::host_context = F), or both: each package set-up again with it off, "
                              "as <set-up>-noctx")
+    parser.add_argument("--encoding", choices=("packed", "typed", "both"), default="packed",
+                        help="flow encoding of the package set-ups: packed (the default, as shipped), "
+                             "typed (Multa::flow_encoding = Multa::TYPED), or both: each package set-up "
+                             "again typed, as <set-up>-typed")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
 
 
@@ -299,6 +311,10 @@ def run(args: argparse.Namespace) -> int:
     context = getattr(args, "context", "on")
     if context == "both":
         setups += [s + NOCTX for s in setups if s.removesuffix(PLUGIN) in ("multa", "publish", "collect")]
+    encoding = getattr(args, "encoding", "packed")
+    if encoding == "both":
+        setups += [s + TYPED for s in setups
+                   if s.removesuffix(NOCTX).removesuffix(PLUGIN) in ("multa", "publish", "collect")]
     with tempfile.TemporaryDirectory(prefix="multa-bench-zeek-") as tmp:
         work = Path(tmp)
         trace = work / "trace.pcap"
@@ -330,10 +346,12 @@ def run(args: argparse.Namespace) -> int:
                     peer = peers.get(setup)
                     if peer is not None and peer.poll() is not None:
                         raise MultaError(f"the {setup} peer exited early; see {work / setup}/*.log")
-                    base = setup.removesuffix(NOCTX)
+                    base = setup.removesuffix(TYPED).removesuffix(NOCTX)
                     extra = args.package_script
-                    if setup.endswith(NOCTX) or context == "off":
+                    if base != setup.removesuffix(TYPED) or context == "off":
                         extra = f"{extra} {_CONTEXT_OFF}".strip()
+                    if setup.endswith(TYPED) or encoding == "typed":
+                        extra = f"{extra} {_TYPED_ENCODING}".strip()
                     cmd = _zeek_cmd(args.zeek, trace, base.removesuffix(PLUGIN), ports.get(setup, 0),
                                     extra, tuple(shlex.split(args.zeek_args)))
                     env = None if setup == "plain" else _zeek_env(base, plugin_dir)
@@ -346,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
                 peer.wait(timeout=30)
     report = _report(results, what, packets, args.repeat)
     report["host_context"] = context
+    report["encoding"] = encoding
     print(json.dumps(report, indent=1) if args.json else _table(report))
     return 0
 
@@ -373,7 +392,8 @@ def _report(results: dict[str, SetupResult], what: str, packets: int, repeat: in
 
 def _table(report: dict) -> str:
     lines = [f"multa bench zeek: {report['trace']}, {report['packets']:,} packets, "
-             f"median of {report['repeat']} alternating runs, host context {report.get('host_context', 'on')}",
+             f"median of {report['repeat']} alternating runs, host context {report.get('host_context', 'on')}, "
+             f"flow encoding {report.get('encoding', 'packed')}",
              f"{'set-up':<22}{'wall s':>9}{'x plain':>9}{'cpu s':>9}{'x plain':>9}"
              f"{'trace cpu':>11}{'x plain':>9}{'RSS MB':>9}{'x plain':>9}{'flows':>9}{'batches':>9}"]
     for name, r in report["setups"].items():
@@ -388,6 +408,8 @@ def _table(report: dict) -> str:
         lines.append("note: collect and new_packet emitted different flow counts; see docs/performance.md")
     lines.append("trace cpu: CPU time minus that of the same set-up on a capture without packets "
                  "(start-up and shutdown); batches: Multa::flows events published")
+    if any(name.endswith(TYPED) for name in s):
+        lines.append(f"{TYPED}: the set-up with the typed flow encoding (Multa::flow_encoding = Multa::TYPED)")
     if any(name.endswith(NOCTX) for name in s):
         lines.append(f"{NOCTX}: the set-up with host context off (Multa::host_context = F)")
     if any(r["rss_mb"] is None for r in s.values()):
