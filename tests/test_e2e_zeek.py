@@ -259,3 +259,106 @@ def test_lab_threats_raise_notices(prefix, cls, tmp_path, classifier):
     notes = [n for n in out["notice"] if n.get("note", "").startswith("Multa::")]
     assert any(n.get("sub") == cls for n in notes), (
         f"{captures[0]}: no Multa notice for {cls}; notices: {[(n['note'], n.get('sub')) for n in notes]}")
+
+
+# --- Both flow encodings (issue 18) -------------------------------------------------
+
+# Runs the bridge and writes every flow it decoded, as JSON, to the file named first.
+BRIDGE_TAP = """
+import json, sys
+from multa_broker.bridge import events
+
+out = open(sys.argv.pop(1), "w")
+
+def tap(fn):
+    def decode(*args, **kw):
+        fm = fn(*args, **kw)
+        for f in fm.flows:
+            k = f.key
+            out.write(json.dumps({"encoding": fm.encoding, "uid": f.uid, "tuple": [k.proto, k.orig_h, k.orig_p,
+                                  k.resp_h, k.resp_p], "ts": k.ts, "sizes": f.sizes, "dirs": f.dirs,
+                                  "iats": f.iats, "ctx": f.ctx}) + "\\n")
+        out.write(json.dumps({"rejected": fm.rejected}) + "\\n" if fm.rejected else "")
+        out.flush()
+        return fm
+    return decode
+
+for name in ("flows_from_wire", "flows_from_json", "packed_flows_from_wire", "packed_flows_from_json"):
+    setattr(events, name, tap(getattr(events, name)))
+
+from multa_broker.cli import main
+raise SystemExit(main())
+"""
+
+ENCODING_CAPTURES = [
+    "zeek-traces/http/get.pcap",
+    "zeek-traces/dns53.pcap",
+    "ndpi/pcap/443-chrome.pcap",
+    "ndpi/pcap/dns-tunnel-iodine.pcap",
+]
+
+PLUGIN_DIR = Path(__import__("os").environ.get("MULTA_PLUGIN_DIR", REPO / "build"))
+
+
+def run_encoding(capture: Path, workdir: Path, encoding: str, plugin: bool) -> tuple[list[dict], int]:
+    """Zeek (Multa::flow_encoding = *encoding*) and a tapped bridge on one capture:
+    the flows the bridge decoded, and multa.log's row count."""
+    import os
+
+    workdir.mkdir()
+    port = free_port()
+    cfg = workdir / "bridge.yaml"
+    cfg.write_text(
+        f"websocket:\n  url: ws://127.0.0.1:{port}/v1/messages/json\n"
+        "model:\n  path: default\n  poll_s: 0\n  worker: thread\n"
+        "reconnect:\n  initial_s: 0.05\n  max_s: 0.2\n"
+        "metrics:\n  enabled: false\n"
+    )
+    (workdir / "tap.py").write_text(BRIDGE_TAP)
+    env = dict(os.environ)
+    if plugin:
+        env.update(ZEEK_PLUGIN_PATH=str(PLUGIN_DIR), ZEEK_PLUGIN_ACTIVATE="Multa::Collector")
+        env.pop("MULTA_COLLECTOR", None)
+    else:
+        env["MULTA_COLLECTOR"] = "scripts"
+    bridge_log = open(workdir / "bridge.log", "w")
+    bridge = subprocess.Popen([sys.executable, str(workdir / "tap.py"), str(workdir / "tap.jsonl"), "bridge",
+                               "--config", str(cfg)], stdout=bridge_log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        zeek = subprocess.run(
+            [ZEEK, "-C", "-r", str(capture), str(PACKAGE), str(PACKAGE / "offline.zeek"), "-e",
+             f"redef Multa::websocket_port = {port}/tcp; redef LogAscii::use_json = T; "
+             f"redef Multa::flow_encoding = Multa::{encoding.upper()};"],
+            cwd=workdir, capture_output=True, text=True, timeout=180, env=env,
+        )
+    finally:
+        bridge.terminate()
+        bridge.wait(timeout=30)
+        bridge_log.close()
+    assert zeek.returncode == 0, f"zeek failed: {zeek.stderr[-2000:]}"
+    lines = [json.loads(x) for x in (workdir / "tap.jsonl").read_text().splitlines()]
+    assert not [x for x in lines if "rejected" in x], f"the bridge rejected flows: {lines}"
+    log = workdir / "multa.log"
+    rows = len(log.read_text().splitlines()) if log.exists() else 0
+    return lines, rows
+
+
+@pytest.mark.parametrize("collector", ["scripts", "plugin"])
+@pytest.mark.parametrize("name", ENCODING_CAPTURES)
+def test_both_encodings_carry_byte_identical_flows(name, collector, classifier, tmp_path):
+    """Typed (Multa::flows) and packed (Multa::packed_flows) flows, as the bridge decodes them,
+    are the same: identical sequences and ctx, flow for flow, and one multa.log row each."""
+    capture = SHARED_DATA / name
+    if not capture.exists():
+        pytest.skip(f"{capture} not present")
+    if collector == "plugin" and not (PLUGIN_DIR / "__zeek_plugin__").is_file():
+        pytest.skip(f"no Multa::Collector plugin in {PLUGIN_DIR} (zeek_plugin/build.sh, or MULTA_PLUGIN_DIR)")
+    got = {}
+    for encoding in ("typed", "packed"):
+        flows, rows = run_encoding(capture, tmp_path / encoding, encoding, collector == "plugin")
+        assert flows and {f["encoding"] for f in flows} == {encoding}
+        assert rows == len(flows), f"{encoding}: {len(flows)} flows decoded, {rows} multa.log rows"
+        got[encoding] = sorted(json.dumps([f["tuple"], f["ts"], f["sizes"], f["dirs"], f["iats"], f["ctx"]])
+                               for f in flows)
+        assert all(json.loads(x)[5] is not None for x in got[encoding]), f"{encoding}: a flow without ctx"
+    assert got["typed"] == got["packed"]
