@@ -25,7 +25,7 @@ from typing import Any, Iterable
 
 from multa_broker import context
 from multa_broker.bridge import codec, wire
-from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey, validate
+from multa_broker.flow import MAX_N, MAX_SIZE, MIN_SIZE, PROTO_INDEX, Flow, FlowError, FlowKey, validate
 from multa_broker.protocol import (FLOW_FIELDS, FLOW_FIELDS_V1, FLOWS_EVENT, MAX_PACKED_CHARS,
                                    PACKED_FLOW_FIELDS, PACKED_FLOW_VERSION, PACKED_FLOWS_EVENT, RESULTS_EVENT,
                                    Result)
@@ -193,6 +193,17 @@ def _ctx(v: Any, typed: bool) -> tuple[int, ...] | None:
         raise ContextFlowError(f"field ctx: {e}"[:200]) from None
 
 
+def _validate(flow: Flow, max_n: int) -> None:
+    """:func:`multa_broker.flow.validate` (before ``ctx`` is set), its common case done with
+    C-level min/max instead of a Python loop per packet; validate() itself says what is wrong."""
+    sizes, iats, k = flow.sizes, flow.iats, flow.key
+    if (sizes and len(sizes) <= max_n and len(sizes) == len(flow.dirs) == len(iats) and iats[0] == 0
+            and min(iats) >= 0 and min(sizes) >= MIN_SIZE and max(sizes) <= MAX_SIZE and k.proto in PROTO_INDEX
+            and 0 <= k.orig_p <= 65535 and 0 <= k.resp_p <= 65535 and math.isfinite(k.ts)):
+        return
+    validate(flow, max_n)
+
+
 def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
     """One ``Multa::Flow`` record (a Broker JSON vector as :class:`wire.Value`, or a typed
     :data:`wire.FlowsWire`/``FlowsWire1`` record) as a validated Flow; FlowError says what
@@ -229,7 +240,7 @@ def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
             _seq(fields[8], "count", int, "iats", max_n, typed),
             uid,
         )
-        validate(flow, max_n)
+        _validate(flow, max_n)
         if len(fields) == _N_FLOW_FIELDS:
             # After the packets: a record bad in both is counted as invalid, not for its context.
             flow.ctx = _ctx(fields[9], typed)
@@ -460,7 +471,7 @@ def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VE
         sizes, dirs, iats, ctx = _unpack(fields[6].data if typed else _field(fields[6], "string", "packed"),
                                          max_n)
         flow = Flow(FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts), sizes, dirs, iats, uid)
-        validate(flow, max_n)
+        _validate(flow, max_n)
         # After the packets, as for typed records: a record bad in both is counted as invalid.
         flow.ctx = _packed_ctx(ctx)
     except ContextFlowError as e:
