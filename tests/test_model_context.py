@@ -56,6 +56,7 @@ def test_context_features_are_zero_without_context_and_scaled_with_it() -> None:
     assert out[1, 0].item() == pytest.approx(1.0)             # beyond the cap: clamped
     assert out[0, N_FEATURES + 1].item() == pytest.approx(0.5)  # distinct ports / connections
     assert out[0, N_FEATURES + 3].item() == pytest.approx(0.5)  # distinct originators / endpoint conns
+    assert out[0, N_FEATURES + 4].item() == pytest.approx(0.5)  # spread: max(hosts, ports) / connections
     assert out[0, -1].item() == 1.0 and out[2, -1].item() == 0.0
     assert float(out[2].abs().sum()) == 0.0                   # flagged absent: no numbers leak through
 
@@ -88,7 +89,7 @@ def test_classical_features_gain_the_context_columns() -> None:
     plain = flow_features(*a)
     ctx = np.array([[10, 2, 5, 1, 3, 3]] * 4, np.float32)
     with_ctx = flow_features(*a, ctx=ctx, has_ctx=np.ones(4))
-    assert with_ctx.shape[1] == plain.shape[1] + N_FEATURES + 5
+    assert with_ctx.shape[1] == plain.shape[1] + N_FEATURES + 6
     np.testing.assert_array_equal(with_ctx[:, :plain.shape[1]], plain)
     assert with_ctx[0, plain.shape[1] + N_FEATURES + 1] == pytest.approx(0.5)
 

@@ -60,7 +60,8 @@ def flow_features(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths
         h = np.ones(len(lengths)) if has_ctx is None else np.asarray(has_ctx, dtype=np.float64)
         c = np.asarray(ctx, dtype=np.float64)
         orig, resp = np.maximum(c[:, 0], 1), np.maximum(c[:, 4], 1)
-        cols += list(c.T) + [c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp, h]
+        cols += list(c.T) + [c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp,
+                             np.maximum(c[:, 1], c[:, 2]) / orig, h]
     return np.stack(cols, axis=1).astype(np.float32)
 
 

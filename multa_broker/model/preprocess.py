@@ -38,8 +38,11 @@ A model with host context (:mod:`multa_broker.context`) appends
 :class:`ContextInput`'s features to that summary: each count as
 log1p(count) / log1p(MAX_ENTRIES), the originator's distinct hosts, ports and
 same-endpoint connections as shares of its connections, the endpoint's
-distinct originators as a share of its connections, and a 1 where the flow
-came with context at all (an older Zeek package sends none).
+distinct originators as a share of its connections, the originator's spread
+(the larger of its distinct hosts and ports, as a share of its connections:
+near 1 for a vertical scan of one host's ports and a horizontal one of many
+hosts alike, low for a client that comes back to the same servers), and a 1
+where the flow came with context at all (an older Zeek package sends none).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ SUMMARY_DIM = STEP_FEATURES + 3 * DIR_STATS + 5 + 2 * FIRST + N_PROTOS + 1
 
 
 #: Width of the host-context features appended to the summary of a model with context.
-CONTEXT_DIM = N_CONTEXT + 4 + 1
+CONTEXT_DIM = N_CONTEXT + 5 + 1
 
 
 class ContextInput(nn.Module):
@@ -83,13 +86,14 @@ class ContextInput(nn.Module):
     def forward(self, ctx: Optional[torch.Tensor], has_ctx: Optional[torch.Tensor],
                 batch: int, dtype: torch.dtype) -> torch.Tensor:
         if ctx is None or has_ctx is None:
-            return torch.zeros(batch, self.width + 5, dtype=dtype)
+            return torch.zeros(batch, self.width + 6, dtype=dtype)
         c = ctx.to(dtype).clamp(0.0, self.cap)
         h = has_ctx.to(dtype).unsqueeze(1)
         logc = torch.log1p(c) / self.log_cap
         orig = c[:, 0].clamp(min=1.0)
         resp = c[:, 4].clamp(min=1.0)
-        shares = torch.stack([c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp], dim=1)
+        spread = torch.maximum(c[:, 1], c[:, 2]) / orig
+        shares = torch.stack([c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp, spread], dim=1)
         return torch.cat([logc * h, shares * h, h], dim=1)
 
 
