@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("multa_broker.commands.train", "train an LMMoE (joint or separate paradigm) and its baselines"),
     "tune": ("multa_broker.commands.tune", "search model sizes for the smallest LMMoE that keeps accuracy"),
     "classify": ("multa_broker.commands.classify", "classify the flows in captures with a stored model"),
-    "bench": ("multa_broker.commands.bench", "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context"),
+    "bench": ("multa_broker.commands.bench", "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context, versus"),
     "bridge": ("multa_broker.commands.bridge", "run the Zeek <-> model bridge service"),
     "lab": ("multa_broker.commands.lab", "generate labelled traffic in network namespaces"),
     "zeek-path": ("multa_broker.resources", "print the folder of the installed Zeek scripts (for @load)"),

@@ -9,6 +9,7 @@
   ``new_packet.zeek`` (the reference collector);
 * :mod:`.context` -- ``multa bench context``: out-of-source threat verdicts with host context
   against without, from two ``multa train --eval loso`` runs;
+* :mod:`.versus` -- ``multa bench versus``: stored models side by side on a dataset's test split;
 * :mod:`.fakezeek` -- Zeek's WebSocket side, played by the bridge benchmarks and the tests;
 * :mod:`.loopback` -- a free port on 127.0.0.1, for benchmarks and tests that start servers.
 

@@ -1,0 +1,41 @@
+"""``multa bench versus``: stored models scored side by side on one dataset's split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multa_broker.bench import versus
+from multa_broker.dataset.format import FlowDataset
+from multa_broker.inference import Classifier
+from multa_broker.model.metrics import macro_f1
+from multa_broker.model.synthetic import train_tiny
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
+
+
+def test_scores_equal_the_models_own_predictions(tmp_path: Path) -> None:
+    model = train_tiny(tmp_path, epochs=2)
+    ds = FlowDataset.load(tmp_path / "tiny-dataset.npz").split_rows("test")
+    res = versus.score(str(model), ds)
+    clf = Classifier.load(model)
+    probs = dict(zip(clf.tasks, clf.probabilities(ds.encoded(clf.n))))
+    for task in clf.tasks:
+        y = ds.task_labels(task).astype(np.int64)
+        sel = y >= 0
+        want = macro_f1(y[sel], probs[task].argmax(axis=1)[sel])
+        assert res["tasks"][task]["macro_f1"] == pytest.approx(want)
+        assert res["tasks"][task]["rows"] == int(sel.sum())
+    text = versus.render([res, res], tmp_path / "d.npz", "test")
+    assert text.count("tiny/1") == 2 and "Per source" in text
+
+
+def test_a_missing_dataset_is_named(tmp_path: Path, capsys) -> None:
+    from multa_broker.errors import MultaError
+
+    args = type("A", (), {"dataset": tmp_path / "none.npz", "model": ["default"], "split": "test", "json": False})
+    with pytest.raises(MultaError, match="none.npz"):
+        versus.run(args)
