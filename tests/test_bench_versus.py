@@ -30,7 +30,7 @@ def test_scores_equal_the_models_own_predictions(tmp_path: Path) -> None:
         assert res["tasks"][task]["macro_f1"] == pytest.approx(want)
         assert res["tasks"][task]["rows"] == int(sel.sum())
     text = versus.render([res, res], tmp_path / "d.npz", "test")
-    assert text.count("tiny/1") == 2 and "Per source" in text
+    assert text.count("tiny/1") == 4 and "Per source" in text  # two models, two tables
 
 
 def test_a_missing_dataset_is_named(tmp_path: Path, capsys) -> None:
