@@ -370,7 +370,7 @@ global batches_cf = Telemetry::register_counter_family(Telemetry::MetricOpts(
 	$prefix="zeek",
 	$name="multa-batches",
 	$unit="",
-	$help_text="Multa::flows events multa published; flows over batches is the mean batch size"));
+	$help_text="Multa::packed_flows or Multa::flows events multa published; flows over batches is the mean batch size"));
 
 global batches_counter = Telemetry::counter_with(batches_cf);
 
