@@ -216,3 +216,15 @@ def test_service_counts_packed_flows_and_bad_packing(tmp_path):
         await zeek.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_messages_packed_strings_are_unpacked_in_one_call_with_per_record_fallback():
+    good = pack_sequences([60, 52], [True, False], [0, 310], (1, 2, 3, 0, 0, 0))
+    bare = pack_sequences([60], [False], [0])
+    rows = events._batch_unpack([good, bare, "[60, 52]|[T, F]|[0, 310]|[1, 2, 3]", "[60]|[T, T]|[0]"], 64)
+    assert rows[0] == ([60, 52], [True, False], [0, 310], [1, 2, 3, 0, 0, 0])
+    assert rows[1] == ([60], [False], [0], None)
+    assert rows[2] is None and rows[3] is None  # left to _unpack, which names what is wrong
+    # Anything that is not Zeek's rendering makes the whole message take the per-record path.
+    for bad in ("[60, x]|[T]|[0]", "[60]|[true]|[0]", "[60]|[T]|[0]],[[1]|[T]|[0]", "[-1]|[T]|[0]"):
+        assert events._batch_unpack([good, bad], 64) is None, bad

@@ -441,7 +441,8 @@ def unpack_sequences(text: Any, max_n: int = MAX_N) -> tuple[list[int], list[boo
     return sizes, dirs, iats, _packed_ctx(ctx)
 
 
-def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VERSION) -> Flow:
+def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VERSION,
+                     seqs: Any = None) -> Flow:
     """One ``Multa::PackedFlow`` record (Broker JSON :class:`wire.Value` or a typed
     :data:`wire.PackedFlowsWire` record) as a validated Flow; FlowError says what is wrong
     (PackingFlowError for the packed string, ContextFlowError for its host context)."""
@@ -468,8 +469,9 @@ def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VE
         if orig_proto != proto:
             raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
         ts = _timestamp(fields[5].data if typed else _field(fields[5], "timestamp", "ts"))
-        sizes, dirs, iats, ctx = _unpack(fields[6].data if typed else _field(fields[6], "string", "packed"),
-                                         max_n)
+        # seqs: this record's packed string already unpacked and checked by _batch_unpack.
+        sizes, dirs, iats, ctx = seqs or _unpack(fields[6].data if typed else _field(fields[6], "string", "packed"),
+                                                 max_n)
         flow = Flow(FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts), sizes, dirs, iats, uid)
         _validate(flow, max_n)
         # After the packets, as for typed records: a record bad in both is counted as invalid.
@@ -481,13 +483,52 @@ def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VE
     return flow
 
 
-def _packed_flows(node: str, version: Any, records: Any, max_n: int) -> FlowsMessage:
+if wire.msgspec is not None:
+    _ROWS = wire.msgspec.json.Decoder(list[tuple[list[Annotated[int, wire.msgspec.Meta(ge=0)]], list[bool],
+                                                 list[Annotated[int, wire.msgspec.Meta(ge=0)]],
+                                                 list[Annotated[int, wire.msgspec.Meta(ge=0)]]]])
+else:  # pragma: no cover
+    _ROWS = None
+
+
+def _batch_unpack(texts: list[Any], max_n: int) -> list[Any] | None:
+    """Every packed string of a message unpacked in one msgspec call: one JSON document
+    ``[[sizes,dirs,iats,ctx],...]`` made with C-level string operations. Per string, the
+    sequences and ctx numbers where they pass :func:`_unpack`'s checks, else None (that
+    record then goes through :func:`_unpack`, which says what is wrong). None for the whole
+    message where the document does not parse: then every record goes through _unpack."""
+    if _ROWS is None:
+        return None
+    try:
+        has_ctx = [t.count("|") == 3 for t in texts]
+        doc = "[[" + "],[".join([t if c else t + "|[]" for t, c in zip(texts, has_ctx)]) + "]]"
+        if len(doc) > (MAX_PACKED_CHARS + 8) * len(texts) or doc.upper() != doc:
+            return None  # too long, or lower-case letters ("true"): not Zeek's rendering
+        rows = _ROWS.decode(doc.replace("|", ",").replace("T", "true").replace("F", "false"))
+    except (_MSGSPEC_ERRORS + (AttributeError, TypeError)):
+        return None
+    if len(rows) != len(texts):
+        return None
+    out: list[Any] = []
+    for t, c, (sizes, dirs, iats, ctx) in zip(texts, has_ctx, rows):
+        n = len(sizes)
+        if (n and n <= max_n and n == len(dirs) == len(iats) and len(t) <= MAX_PACKED_CHARS
+                and max(iats) <= _MAX_COUNT and (len(ctx) == _N_CTX if c else True)):
+            out.append((sizes, dirs, iats, ctx if c else None))
+        else:
+            out.append(None)
+    return out
+
+
+def _packed_flows(node: str, version: Any, records: Any, max_n: int, texts: list[Any] | None = None) -> FlowsMessage:
+    """``texts``: the records' packed strings, where the parser already knows them (typed records)."""
     msg = FlowsMessage(node, encoding="packed")
     ok, rejected = msg.flows, msg.rejected
     msg.versions[2] = len(records)  # the contents of contract version 2 (ctx optional)
-    for rec in records:
+    unpacked = _batch_unpack(texts, max_n) if texts else None
+    for i, rec in enumerate(records):
         try:
-            ok.append(flow_from_packed(rec, max_n, version))
+            ok.append(flow_from_packed(rec, max_n, version, unpacked[i] if unpacked else None))
         except PackingFlowError as e:
             rejected.append(str(e))
             msg.rejected_packing += 1
@@ -519,7 +560,8 @@ def packed_flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
 def packed_flows_from_wire(m: Any, max_n: int = MAX_N) -> FlowsMessage:
     """The flows of a :data:`wire.PackedFlowsWire` message (msgspec checked its Broker tags)."""
     node, version, flows = m.data[2].data[1].data
-    return _packed_flows(node.data, version.data, flows.data, max_n)
+    records = flows.data
+    return _packed_flows(node.data, version.data, records, max_n, [r.data[6].data for r in records])
 
 
 def flows_parser(name: str) -> Any:
