@@ -70,3 +70,16 @@ def test_a_single_fold_gets_no_cross_validated_figure() -> None:
     calib = th.calibrate({"encrypted": [th.FoldPreds("only", y, _probs(y, np.full(300, 0.9), 2))]},
                          {"encrypted": ["encrypted", "cleartext"]})
     assert calib["open_set"]["encrypted"]["cross_validated"] == {}
+
+
+def test_package_default_thresholds_are_scored_pooled() -> None:
+    from multa_broker.model.thresholds import FoldPreds, calibrate
+
+    # benign=0, scan=1; fold a: one benign flow called scan at 0.95 (flagged at 0.9), one at 0.85 (not).
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.05, 0.95], [0.15, 0.85], [0.02, 0.98], [0.6, 0.4]])
+    calib = calibrate({"threat": [FoldPreds("a", y, p), FoldPreds("b", y, p)]}, {"threat": ["benign", "scan"]})
+    d = calib["package_defaults"]["scan"]
+    assert d["threshold"] == 0.9
+    assert (d["benign_flows"], d["false_positives"], d["flows"], d["detected"]) == (4, 2, 4, 2)
+    assert d["fp_rate"] == 0.5 and d["recall"] == 0.5

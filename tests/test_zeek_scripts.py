@@ -130,6 +130,16 @@ def test_class_options_name_known_classes(main_text: str) -> None:
     assert host and host <= threat
 
 
+def test_notice_threshold_defaults_match_what_loso_measures(main_text: str) -> None:
+    """The out-of-source FP table at the package's defaults (model/thresholds.py) reads these numbers."""
+    from multa_broker.model import thresholds
+
+    pairs = re.findall(r'\["([^"]+)"\]\s*=\s*([0-9.]+)', table_literal(main_text, "threat_thresholds"))
+    assert {k: float(v) for k, v in pairs} == thresholds.PACKAGE_NOTICE_THRESHOLDS
+    default = re.search(r"option\s+default_threat_threshold\s*=\s*([0-9.]+)\s*;", main_text)
+    assert default and float(default.group(1)) == thresholds.PACKAGE_DEFAULT_THRESHOLD
+
+
 def test_zkg_meta() -> None:
     meta = configparser.ConfigParser()
     assert meta.read(REPO / "zkg.meta"), "zkg.meta missing"

@@ -115,6 +115,12 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
     return {"fp_rate": div("false_positives", "benign_flows"), "recall": div("detected", "flows")}
 
 
+#: The Zeek package's default notice thresholds (``Multa::threat_thresholds`` and
+#: ``Multa::default_threat_threshold`` in zeek_scripts/main.zeek; a test pins them).
+PACKAGE_NOTICE_THRESHOLDS: dict[str, float] = {"scan": 0.9, "bruteforce": 0.9, "dos": 0.9, "c2": 0.8, "exploit": 0.8}
+PACKAGE_DEFAULT_THRESHOLD = 0.9
+
+
 def calibrate(oos: dict[str, list[FoldPreds]], classes: dict[str, list[str]], max_fp: float = MAX_FP,
               threat_task: str = "threat", benign: str = "benign") -> dict[str, Any]:
     """Open-set thresholds per task and notice thresholds per threat class, with cross-validated figures."""
@@ -134,6 +140,9 @@ def calibrate(oos: dict[str, list[FoldPreds]], classes: dict[str, list[str]], ma
             cv = _cross_validated(preds, lambda yy, pp, c=c: notice_threshold(yy, pp, c, b, max_fp),
                                   lambda yy, pp, tt, c=c: notice_counts(yy, pp, c, b, tt))
             result["notice"][name] = {"threshold": t, "cross_validated": cv}
+            fixed = PACKAGE_NOTICE_THRESHOLDS.get(name, PACKAGE_DEFAULT_THRESHOLD)
+            counts = notice_counts(y, p, c, b, fixed)
+            result.setdefault("package_defaults", {})[name] = {"threshold": fixed, **counts, **rates(counts)}
     return result
 
 
@@ -171,6 +180,14 @@ def markdown(calib: dict[str, Any]) -> str:
         t = "n/a" if o["threshold"] is None else f"{o['threshold']:.3f}"
         lines.append(f"| {cls} | {t} | {cv.get('benign_flows', 0):.0f} | {cv.get('false_positives', 0):.0f} | "
                      f"{_f(cv.get('fp_rate'))} | {cv.get('flows', 0):.0f} | {_f(cv.get('recall'))} |")
+    if calib.get("package_defaults"):
+        lines += ["", "At the Zeek package's default notice thresholds (`Multa::threat_thresholds`), pooled over "
+                  "the left-out sources:", "",
+                  "| threat class | threshold | benign flows | false positives | FP rate | class flows | recall |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for cls, o in calib["package_defaults"].items():
+            lines.append(f"| {cls} | {o['threshold']:.2f} | {o['benign_flows']} | {o['false_positives']} | "
+                         f"{_f(o.get('fp_rate'))} | {o['flows']} | {_f(o.get('recall'))} |")
     return "\n".join(lines) + "\n"
 
 
