@@ -18,7 +18,7 @@ import pytest
 
 from multa_broker.bench.fakezeek import (FakeZeek, flow_record_json, flows_message, flows_message_text,
                                          packed_flows_event_values)
-from multa_broker.bridge import codec, events, native, wire
+from multa_broker.bridge import codec, events, native, packed, wire
 from multa_broker.flow import Flow, FlowKey
 from multa_broker.protocol import (MAX_PACKED_CHARS, PACKED_FLOW_FIELDS, PACKED_FLOWS_EVENT, pack_sequences)
 
@@ -42,10 +42,10 @@ def _parse(text: str):
     fast = wire.decode_flows(text)
     msg = wire.decode_message(text, use_msgspec=False)
     name, args = wire.split_event(msg.t, msg.data)
-    generic = events.flows_parser(name)(args)
+    generic = packed.flows_parser(name)(args)
     if fast is None:
         return None, generic
-    parse = events.packed_flows_from_wire if fast.__class__ is wire.PackedFlowsWire else events.flows_from_wire
+    parse = packed.packed_flows_from_wire if fast.__class__ is wire.PackedFlowsWire else events.flows_from_wire
     return parse(fast), generic
 
 
@@ -77,13 +77,13 @@ def test_round_trip_packed_equals_typed_on_every_path():
 def test_unpack_sequences_round_trip_and_pure_python_path_agree():
     for f in _flows():
         text = pack_sequences(f.sizes, f.dirs, f.iats, f.ctx)
-        sizes, dirs, iats, ctx = events.unpack_sequences(text)
+        sizes, dirs, iats, ctx = packed.unpack_sequences(text)
         assert (sizes, dirs, iats, ctx) == (f.sizes, f.dirs, f.iats, None if f.ctx is None else tuple(f.ctx))
         # The fallback parser (no msgspec, or the error path) reads the same.
         parts = text.split("|")
-        assert events._unpack_counts_py(parts[0], "sizes", 64) == f.sizes
-        assert events._unpack_bools_py(parts[1], 64) == f.dirs
-        assert events._unpack_counts_py(parts[2], "iats", 64) == f.iats
+        assert packed._unpack_counts_py(parts[0], "sizes", 64) == f.sizes
+        assert packed._unpack_bools_py(parts[1], 64) == f.dirs
+        assert packed._unpack_counts_py(parts[2], "iats", 64) == f.iats
 
 
 GOOD = "[60, 52]|[T, F]|[0, 310]"
@@ -175,16 +175,16 @@ def test_an_unknown_packed_version_drops_every_flow_as_bad_packing():
 def test_bad_event_arguments_are_a_codec_error():
     v = wire.from_codec
     with pytest.raises(codec.CodecError, match="3 arguments"):
-        events.packed_flows_from_json([v("w1"), v(())])
+        packed.packed_flows_from_json([v("w1"), v(())])
     with pytest.raises(codec.CodecError, match="version must be a count"):
-        events.packed_flows_from_json([v("w1"), v("1"), v(())])
+        packed.packed_flows_from_json([v("w1"), v("1"), v(())])
 
 
 def test_native_transport_reads_packed_flows():
     """Broker's native values (strings, Count) go through the same decoder."""
     flows = _flows()[:5]
     args = [wire.from_codec(x) for x in packed_flows_event_values("w1", flows)]
-    fm = events.packed_flows_from_json(args)
+    fm = packed.packed_flows_from_json(args)
     assert not fm.rejected and [f.sizes for f in fm.flows] == [f.sizes for f in flows]
     assert native._parse_flows(None, PACKED_FLOWS_EVENT).__name__ == "parse"
 
@@ -221,10 +221,10 @@ def test_service_counts_packed_flows_and_bad_packing(tmp_path):
 def test_a_messages_packed_strings_are_unpacked_in_one_call_with_per_record_fallback():
     good = pack_sequences([60, 52], [True, False], [0, 310], (1, 2, 3, 0, 0, 0))
     bare = pack_sequences([60], [False], [0])
-    rows = events._batch_unpack([good, bare, "[60, 52]|[T, F]|[0, 310]|[1, 2, 3]", "[60]|[T, T]|[0]"], 64)
+    rows = packed._batch_unpack([good, bare, "[60, 52]|[T, F]|[0, 310]|[1, 2, 3]", "[60]|[T, T]|[0]"], 64)
     assert rows[0] == ([60, 52], [True, False], [0, 310], [1, 2, 3, 0, 0, 0])
     assert rows[1] == ([60], [False], [0], None)
     assert rows[2] is None and rows[3] is None  # left to _unpack, which names what is wrong
     # Anything that is not Zeek's rendering makes the whole message take the per-record path.
     for bad in ("[60, x]|[T]|[0]", "[60]|[true]|[0]", "[60]|[T]|[0]],[[1]|[T]|[0]", "[-1]|[T]|[0]"):
-        assert events._batch_unpack([good, bad], 64) is None, bad
+        assert packed._batch_unpack([good, bad], 64) is None, bad

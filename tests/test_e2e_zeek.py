@@ -266,7 +266,7 @@ def test_lab_threats_raise_notices(prefix, cls, tmp_path, classifier):
 # Runs the bridge and writes every flow it decoded, as JSON, to the file named first.
 BRIDGE_TAP = """
 import json, sys
-from multa_broker.bridge import events
+from multa_broker.bridge import events, packed
 
 out = open(sys.argv.pop(1), "w")
 
@@ -283,8 +283,9 @@ def tap(fn):
         return fm
     return decode
 
-for name in ("flows_from_wire", "flows_from_json", "packed_flows_from_wire", "packed_flows_from_json"):
-    setattr(events, name, tap(getattr(events, name)))
+for module, name in ((events, "flows_from_wire"), (events, "flows_from_json"), (packed, "packed_flows_from_wire"),
+                     (packed, "packed_flows_from_json")):
+    setattr(module, name, tap(getattr(module, name)))
 
 from multa_broker.cli import main
 raise SystemExit(main())

@@ -23,7 +23,7 @@ import ipaddress
 import sys
 from typing import Any, Sequence
 
-from multa_broker.bridge import codec, events, wire
+from multa_broker.bridge import codec, events, packed, wire
 from multa_broker.bridge.config import NativeConfig
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
 from multa_broker.errors import MultaError
@@ -88,7 +88,7 @@ def from_values(broker: Any, x: Any) -> Any:
 
 
 def _parse_flows(broker: Any, name: str = FLOWS_EVENT):
-    decode = events.flows_parser(name) or events.flows_from_json
+    decode = packed.flows_parser(name) or events.flows_from_json
 
     def parse(args: Any, max_n: int) -> events.FlowsMessage:
         # Through the WebSocket transport's decoder: the same checks, the same reasons.

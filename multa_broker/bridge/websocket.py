@@ -13,7 +13,7 @@ import json
 import ssl
 from typing import Sequence
 
-from multa_broker.bridge import events, wire
+from multa_broker.bridge import events, packed, wire
 from multa_broker.bridge.codec import CodecError
 from multa_broker.bridge.config import WebSocketConfig
 from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
@@ -153,7 +153,7 @@ class WebSocketTransport(Transport):
             if fast is not None:
                 if fast.__class__ is wire.PackedFlowsWire:
                     return Inbound("event", topic=fast.topic, name=PACKED_FLOWS_EVENT, args=fast,
-                                   parse_flows=events.packed_flows_from_wire)
+                                   parse_flows=packed.packed_flows_from_wire)
                 return Inbound("event", topic=fast.topic, name=FLOWS_EVENT, args=fast,
                                parse_flows=events.flows_from_wire)
         try:
@@ -168,7 +168,7 @@ class WebSocketTransport(Transport):
             except CodecError as e:
                 return Inbound("malformed", topic=msg.topic, code="not_an_event", detail=str(e))
             return Inbound("event", topic=msg.topic, name=name, args=args,
-                           parse_flows=events.flows_parser(name) or events.flows_from_json)
+                           parse_flows=packed.flows_parser(name) or events.flows_from_json)
         if msg.type == "error":
             return Inbound("error", code=str(msg.code) or "unknown", detail=str(msg.context))
         return Inbound("malformed", code="unexpected_type", detail=f"message of type {msg.type!r}")
