@@ -22,7 +22,7 @@ import ipaddress
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from multa_broker import context
 from multa_broker.bridge import codec, wire
@@ -262,7 +262,6 @@ def _record_version(rec: Any) -> int:
 def _flows(node: str, records: Any, max_n: int, version: int = 0) -> FlowsMessage:
     """``version``: the contract version of every record when the parser already knows it."""
     msg = FlowsMessage(node)
-    ok, rejected = msg.flows, msg.rejected
     if version:
         msg.versions[version] = len(records)
     else:
@@ -271,9 +270,18 @@ def _flows(node: str, records: Any, max_n: int, version: int = 0) -> FlowsMessag
         for rec in records:
             v = _record_version(rec)
             versions[v] = versions.get(v, 0) + 1
+    return decode_each(msg, lambda rec: flow_from_json(rec, max_n), records, "flow record")
+
+
+def decode_each(msg: FlowsMessage, decode: Callable[[Any], Flow], records: Iterable[Any], what: str) -> FlowsMessage:
+    """Each record through ``decode`` into ``msg.flows``; one that fails goes to ``msg.rejected``
+    with its reason (counted in ``rejected_packing`` / ``rejected_context`` by kind) and
+    does not stop the others. The one loop of the typed and the packed decoders, so both
+    reject alike; ``what`` names an unforeseen failure's record ("flow record")."""
+    ok, rejected = msg.flows, msg.rejected
     for rec in records:
         try:
-            ok.append(flow_from_json(rec, max_n))
+            ok.append(decode(rec))
         except PackingFlowError as e:
             rejected.append(str(e))
             msg.rejected_packing += 1
@@ -283,7 +291,7 @@ def _flows(node: str, records: Any, max_n: int, version: int = 0) -> FlowsMessag
         except FlowError as e:
             rejected.append(str(e))
         except _RECORD_ERRORS as e:  # a shape no check foresaw: this record only
-            rejected.append(f"unreadable flow record: {e!r}"[:300])
+            rejected.append(f"unreadable {what}: {e!r}"[:300])
     return msg
 
 

@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 from multa_broker import context
 from multa_broker.bridge import codec, events, wire
-from multa_broker.bridge.events import (_MAX_COUNT, _RECORD_ERRORS, ContextFlowError, FlowsMessage,
-                                        PackingFlowError, _addr, _field, _port, _timestamp, _validate)
+from multa_broker.bridge.events import (_MAX_COUNT, ContextFlowError, FlowsMessage, PackingFlowError, _addr,
+                                        _field, _port, _timestamp, _validate, decode_each)
 from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey
 from multa_broker.protocol import (FLOWS_EVENT, MAX_PACKED_CHARS, PACKED_FLOW_FIELDS, PACKED_FLOW_VERSION,
                                    PACKED_FLOWS_EVENT)
@@ -233,23 +233,13 @@ def _batch_unpack(texts: list[Any], max_n: int) -> list[Any] | None:
 def _packed_flows(node: str, version: Any, records: Any, max_n: int, texts: list[Any] | None = None) -> FlowsMessage:
     """``texts``: the records' packed strings, where the parser already knows them (typed records)."""
     msg = FlowsMessage(node, encoding="packed")
-    ok, rejected = msg.flows, msg.rejected
     msg.versions[2] = len(records)  # the contents of contract version 2 (ctx optional)
     unpacked = _batch_unpack(texts, max_n) if texts else None
-    for i, rec in enumerate(records):
-        try:
-            ok.append(flow_from_packed(rec, max_n, version, unpacked[i] if unpacked else None))
-        except PackingFlowError as e:
-            rejected.append(str(e))
-            msg.rejected_packing += 1
-        except ContextFlowError as e:
-            rejected.append(str(e))
-            msg.rejected_context += 1
-        except FlowError as e:
-            rejected.append(str(e))
-        except _RECORD_ERRORS as e:  # a shape no check foresaw: this record only
-            rejected.append(f"unreadable packed flow record: {e!r}"[:300])
-    return msg
+    if unpacked:
+        # Each record with its packed string already unpacked (None: _unpack says what is wrong).
+        return decode_each(msg, lambda pair: flow_from_packed(pair[0], max_n, version, pair[1]),
+                           zip(records, unpacked), "packed flow record")
+    return decode_each(msg, lambda rec: flow_from_packed(rec, max_n, version), records, "packed flow record")
 
 
 def packed_flows_from_json(args: Any, max_n: int = MAX_N) -> FlowsMessage:
