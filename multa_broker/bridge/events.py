@@ -203,6 +203,19 @@ def _validate(flow: Flow, max_n: int) -> None:
     validate(flow, max_n)
 
 
+def _flow_key(fields: Any, typed: bool) -> FlowKey:
+    """A flow's key from a record's first six fields (uid, orig_h, orig_p, resp_h, resp_p,
+    ts), which typed and packed records share; FlowError says what is wrong."""
+    orig_h = _addr(fields[1], "orig_h")
+    orig_p, orig_proto = _port(fields[2], "orig_p")
+    resp_h = _addr(fields[3], "resp_h")
+    resp_p, proto = _port(fields[4], "resp_p")
+    if orig_proto != proto:
+        raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
+    ts = _timestamp(fields[5].data if typed else _field(fields[5], "timestamp", "ts"))
+    return FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts)
+
+
 def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
     """One ``Multa::Flow`` record (a Broker JSON vector as :class:`wire.Value`, or a typed
     :data:`wire.FlowsWire`/``FlowsWire1`` record) as a validated Flow; FlowError says what
@@ -225,15 +238,8 @@ def flow_from_json(rec: Any, max_n: int = MAX_N) -> Flow:
     if uid.__class__ is not str or not uid:
         raise FlowError("field uid must be a non-empty string")
     try:
-        orig_h = _addr(fields[1], "orig_h")
-        orig_p, orig_proto = _port(fields[2], "orig_p")
-        resp_h = _addr(fields[3], "resp_h")
-        resp_p, proto = _port(fields[4], "resp_p")
-        if orig_proto != proto:
-            raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
-        ts = _timestamp(fields[5].data if typed else _field(fields[5], "timestamp", "ts"))
         flow = Flow(
-            FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts),
+            _flow_key(fields, typed),
             _seq(fields[6], "count", int, "sizes", max_n, typed),
             _seq(fields[7], "boolean", bool, "dirs", max_n, typed),
             _seq(fields[8], "count", int, "iats", max_n, typed),

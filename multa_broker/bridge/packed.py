@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 from multa_broker import context
 from multa_broker.bridge import codec, events, wire
-from multa_broker.bridge.events import (_MAX_COUNT, ContextFlowError, FlowsMessage, PackingFlowError, _addr,
-                                        _field, _port, _timestamp, _validate, decode_each)
-from multa_broker.flow import MAX_N, Flow, FlowError, FlowKey
+from multa_broker.bridge.events import (_MAX_COUNT, ContextFlowError, FlowsMessage, PackingFlowError, _field,
+                                        _flow_key, _validate, decode_each)
+from multa_broker.flow import MAX_N, Flow, FlowError
 from multa_broker.protocol import (FLOWS_EVENT, MAX_PACKED_CHARS, PACKED_FLOW_FIELDS, PACKED_FLOW_VERSION,
                                    PACKED_FLOWS_EVENT)
 
@@ -172,17 +172,11 @@ def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VE
         if version != PACKED_FLOW_VERSION:
             raise PackingFlowError(f"packed encoding version {version}; this bridge reads "
                                    f"{PACKED_FLOW_VERSION}")
-        orig_h = _addr(fields[1], "orig_h")
-        orig_p, orig_proto = _port(fields[2], "orig_p")
-        resp_h = _addr(fields[3], "resp_h")
-        resp_p, proto = _port(fields[4], "resp_p")
-        if orig_proto != proto:
-            raise FlowError(f"ports disagree on the protocol ({orig_proto} vs {proto})")
-        ts = _timestamp(fields[5].data if typed else _field(fields[5], "timestamp", "ts"))
+        key = _flow_key(fields, typed)
         # seqs: this record's packed string already unpacked and checked by _batch_unpack.
         sizes, dirs, iats, ctx = seqs or _unpack(fields[6].data if typed else _field(fields[6], "string", "packed"),
                                                  max_n)
-        flow = Flow(FlowKey(proto, orig_h, orig_p, resp_h, resp_p, ts), sizes, dirs, iats, uid)
+        flow = Flow(key, sizes, dirs, iats, uid)
         _validate(flow, max_n)
         # After the packets, as for typed records: a record bad in both is counted as invalid.
         flow.ctx = _packed_ctx(ctx)
