@@ -123,7 +123,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
             seed = int(main.manifest["training"].get("seed", 1))
             cw = main.manifest["training"].get("config", {}).get("class_weights", "sqrt")
-            for task, r in train_classical(ds, tasks, classes, n, seed, cw).items():
+            # Like for like: the trees read host context where the model does.
+            context = "context_spec" in main.manifest
+            for task, r in train_classical(ds, tasks, classes, n, seed, cw, context).items():
                 f1[task]["classical"] = r["test"]["macro_f1"]
         out["f1_source"] = f"{args.dataset} test split ({len(test)} flows)"
     else:

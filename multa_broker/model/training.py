@@ -118,6 +118,9 @@ def predict_logits(model: nn.Module, inputs: Sequence[torch.Tensor], batch: int 
     """Logits per task for all rows (eval mode, no autograd)."""
     was_training = model.training
     model.eval()
+    # Models without host context (older archives among them) take the first five inputs only.
+    if not getattr(model, "context", False):
+        inputs = inputs[:5]
     outs: list[list[np.ndarray]] = []
     with torch.inference_mode():
         for start in range(0, int(inputs[0].shape[0]), batch):
