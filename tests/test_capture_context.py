@@ -16,8 +16,9 @@ from pathlib import Path
 
 from multa_broker.capture import read_connections
 from multa_broker.capture import pcapwriter as pw
-from multa_broker.capture.pcapwriter import ACK, FIN, PSH, SYN
+from multa_broker.capture.pcapwriter import SYN
 from multa_broker.flow import Flow, validate
+from support.packets import tcp_session
 
 SCANNER, TARGET = "10.0.0.66", "10.0.0.10"
 FLOODED = "10.0.0.20"
@@ -35,16 +36,7 @@ def syn(t: float, src: str, sport: int, dst: str, dport: int) -> tuple[float, by
 
 def session(t: float, c: str, cport: int, s: str, sport: int) -> list[tuple[float, bytes]]:
     """A short complete TCP connection (8 packets)."""
-    return [
-        (t, eth(pw.tcp(c, cport, s, sport, SYN, seq=1000))),
-        (t + 0.001, eth(pw.tcp(s, sport, c, cport, SYN | ACK, seq=5000, ack=1001))),
-        (t + 0.002, eth(pw.tcp(c, cport, s, sport, ACK, seq=1001, ack=5001))),
-        (t + 0.003, eth(pw.tcp(c, cport, s, sport, ACK | PSH, b"x" * 30, seq=1001, ack=5001))),
-        (t + 0.004, eth(pw.tcp(s, sport, c, cport, ACK | PSH, b"y" * 20, seq=5001, ack=1031))),
-        (t + 0.005, eth(pw.tcp(c, cport, s, sport, FIN | ACK, seq=1031, ack=5021))),
-        (t + 0.006, eth(pw.tcp(s, sport, c, cport, FIN | ACK, seq=5021, ack=1032))),
-        (t + 0.007, eth(pw.tcp(c, cport, s, sport, ACK, seq=1032, ack=5022))),
-    ]
+    return tcp_session(t, c, cport, s, sport)
 
 
 def dns(flags: int) -> bytes:

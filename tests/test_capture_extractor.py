@@ -15,6 +15,7 @@ from multa_broker.capture import FlowExtractor, read_connections
 from multa_broker.capture import pcapwriter as pw
 from multa_broker.capture.pcapwriter import ACK, FIN, PSH, RST, SYN
 from multa_broker.flow import validate
+from support.packets import tcp_session
 
 C, S = "10.0.0.1", "10.0.0.2"  # client, server
 
@@ -33,16 +34,8 @@ def eth(seg, **kw) -> bytes:
 
 
 def handshake(t0: float = 100.0, cport: int = 40000, sport: int = 5555):
-    return [
-        (t0, eth(pw.tcp(C, cport, S, sport, SYN, seq=1000))),
-        (t0 + 0.010, eth(pw.tcp(S, sport, C, cport, SYN | ACK, seq=5000, ack=1001))),
-        (t0 + 0.0105, eth(pw.tcp(C, cport, S, sport, ACK, seq=1001, ack=5001))),
-        (t0 + 0.011, eth(pw.tcp(C, cport, S, sport, ACK | PSH, b"x" * 100, seq=1001, ack=5001))),
-        (t0 + 0.020, eth(pw.tcp(S, sport, C, cport, ACK | PSH, b"y" * 300, seq=5001, ack=1101))),
-        (t0 + 0.021, eth(pw.tcp(C, cport, S, sport, FIN | ACK, seq=1101, ack=5301))),
-        (t0 + 0.030, eth(pw.tcp(S, sport, C, cport, FIN | ACK, seq=5301, ack=1102))),
-        (t0 + 0.031, eth(pw.tcp(C, cport, S, sport, ACK, seq=1102, ack=5302))),
-    ]
+    return tcp_session(t0, C, cport, S, sport, offsets=(0.0, 0.010, 0.0105, 0.011, 0.020, 0.021, 0.030, 0.031),
+                       request=100, reply=300)
 
 
 def test_tcp_connection_sizes_dirs_gaps(tmp_path):
