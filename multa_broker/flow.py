@@ -203,8 +203,6 @@ def encode(flows: Sequence[Flow] | Iterable[Flow], n: int = DEFAULT_N) -> Encode
     iats = np.zeros((b, n), dtype=np.float32)
     lengths = np.zeros(b, dtype=np.int64)
     proto = np.zeros(b, dtype=np.int64)
-    ctx = np.zeros((b, context.N_FEATURES), dtype=np.float32)
-    has_ctx = np.zeros(b, dtype=bool)
     for row, f in enumerate(flows):
         k = min(n, len(f.sizes))
         sizes[row, :k] = f.sizes[:k]
@@ -212,7 +210,14 @@ def encode(flows: Sequence[Flow] | Iterable[Flow], n: int = DEFAULT_N) -> Encode
         iats[row, :k] = np.minimum(f.iats[:k], MAX_IAT_US)
         lengths[row] = k
         proto[row] = PROTO_INDEX[f.key.proto]
-        if f.ctx is not None:
-            ctx[row] = f.ctx
-            has_ctx[row] = True
+    ctx, has_ctx = context_arrays(flows)
     return EncodedBatch(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
+
+
+def context_arrays(flows: Sequence[Flow], dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """``(ctx [F, context.N_FEATURES], has_ctx bool [F])`` of ``flows``: zeros where a flow has none."""
+    has_ctx = np.fromiter((f.ctx is not None for f in flows), dtype=bool, count=len(flows))
+    ctx = np.zeros((len(flows), context.N_FEATURES), dtype=dtype)
+    if has_ctx.any():
+        ctx[has_ctx] = [f.ctx for f in flows if f.ctx is not None]
+    return ctx, has_ctx

@@ -20,14 +20,14 @@ import numpy as np
 
 from multa_broker.capture import read_flows
 from multa_broker.context import CONTEXT_SPEC
-from multa_broker.dataset.format import FlowDataset, ctx_columns, lab_source
+from multa_broker.dataset.format import CTX_DTYPE, FlowDataset, lab_source
 from multa_broker.dataset.jsonl import JsonlLabels
 from multa_broker.dataset.labelmap import LabelSource, Labels, builtin_sources, load_source
 from multa_broker.dataset.ndpi import NdpiLabeller
 from multa_broker.dataset.ndpireader import NdpiReader
 from multa_broker.dataset.split import DEFAULT_RATIOS, assign_splits
 from multa_broker.errors import MultaError
-from multa_broker.flow import MAX_N, PROTO_INDEX, Flow, FlowKey
+from multa_broker.flow import MAX_N, PROTO_INDEX, Flow, FlowKey, context_arrays
 from multa_broker.taxonomy import MISSING, TASKS
 
 log = logging.getLogger("multa.dataset")
@@ -330,7 +330,7 @@ def _to_dataset(rows: _Rows, names: Sequence[str], splits: dict[str, int]) -> Fl
         iats[r, :k] = flow.iats[:k]
         lengths[r] = k
     capture = np.asarray(rows.capture, np.int32)
-    ctx, has_ctx = ctx_columns(rows.flows)
+    ctx, has_ctx = context_arrays(rows.flows, CTX_DTYPE)
     return FlowDataset(
         sizes=sizes, dirs=dirs, iats=iats, lengths=lengths,
         proto=np.array([PROTO_INDEX[fl.key.proto] for fl in rows.flows], np.int64),

@@ -17,7 +17,7 @@ import numpy as np
 
 from multa_broker.context import N_FEATURES as N_CTX
 from multa_broker.errors import MultaError
-from multa_broker.flow import MAX_N, EncodedBatch, Flow
+from multa_broker.flow import MAX_N, EncodedBatch
 from multa_broker.taxonomy import MISSING
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -155,17 +155,6 @@ class FlowDataset:
             np.full((0, len(tasks)), MISSING, np.int16), z(0, np.int8), z(0, np.int32),
             np.array([], dtype="U"), tasks, [],
         )
-
-
-def ctx_columns(flows: list[Flow]) -> tuple[np.ndarray, np.ndarray]:
-    """``(ctx, has_ctx)`` columns for ``flows``: each flow's host context, zeros where it has none."""
-    ctx = np.zeros((len(flows), N_CTX), CTX_DTYPE)
-    has = np.zeros(len(flows), bool)
-    for r, fl in enumerate(flows):
-        if fl.ctx is not None:
-            ctx[r] = fl.ctx
-            has[r] = True
-    return ctx, has
 
 
 def lab_source(capture: str) -> str:

@@ -56,13 +56,18 @@ def flow_features(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths
     signed = np.where(dirs[:, :k] > 0.5, sizes[:, :k], -sizes[:, :k]) * valid[:, :k]
     cols += list(signed.T) + list((liat[:, :k] * valid[:, :k]).T)
     cols += [(proto == i).astype(np.float64) for i in range(len(PROTOS))]
-    if ctx is not None:
-        h = np.ones(len(lengths)) if has_ctx is None else np.asarray(has_ctx, dtype=np.float64)
-        c = np.asarray(ctx, dtype=np.float64)
-        orig, resp = np.maximum(c[:, 0], 1), np.maximum(c[:, 4], 1)
-        cols += list(c.T) + [c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp,
-                             np.maximum(c[:, 1], c[:, 2]) / orig, h]
-    return np.stack(cols, axis=1).astype(np.float32)
+    feats = np.stack(cols, axis=1).astype(np.float32)
+    return feats if ctx is None else with_context(feats, ctx, has_ctx)
+
+
+def with_context(feats: np.ndarray, ctx: np.ndarray, has_ctx: np.ndarray | None = None) -> np.ndarray:
+    """``feats`` of :func:`flow_features` without context, with the host-context columns appended."""
+    h = np.ones(len(feats)) if has_ctx is None else np.asarray(has_ctx, dtype=np.float64)
+    c = np.asarray(ctx, dtype=np.float64)
+    orig, resp = np.maximum(c[:, 0], 1), np.maximum(c[:, 4], 1)
+    cols = list(c.T) + [c[:, 1] / orig, c[:, 2] / orig, c[:, 3] / orig, c[:, 5] / resp,
+                        np.maximum(c[:, 1], c[:, 2]) / orig, h]
+    return np.concatenate([feats, np.stack(cols, axis=1).astype(np.float32)], axis=1)
 
 
 def dataset_features(ds: FlowDataset, n: int, context: bool = False) -> np.ndarray:

@@ -126,7 +126,7 @@ def choose_tasks(ds: FlowDataset, requested: list[str] | None) -> list[str]:
 
 def use_context(ds: FlowDataset, wanted: bool | None) -> bool:
     """Whether models read host context: as asked, by default where the dataset carries it."""
-    has = bool(np.asarray(getattr(ds, "has_ctx", np.zeros(0, bool))).any())
+    has = bool(ds.has_ctx.any())
     if wanted and not has:
         raise MultaError("--context on: the dataset carries no host context (rebuild it with this multa)")
     return has if wanted is None else bool(wanted)

@@ -81,12 +81,12 @@ class ContextInput(nn.Module):
         super().__init__()
         self.cap = float(MAX_ENTRIES)
         self.log_cap = math.log1p(float(MAX_ENTRIES))
-        self.width = N_CONTEXT
+        self.dim = CONTEXT_DIM
 
     def forward(self, ctx: Optional[torch.Tensor], has_ctx: Optional[torch.Tensor],
                 batch: int, dtype: torch.dtype) -> torch.Tensor:
         if ctx is None or has_ctx is None:
-            return torch.zeros(batch, self.width + 6, dtype=dtype)
+            return torch.zeros(batch, self.dim, dtype=dtype)
         c = ctx.to(dtype).clamp(0.0, self.cap)
         h = has_ctx.to(dtype).unsqueeze(1)
         logc = torch.log1p(c) / self.log_cap

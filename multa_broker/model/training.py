@@ -200,11 +200,11 @@ def _task_rows(train: SplitTensors, tasks: Sequence[str], paradigm: str) -> list
 
 def teacher_probs(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
     """Each task's teacher probabilities for every row; None where a task has no teacher."""
-    from multa_broker.model.classical import flow_features
+    from multa_broker.model.classical import flow_features, with_context
 
     arrays = [a.numpy() for a in inputs]
     plain = flow_features(*arrays[:5])
-    with_ctx = flow_features(*arrays) if any(getattr(m, "context", False) for m in teachers) else None
+    with_ctx = with_context(plain, *arrays[5:]) if any(getattr(m, "context", False) for m in teachers) else None
     return [None if m is None else torch.from_numpy(
         m.predict_proba(with_ctx if getattr(m, "context", False) else plain).astype(np.float32)) for m in teachers]
 
