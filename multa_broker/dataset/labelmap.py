@@ -116,8 +116,8 @@ class LabelSource:
     #: (a SYN flood to port 80 is not HTTP because of the port).
     dpi_only: bool = False
     #: ndpi/arkime/zeek: a flow a capture rule matches is labelled even when the
-    #: labeller cannot name it (its other tasks stay missing). Off for nDPI's own
-    #: corpus, whose rules only refine what nDPI named.
+    #: labeller cannot name it (its other tasks stay missing): the SYNs of a
+    #: scan or a flood carry no payload to name. On for every built-in nDPI source.
     rules_alone: bool = False
     #: arkime/zeek: protocol names whose sessions get no labels (encapsulations, proxies).
     skip: list[str] = field(default_factory=list)
