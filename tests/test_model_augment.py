@@ -91,3 +91,25 @@ def test_loss_adds_a_late_retransmission_or_removes_one_packet() -> None:
     assert (g[grew] >= 2e5).any(axis=1).all()  # the retransmission waited for a timeout
     assert ((n == lengths + 1) | (n == lengths - 1) | (n == lengths)).all()
     _well_formed(s, d, g, n)
+
+
+def test_payload_noise_scales_payloads_and_keeps_headers_and_the_mtu() -> None:
+    sizes = np.array([[60, 60, 52, 300, 1500, 52, 0, 0], [373, 0, 0, 0, 0, 0, 0, 0]], np.float32)
+    dirs = np.array([[1, 0, 1, 1, 0, 1, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0]], np.float32)
+    iats = np.zeros_like(sizes)
+    lengths, proto = np.array([6, 1]), np.array([0, 1])
+    rng = np.random.default_rng(3)
+    seen = []
+    for _ in range(40):
+        out, d, _, n = augment(sizes, dirs, iats, lengths, proto, rng, _only(payload_p=1.0, payload_sigma=0.3))
+        np.testing.assert_array_equal(d, dirs)
+        np.testing.assert_array_equal(n, lengths)
+        np.testing.assert_array_equal(out[0, [0, 1, 2, 5]], sizes[0, [0, 1, 2, 5]])  # header-only TCP
+        assert out[0, 4] <= 1500 and (out[:, 6:] == 0).all() and out[1, 1:].sum() == 0
+        assert out[1, 0] > 28
+        seen.append((out[0, 3], out[1, 0]))
+    tcp, udp = np.array(seen).T
+    assert len(set(tcp)) > 20 and len(set(udp)) > 20   # drawn per flow, over a range
+    assert tcp.min() < 260 < tcp.max() and udp.min() < 373 < udp.max()
+    none = augment(sizes, dirs, iats, lengths, proto, rng, _only(payload_p=0.0, header_p=0.0))[0]
+    np.testing.assert_array_equal(none, sizes)

@@ -61,6 +61,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "flows from an older Zeek package (default 0.1)")
     parser.add_argument("--label-smoothing", type=float, default=0.0,
                         help="label smoothing of every task's loss (default 0)")
+    parser.add_argument("--payload-noise", type=float, default=0.0, metavar="P",
+                        help="with --augment on: share of flows whose payload sizes are scaled by a random "
+                             "factor (other content, another tool's payloads; default 0)")
+    parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                        help="keep an exponential moving average of the weights with this per-step decay "
+                             "(e.g. 0.99) and validate, stop and store with it (default 0: off)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,14 +131,15 @@ def train_config(args: argparse.Namespace):
     from multa_broker.model.augment import AugmentConfig
     from multa_broker.model.training import TrainConfig
 
-    return TrainConfig(augment=AugmentConfig() if args.augment == "on" else AugmentConfig.off(),
+    augment = AugmentConfig(payload_p=args.payload_noise) if args.augment == "on" else AugmentConfig.off()
+    return TrainConfig(augment=augment,
                        label_smoothing=args.label_smoothing, distill=args.distill,
                        paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,
                        min_epochs=args.min_epochs, smooth=args.smooth,
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
                        seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps,
-                       context_dropout=args.context_dropout)
+                       context_dropout=args.context_dropout, ema=args.ema)
 
 
 def context_choice(args: argparse.Namespace) -> bool | None:

@@ -17,7 +17,12 @@ preprocessing, so training and serving still share one feature definition:
 * **loss**: one packet retransmitted after a timeout, or one packet missing
   from the capture;
 * **cut short**: the flow ends after fewer packets (a short connection, or a
-  sensor that hands flows over early).
+  sensor that hands flows over early);
+* **payload noise** (off unless asked for): every packet's payload beyond its
+  headers times one per-flow log-normal factor and a smaller per-packet one
+  (other content, another client's requests, another tool's flood payload);
+  header-only packets (handshakes, ACKs) keep their size, packets within the
+  Ethernet MTU stay within it.
 
 Every transform applies to a flow with its own probability; a flow may get
 several. Direction sequences are only shifted (an insertion or removal),
@@ -50,18 +55,20 @@ class AugmentConfig:
     reseg_p: float = 0.2
     loss_p: float = 0.15
     cut_p: float = 0.15
+    payload_p: float = 0.0
+    payload_sigma: float = 0.3
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def off(cls) -> "AugmentConfig":
-        return cls(0, (1.0, 1.0), 0, 0.0, 0, 0, 0, 0)
+        return cls(0, (1.0, 1.0), 0, 0.0, 0, 0, 0, 0, 0, 0.0)
 
     @property
     def active(self) -> bool:
         return any(p > 0 for p in (self.time_scale_p, self.jitter_p, self.header_p, self.reseg_p,
-                                   self.loss_p, self.cut_p))
+                                   self.loss_p, self.cut_p, self.payload_p))
 
 
 def augment(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths: np.ndarray,
@@ -73,6 +80,7 @@ def augment(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths: np.n
     valid = np.arange(n)[None, :] < lengths[:, None]
     _scale_gaps(iats, valid, rng, cfg)
     _header_delta(sizes, valid, proto, rng, cfg)
+    _payload_noise(sizes, valid, proto, rng, cfg)
     for i in np.flatnonzero(proto == _TCP):
         if rng.random() < cfg.reseg_p:
             _resegment(sizes[i], dirs[i], iats[i], lengths, i, rng)
@@ -107,6 +115,31 @@ def _header_delta(sizes: np.ndarray, valid: np.ndarray, proto: np.ndarray, rng: 
     tcp_deltas = np.array([-12, 12, 20, 32], np.float32)   # options off/on, IPv6, both
     delta = np.where(proto == _TCP, tcp_deltas[rng.integers(0, 4, b)], 20.0).astype(np.float32)
     sizes[pick] = np.where(valid[pick], np.maximum(sizes[pick] + delta[pick, None], MIN_SIZE + 8), 0)
+
+
+#: Headers without payload, per protocol index (IPv4 + TCP without options, + UDP, + ICMP).
+_HEADERS = np.array([40.0, 28.0, 28.0], np.float32)
+#: Largest packet that may carry no payload: TCP options reach 40 bytes.
+_HEADER_ONLY = np.array([80.0, 28.0, 28.0], np.float32)
+_MTU = 1500.0
+
+
+def _payload_noise(sizes: np.ndarray, valid: np.ndarray, proto: np.ndarray, rng: np.random.Generator,
+                   cfg: AugmentConfig) -> None:
+    b = sizes.shape[0]
+    pick = np.flatnonzero(rng.random(b) < cfg.payload_p)
+    if len(pick) == 0:
+        return
+    s = sizes[pick]
+    kind = np.clip(proto[pick], 0, len(_HEADERS) - 1)
+    head = _HEADERS[kind][:, None]
+    factor = np.exp(rng.normal(0.0, cfg.payload_sigma, (len(pick), 1))
+                    + rng.normal(0.0, cfg.payload_sigma / 3, s.shape)).astype(np.float32)
+    payload = np.maximum(s - head, 0.0)
+    new = np.round(head + payload * factor)
+    new = np.where(s <= _MTU, np.minimum(new, _MTU), new)
+    carries = valid[pick] & (s > _HEADER_ONLY[kind][:, None])
+    sizes[pick] = np.where(carries, np.maximum(new, head + 1), s)
 
 
 def _resegment(size: np.ndarray, dirs: np.ndarray, iat: np.ndarray, lengths: np.ndarray, i: int,
