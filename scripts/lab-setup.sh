@@ -21,7 +21,9 @@ ALL_PACKAGES="$CI_PACKAGES
   postgresql postgresql-client mariadb-server mariadb-client samba smbclient
   inetutils-inetd inetutils-telnetd telnet tigervnc-standalone-server tigervnc-tools vncsnapshot
   snmpd snmp rsyslog dovecot-imapd dovecot-pop3d apache2 apache2-utils lighttpd unbound bind9
-  masscan wrk iptables busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious postfix"
+  masscan wrk iptables busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious postfix
+  ngtcp2-server ngtcp2-client httptunnel ptunnel-ng"
+# The quic-aioquic scenario's aioquic is a Python package: pip install -e '.[lab]'.
 # chronyd (the ntp scenario's server) is unpacked, not installed: Debian's chrony package conflicts
 # with systemd-timesyncd (one time daemon per system) and the lab must not replace the host's.
 CHRONY_DIR=/opt/multa-lab/chrony

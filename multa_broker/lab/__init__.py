@@ -8,7 +8,8 @@ them, captures with tcpdump and labels every flow by the scenario's rules.
 Modules: :mod:`.network` (namespaces, links, shaping), :mod:`.procs` (processes
 by PID, timeouts), :mod:`.labels` (rules -> labels.jsonl), :mod:`.scenario`
 (the scenario context and registry), :mod:`.benign`, :mod:`.tunnels`,
-:mod:`.threats` (the scenarios; the broader lab adds :mod:`.benign_wide`, :mod:`.scans`,
+:mod:`.threats` (the scenarios; :mod:`.quic` with its aioquic glue :mod:`.quicapp`, and
+:mod:`.othertunnels` add QUIC and non-VPN tunnels; the broader lab adds :mod:`.benign_wide`, :mod:`.scans`,
 :mod:`.floods`, :mod:`.bruteforce`, with servers in :mod:`.servers` and :mod:`.mailservers`), :mod:`.runner` (one run, its manifest),
 :mod:`.tools` (what is installed), :mod:`.packages` (what to install).
 """

@@ -31,7 +31,7 @@ from multa_broker.lab.scenario import KINDS, REGISTRY, UNAVAILABLE, Context, Sce
 from multa_broker.lab.tools import versions
 
 # Importing the scenario modules registers them.
-from multa_broker.lab import benign, benign_wide, tunnels, threats, scans, floods, bruteforce  # noqa: F401,E402  (this order: run order)
+from multa_broker.lab import benign, benign_wide, quic, tunnels, othertunnels, threats, scans, floods, bruteforce  # noqa: F401,E402  (run order)
 
 log = logging.getLogger("multa.lab")
 
