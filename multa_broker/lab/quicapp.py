@@ -124,7 +124,8 @@ async def _serve(args: argparse.Namespace) -> None:
     # Tickets kept in memory let clients resume (and send 0-RTT) within this server's lifetime.
     await serve(args.bind, args.port, configuration=config, retry=args.retry,
                 create_protocol=lambda *a, **kw: H3Server(*a, root=Path(args.root).resolve(), **kw),
-                session_ticket_fetcher=tickets.pop, session_ticket_handler=lambda t: tickets.__setitem__(t.ticket, t))
+                session_ticket_fetcher=lambda label: tickets.pop(label, None),
+                session_ticket_handler=lambda t: tickets.__setitem__(t.ticket, t))
     await asyncio.sleep(args.max_seconds)
 
 
