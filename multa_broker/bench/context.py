@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from multa_broker.bench.oos import classes_of, load_oos
 from multa_broker.errors import MultaError
 
 #: The classes whose mix-ups context is meant to mend, shown first in the confusion.
@@ -33,41 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
-def _load(folder: Path, task: str) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """{model: {fold: (labels, probabilities)}} for ``task`` from a loso run's oos.npz."""
-    path = folder / "oos.npz"
-    if not path.is_file():
-        raise MultaError(f"{folder}: no oos.npz (not a finished `multa train --eval loso` output folder)")
-    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    with np.load(path) as z:
-        for key in z.files:
-            fold, kind, *rest = key.split("|")
-            if kind == "labels" or rest[0] != task:
-                continue
-            y = z[f"{fold}|labels|{task}"]
-            if (y >= 0).sum() == 0:
-                continue
-            out.setdefault(kind, {})[fold] = (y, z[key])
-    return out
-
-
-def _classes(folder: Path, task: str) -> list[str]:
-    try:
-        classes = json.loads((folder / "loso.json").read_text()).get("classes", {}).get(task)
-    except (OSError, ValueError) as e:
-        raise MultaError(f"{folder}: cannot read loso.json ({e})") from None
-    if not classes:
-        from multa_broker.taxonomy import TASKS
-
-        classes = list(TASKS[task])
-    return list(classes)
-
-
 def compare(with_dir: Path, without_dir: Path, task: str) -> dict:
     from multa_broker.model.metrics import macro_f1
 
-    runs = {"without": _load(without_dir, task), "with": _load(with_dir, task)}
-    classes = _classes(with_dir, task)
+    runs = {"without": load_oos(without_dir, task), "with": load_oos(with_dir, task)}
+    classes = classes_of(with_dir, task)
     models = [m for m in runs["with"] if m in runs["without"]]
     folds = sorted(set.intersection(*(set(runs[r][m]) for r in runs for m in models))) if models else []
     if not folds:
