@@ -22,6 +22,7 @@ ALL_PACKAGES="$CI_PACKAGES
   inetutils-inetd inetutils-telnetd telnet tigervnc-standalone-server tigervnc-tools vncsnapshot
   snmpd snmp rsyslog dovecot-imapd dovecot-pop3d apache2 apache2-utils lighttpd unbound bind9
   masscan wrk iptables busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious postfix
+  tor opentracker mktorrent transmission-cli aria2
   ngtcp2-server ngtcp2-client httptunnel ptunnel-ng"
 # The quic-aioquic scenario's aioquic is a Python package: pip install -e '.[lab]'.
 # chronyd (the ntp scenario's server) is unpacked, not installed: Debian's chrony package conflicts

@@ -32,6 +32,7 @@ from multa_broker.lab.tools import versions
 
 # Importing the scenario modules registers them.
 from multa_broker.lab import benign, benign_wide, quic, tunnels, othertunnels, threats, scans, floods, bruteforce  # noqa: F401,E402  (run order)
+from multa_broker.lab import tor, p2p  # noqa: F401,E402  (the tor and p2p scenarios, after the others)
 
 log = logging.getLogger("multa.lab")
 
