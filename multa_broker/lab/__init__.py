@@ -9,7 +9,8 @@ Modules: :mod:`.network` (namespaces, links, shaping), :mod:`.procs` (processes
 by PID, timeouts), :mod:`.labels` (rules -> labels.jsonl), :mod:`.scenario`
 (the scenario context and registry), :mod:`.benign`, :mod:`.tunnels`,
 :mod:`.threats` (the scenarios; :mod:`.quic` with its aioquic glue :mod:`.quicapp`, and
-:mod:`.othertunnels` add QUIC and non-VPN tunnels; the broader lab adds :mod:`.benign_wide`, :mod:`.scans`,
+:mod:`.othertunnels` add QUIC and non-VPN tunnels; :mod:`.tor` and :mod:`.p2p` a private Tor network and
+BitTorrent swarms, on extra addresses from :mod:`.addrs`; the broader lab adds :mod:`.benign_wide`, :mod:`.scans`,
 :mod:`.floods`, :mod:`.bruteforce`, with servers in :mod:`.servers` and :mod:`.mailservers`), :mod:`.runner` (one run, its manifest),
 :mod:`.tools` (what is installed), :mod:`.packages` (what to install).
 """
