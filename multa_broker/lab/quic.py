@@ -56,21 +56,21 @@ NGTCP2_FAILURES = ("ERR_HANDSHAKE_TIMEOUT", "ERR_IDLE_CLOSE", "ERR_CRYPTO", "ERR
 
 
 def _batch(ctx: Context, server: Daemon, argvs: Sequence[Sequence[object]], tag: str, timeout: float = 90) -> None:
-    """Run several clients at once (parallel connections, as a browser opens them); all must succeed.
+    """Run several clients at once (parallel connections, as a browser opens them).
 
-    A connection that failed (the server gone, a handshake timing out) fails the scenario: its
-    packets would still be labelled QUIC but would be half a conversation.
+    A dead server fails the scenario (every later connection would be half a conversation). A
+    single connection that failed its handshake is real QUIC traffic, as on any network, so it
+    stays, labelled, and is counted in the manifest's notes.
     """
     if len(argvs) == 1:
         r = ctx.client("cli", argvs[0], timeout=timeout, ok=True)
         outputs = [(tag, r.output)]
     else:
         outputs = _parallel(ctx, argvs, tag, timeout)
-    failed = [f"{name}: {marker}" for name, text in outputs for marker in NGTCP2_FAILURES if marker in text]
     if server.proc.poll() is not None:
-        failed.append(f"server exited with status {server.proc.returncode}: {ctx.log_tail(server, 2)}")
-    if failed:
-        raise ScenarioError("QUIC connection failed: " + "; ".join(failed))
+        raise ScenarioError(f"QUIC server exited with status {server.proc.returncode}: {ctx.log_tail(server, 2)}")
+    ctx.notes += [f"{name}: connection failed ({marker})" for name, text in outputs
+                  for marker in NGTCP2_FAILURES if marker in text]
 
 
 def _parallel(ctx: Context, argvs: Sequence[Sequence[object]], tag: str, timeout: float) -> list[tuple[str, str]]:
