@@ -148,11 +148,12 @@ def _complete(peer: Peer, t: Torrent) -> bool:
     return True
 
 
-def _transmission(ctx: Context, peer: Peer, t: Torrent, encrypted: bool, seeder: bool, tag: str) -> Daemon:
+def _transmission(ctx: Context, peer: Peer, t: Torrent, encrypted: bool, seeder: bool, tag: str,
+                  utp: bool) -> Daemon:
     conf = ctx.mkdir(f"p2p/{tag}-conf")
     settings = {
         "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False, "port-forwarding-enabled": False,
-        "utp-enabled": ctx.rng.random() < 0.5, "bind-address-ipv4": peer.addr, "bind-address-ipv6": "::1",
+        "utp-enabled": utp, "bind-address-ipv4": peer.addr, "bind-address-ipv6": "::1",
         "peer-port": peer.port, "peer-port-random-on-start": False, "encryption": 2 if encrypted else 0,
         "rpc-enabled": False, "blocklist-enabled": False, "message-level": 2,
         "peer-limit-per-torrent": ctx.choice([10, 50, 60]), "start-added-torrents": True,
@@ -166,7 +167,6 @@ def _transmission(ctx: Context, peer: Peer, t: Torrent, encrypted: bool, seeder:
         argv.append("-v")
     elif ctx.rng.random() < 0.25:
         argv += ["-d", str(ctx.choice([200, 500, 1000, 3000]))]
-    peer.notes.append(f"transmission utp={settings['utp-enabled']}")
     argv.append(t.path)
     return ctx.daemon(peer.role, argv, f"transmission-{tag}")
 
@@ -186,15 +186,19 @@ def _aria2(ctx: Context, peer: Peer, t: Torrent, seeder: bool, tag: str) -> Daem
     return ctx.daemon(peer.role, argv, f"aria2-{tag}")
 
 
-def _start(ctx: Context, peer: Peer, t: Torrent, encrypted: bool, seeder: bool, tag: str) -> None:
+def _start(ctx: Context, peer: Peer, t: Torrent, encrypted: bool, seeder: bool, tag: str, utp: bool) -> None:
     if peer.client == "aria2":
         peer.daemon = _aria2(ctx, peer, t, seeder, tag)
     else:
-        peer.daemon = _transmission(ctx, peer, t, encrypted, seeder, tag)
+        peer.daemon = _transmission(ctx, peer, t, encrypted, seeder, tag, utp)
 
 
 def _round(ctx: Context, r: int, t: Torrent, places: list[tuple[str, str]], used_ports: set[int]) -> None:
     encrypted = ctx.rng.random() < 0.5
+    # uTP is on for every transmission peer of a round or for none: a uTP-enabled leecher facing a
+    # seeder without uTP opened TCP connections and closed them unused, and never got a piece
+    # (libtransmission 3.00 also falls back from a failed uTP attempt with a plain handshake).
+    utp = ctx.rng.random() < 0.5
     labels = P2P_ENC if encrypted else P2P_CLEAR
     k = ctx.count(1, 3)
     peers: list[Peer] = []
@@ -209,13 +213,16 @@ def _round(ctx: Context, r: int, t: Torrent, places: list[tuple[str, str]], used
         ctx.rule(labels, server=addr, ports=ports(port), protos=("tcp", "udp"),
                  what=f"round {r} {'seeder' if i == 0 else 'leecher'} {client} {addr}:{port}")
     seeder, leechers = peers[0], peers[1:]
-    ctx.notes.append(f"round {r}: {'encrypted' if encrypted else 'plain'}, {t.size} bytes in {len(t.files)} file(s), "
+    if any(p.client == "aria2" for p in peers):
+        # aria2 has no uTP; transmission falls back from a failed uTP attempt with a plain handshake.
+        utp = False
+    ctx.notes.append(f"round {r}: {'encrypted' if encrypted else 'plain'}, utp {utp}, {t.size} bytes in {len(t.files)} file(s), "
                      f"{t.announce.split(':')[0]} tracker, seeder {seeder.client}, leechers "
                      + ", ".join(p.client for p in leechers))
-    _start(ctx, seeder, t, encrypted, True, f"r{r}-seed")
+    _start(ctx, seeder, t, encrypted, True, f"r{r}-seed", utp)
     ctx.pause(1.0, 4.0)  # the seeder checks its data and announces first
     for i, peer in enumerate(leechers, 1):
-        _start(ctx, peer, t, encrypted, False, f"r{r}-peer{i}")
+        _start(ctx, peer, t, encrypted, False, f"r{r}-peer{i}", utp)
         ctx.pause(0.2, 3.0)
     limit = min(420.0, 90.0 + t.size * len(leechers) / 150_000)
     deadline = time.monotonic() + limit
