@@ -126,6 +126,8 @@ _MTU = 1500.0
 
 def _payload_noise(sizes: np.ndarray, valid: np.ndarray, proto: np.ndarray, rng: np.random.Generator,
                    cfg: AugmentConfig) -> None:
+    if cfg.payload_p <= 0:   # draw nothing: a recipe without it keeps its random stream
+        return
     b = sizes.shape[0]
     pick = np.flatnonzero(rng.random(b) < cfg.payload_p)
     if len(pick) == 0:
