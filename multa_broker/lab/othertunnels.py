@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from multa_broker.lab.benign import curl_session
 from multa_broker.lab.labels import Labels, ports
-from multa_broker.lab.scenario import Context, scenario
+from multa_broker.lab.scenario import Context, ScenarioError, scenario
 from multa_broker.lab.services import WebSite, nginx, ssh_opts, sshd, web_content
 
 SSH_TUNNEL = Labels("ssh", "encrypted", "other-tunnel", "benign")
@@ -111,6 +111,25 @@ def httptunnel(ctx: Context) -> None:
         ctx.pause(0.2, 1.0)
 
 
+def _fetch_lossy(ctx: Context, site: WebSite, base: str, session: int) -> None:
+    """Inner fetches through ptunnel-ng, which now and then cuts a transfer short (curl status 18).
+
+    A cut transfer was still carried by the tunnel, so it is noted, not failed; a session
+    where nothing got through fails the scenario (the tunnel did not work).
+    """
+    ok = 0
+    for _ in range(ctx.count(1, 3)):
+        paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 5)))
+        r = ctx.client("cli", curl_session(ctx, base, paths), timeout=120)
+        if r.returncode == 0:
+            ok += 1
+        else:
+            ctx.notes.append(f"ptunnel-ng session {session}: curl {'timed out' if r.timed_out else r.returncode}")
+        ctx.pause(0.1, 1.0)
+    if not ok:
+        raise ScenarioError(f"nothing got through ptunnel-ng in session {session}")
+
+
 def _echo_ignore(ctx: Context) -> None:
     """Let only ptunnel-ng answer echo requests on the server (as its guide advises); undone afterwards."""
     knob = "net.ipv4.icmp_echo_ignore_all"
@@ -149,7 +168,7 @@ def icmptunnel(ctx: Context) -> None:
             ctx.pause(0.5, 0.5)  # a raw ICMP socket shows in no socket table: give it a moment
         client = ctx.daemon("cli", ["ptunnel-ng", *common, *tune, "-p", ctx.target(addr), "-l", str(lport),
                                     f"-r{LOOPBACK}", "-R80"], f"ptunnel-client{n}", listen=[("tcp", LOOPBACK, lport)])
-        _fetch(ctx, site, f"http://{LOOPBACK}:{lport}", runs=(1, 3))
+        _fetch_lossy(ctx, site, f"http://{LOOPBACK}:{lport}", n)
         ctx.procs.stop(client)
         ctx.procs.stop(server)
         ctx.pause(0.5, 2.0)
