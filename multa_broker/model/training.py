@@ -235,7 +235,7 @@ class WeightAverage:
                 self.state[k].copy_(v)
 
     def swap(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Load the average into ``model``; returns the weights it had, for :meth:`restore`."""
+        """Load the average into ``model``; returns the weights it had, to load back afterwards."""
         raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.state)
         return raw
