@@ -128,3 +128,21 @@ def test_classical_predicts_an_empty_batch() -> None:
     x, y = rng.normal(size=(60, 5)).astype(np.float32), np.arange(60) % 2
     m = fit_task("t", ["a", "b", "c"], x, y, x, y, seed=1)
     assert m.predict_proba(np.zeros((0, 5), np.float32)).shape == (0, 3)
+
+
+def test_the_recipe_key_ignores_a_constant_schedule_but_not_a_cosine_one(tmp_path) -> None:
+    _dataset(tmp_path / "d.npz")
+    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", train=TrainConfig(progress=False))
+    cosine = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, lr_schedule="cosine")})
+    assert loso.recipe_key(spec) != loso.recipe_key(cosine)
+    # The key as it was before the option existed: runs made then are still found.
+    import dataclasses
+    import hashlib
+
+    d = dataclasses.asdict(spec)
+    for k in ("folds", "jobs", "out", "summarise_only"):
+        d.pop(k)
+    del d["train"]["lr_schedule"]
+    d["dataset_sha256"] = loso._sha256(spec.dataset)
+    old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    assert loso.recipe_key(spec) == old

@@ -153,3 +153,26 @@ def test_training_with_a_weight_average_learns_and_keeps_the_average() -> None:
     # The stored weights are the ones validated: evaluating them again gives the same score.
     again = evaluate(m, val, ds.tasks)
     assert again["service"]["macro_f1"] == pytest.approx(r.val["service"]["macro_f1"])
+
+
+def test_cosine_schedule_anneals_to_a_hundredth_and_still_learns() -> None:
+    ds = make_dataset(400, seed=2)
+    train, val = _splits(ds)
+    cfg = TrainConfig(epochs=6, patience=6, min_epochs=6, batch_size=64, lr=1e-2, progress=False,
+                      lr_schedule="cosine")
+    r = fit(_model(ds), train, val, ds.tasks, cfg)
+    rates = [h["lr"] for h in r.history]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[0] < 1e-2
+    assert rates[-1] == pytest.approx(1e-4)
+    assert r.val["service"]["macro_f1"] > 0.8
+    flat = fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=2, patience=2, min_epochs=2, batch_size=64,
+                                                             lr=1e-2, progress=False))
+    assert [h["lr"] for h in flat.history] == [1e-2, 1e-2]
+
+
+def test_an_unknown_schedule_is_refused() -> None:
+    ds = make_dataset(100, seed=2)
+    train, val = _splits(ds)
+    with pytest.raises(MultaError, match="unknown learning-rate schedule 'step'"):
+        fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=1, progress=False, lr_schedule="step"))

@@ -36,6 +36,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                              "the leave-one-source-out runs cap it to fit a CPU budget)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="constant, or cosine: anneal the rate per step to lr/100 over --epochs "
+                             "(default constant)")
     parser.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt",
                         help="per-class loss weights from training counts (default sqrt: count^-1/2)")
     parser.add_argument("--task-weights", default="",
@@ -139,7 +142,8 @@ def train_config(args: argparse.Namespace):
                        batch_size=args.batch_size, lr=args.lr, class_weights=args.class_weights,
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
                        seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps,
-                       context_dropout=args.context_dropout, ema=args.ema)
+                       context_dropout=args.context_dropout, ema=args.ema,
+                       lr_schedule=args.lr_schedule)
 
 
 def context_choice(args: argparse.Namespace) -> bool | None:

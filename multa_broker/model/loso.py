@@ -211,6 +211,10 @@ def recipe_key(spec: LosoSpec) -> str:
     d = dataclasses.asdict(spec)
     for k in ("folds", "jobs", "out", "summarise_only"):
         d.pop(k, None)
+    # Options added later are left out at their do-nothing value, so earlier runs keep their key.
+    for recipe in [d["train"], *d.get("variants", {}).values()]:
+        if recipe.get("lr_schedule") == "constant":
+            del recipe["lr_schedule"]
     d["dataset_sha256"] = _sha256(spec.dataset)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
