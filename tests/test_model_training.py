@@ -176,3 +176,15 @@ def test_an_unknown_schedule_is_refused() -> None:
     train, val = _splits(ds)
     with pytest.raises(MultaError, match="unknown learning-rate schedule 'step'"):
         fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=1, progress=False, lr_schedule="step"))
+
+
+def test_a_step_cap_applies_to_each_task_stream(monkeypatch) -> None:
+    ds = make_dataset(400, partial=True, seed=1)
+    train, val = _splits(ds)
+    steps = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda *a, **k: steps.append(1) or real(*a, **k))
+    fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=1, min_epochs=1, batch_size=16, max_steps=3,
+                                                      progress=False))
+    # Separate paradigm, one stream per task: each task gets its 3 batches, as its baseline would.
+    assert len(steps) == 3 * len(ds.tasks)

@@ -32,8 +32,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smooth", type=int, default=1,
                         help="early stopping on the mean validation score of the last K epochs (default 1)")
     parser.add_argument("--max-steps", type=int, default=None, metavar="K",
-                        help="at most K optimizer steps per epoch (default: one pass over the labelled rows; "
-                             "the leave-one-source-out runs cap it to fit a CPU budget)")
+                        help="at most K optimizer steps per epoch for each task's batches (default: one pass "
+                             "over the labelled rows; the leave-one-source-out runs cap it to fit a CPU budget)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",

@@ -215,6 +215,8 @@ def recipe_key(spec: LosoSpec) -> str:
     for recipe in [d["train"], *d.get("variants", {}).values()]:
         if recipe.get("lr_schedule") == "constant":
             del recipe["lr_schedule"]
+    if any(r.get("max_steps") for r in [d["train"], *d.get("variants", {}).values()]):
+        d["max_steps_per"] = "stream"  # the cap was per epoch before; those runs trained otherwise
     d["dataset_sha256"] = _sha256(spec.dataset)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -56,7 +56,9 @@ class TrainConfig:
     sampling: str = "round-robin"
     seed: int = 1
     progress: bool = True
-    #: Cap on optimizer steps per epoch (None: one pass over the labelled rows).
+    #: Cap on optimizer steps per epoch and per batch stream (None: one pass over the labelled rows).
+    #: Per stream, so that under a cap each task of a separately trained LMMoE still gets as many
+    #: batches as its single-task baseline does, as it does without the cap.
     max_steps: int | None = None
     #: Early stopping reads the mean of the last ``smooth`` epochs' validation scores: one lucky
     #: epoch on a small, differently mixed validation split should not pick the weights.
@@ -269,7 +271,7 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
     sizes = np.array([len(r) for r in groups], dtype=np.float64)
     steps = int(sum(math.ceil(s / cfg.batch_size) for s in sizes))
     if cfg.max_steps:
-        steps = min(steps, cfg.max_steps)
+        steps = min(steps, cfg.max_steps * len(streams))
     labels_np = train.labels.numpy()
     cw = [class_weights(labels_np[groups[0] if cfg.paradigm == "joint" else groups[t], t], len(classes[task]),
                         cfg.class_weights) for t, task in enumerate(tasks)]
