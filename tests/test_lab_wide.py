@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 NEW_BENIGN = {"postgres", "mariadb", "smb", "telnet", "vnc", "snmp", "syslog", "imap", "pop3", "apache", "lighttpd",
               "unbound", "bind", "dhcp", "ntp", "sip", "postfix"}
 NEW_THREATS = {"scan-fin", "scan-xmas", "scan-null", "scan-ack", "scan-slow", "scan-masscan", "dos-udpflood",
-               "dos-icmpflood", "dos-synspoof", "dos-httpflood", "bf-postgres", "bf-mysql", "bf-redis", "bf-imap",
+               "dos-icmpflood", "dos-synspoof", "dos-randsrc", "dos-httpflood", "bf-postgres", "bf-mysql", "bf-redis", "bf-imap",
                "bf-pop3", "bf-telnet", "bf-vnc", "bf-snmp", "bf-smb", "scan-sip", "bf-sip", "bf-smtp"}
 
 

@@ -1,4 +1,4 @@
-"""More floods: UDP, ICMP, SYN from spoofed lab sources, and HTTP request floods with ab and wrk.
+"""More floods: UDP, ICMP, SYN from spoofed lab sources, random-source floods, and HTTP request floods.
 
 Packet floods are bounded by hping3's packet count (-c) and a process
 timeout; HTTP floods by ab's request count and time limit or wrk's duration.
@@ -9,6 +9,9 @@ real HTTP requests and keep the http label (like slowloris).
 
 from __future__ import annotations
 
+import sys
+
+from multa_broker.lab.benign import HTTP
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, scenario
 from multa_broker.lab.services import nginx, web_content
@@ -90,6 +93,35 @@ def dos_synspoof(ctx: Context) -> None:
             gap = ctx.choice([50, 200, 1000, 5000])
             _hping(ctx, ["-S", "-p", port, "-w", str(ctx.choice([512, 1024, 5840, 65535]))], count, gap, src=s)
     ctx.notes.append(f"spoofed sources {', '.join(sources)}")
+
+
+def random_prefixes(ctx: Context) -> list[str]:
+    """1-4 /24s of the lab's network outside its LAN: no lab host lives there, and no route leads back."""
+    return sorted({f"10.77.{ctx.rng.randint(100, 199)}" for _ in range(ctx.rng.randint(1, 4))})
+
+
+@scenario("dos-randsrc", "threat", "SYN or UDP flood with a new spoofed lab source per packet (as a DDoS reaches "
+          "its victim: thousands of one-packet flows), drawn port, size and rate, bounded",
+          needs=("nginx",))
+def dos_randsrc(ctx: Context) -> None:
+    site = web_content(ctx, n=3, hi=100_000)
+    nginx(ctx, site, ctx.srv.ip)
+    # First match wins: the client's browsing stays benign though the flood rule names no client.
+    ctx.rule(HTTP, server=ctx.srv.ip, ports=ports(80), client=ctx.cli.ip, protos=("tcp",), what="client browsing")
+    ctx.rule(FLOOD, server=ctx.target(ctx.srv.ip), what="random-source flood")
+    proto = "tcp" if ctx.rng.random() < 0.6 else "udp"
+    port = ctx.choice([80, 80, 443, 22, 8080] if proto == "tcp" else [53, 123, 161, 1900, 11211, 27015])
+    count = ctx.count(400, 3000, minimum=50)
+    rate = ctx.choice([200, 500, 1000, 3000])
+    argv = [sys.executable, "-m", "multa_broker.lab.rawflood", "--dst", ctx.target(ctx.srv.ip), "--port", str(port),
+            "--proto", proto, "--count", str(count), "--rate", str(rate), "--seed", str(ctx.rng.randint(1, 10**6))]
+    for prefix in random_prefixes(ctx):
+        argv += ["--prefix", prefix]
+    with Browsing(ctx, site):
+        ctx.pause(0.5, 1.5)
+        ctx.client("atk", argv, timeout=count / rate + 30, ok=True)
+        ctx.pause(0.5, 1.5)
+    ctx.notes.append(" ".join(argv[2:]))
 
 
 @scenario("dos-httpflood", "threat", "HTTP request flood against nginx with ab or wrk (drawn concurrency), bounded",
