@@ -272,7 +272,7 @@ export {
 	## :zeek:see:`Multa::default_threat_threshold`.
 	option threat_thresholds: table[string] of double = {
 		["scan"] = 0.9,
-		["bruteforce"] = 0.9,
+		["bruteforce"] = 0.98,
 		["dos"] = 0.9,
 		["c2"] = 0.8,
 		["exploit"] = 0.8,
