@@ -36,6 +36,23 @@ def test_scores_equal_the_models_own_predictions(tmp_path: Path) -> None:
 def test_a_missing_dataset_is_named(tmp_path: Path, capsys) -> None:
     from multa_broker.errors import MultaError
 
-    args = type("A", (), {"dataset": tmp_path / "none.npz", "model": ["default"], "split": "test", "json": False})
+    args = type("A", (), {"dataset": tmp_path / "none.npz", "model": ["default"], "split": "test", "json": False,
+                          "unseen_in": []})
     with pytest.raises(MultaError, match="none.npz"):
         versus.run(args)
+
+
+def test_unseen_in_keeps_only_captures_the_other_build_never_fitted(tmp_path: Path) -> None:
+    from multa_broker.dataset.format import SPLITS
+
+    train_tiny(tmp_path, epochs=1)
+    ds = FlowDataset.load(tmp_path / "tiny-dataset.npz")
+    other = FlowDataset.load(tmp_path / "tiny-dataset.npz")
+    # In the other build, the first test capture was a training capture; one capture it lacks entirely.
+    test_caps = sorted({int(c) for c in ds.capture[ds.split == SPLITS.index("test")]})
+    other.split = np.where(other.capture == test_caps[0], SPLITS.index("train"), other.split).astype(np.int8)
+    other.captures = [("renamed-" + n if i == test_caps[1] else n) for i, n in enumerate(other.captures)]
+    kept = versus.unseen_in(ds.split_rows("test"), other)
+    caps = set(np.unique(kept.capture).tolist())
+    assert test_caps[0] not in caps and test_caps[1] in caps
+    assert caps == set(test_caps) - {test_caps[0]}

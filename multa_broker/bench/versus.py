@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=Path, default=Path("data/dataset.npz"),
                         help="dataset whose test split is scored (default data/dataset.npz)")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--unseen-in", action="append", type=Path, default=[], metavar="DATASET",
+                        help="score only captures in neither the train nor the validation split of DATASET "
+                             "(the dataset a compared model was trained on); repeatable")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
 
 
@@ -59,10 +62,20 @@ def score(model: str, ds: Any) -> dict[str, Any]:
     return out
 
 
-def render(results: list[dict[str, Any]], dataset: Path, split: str) -> str:
+def unseen_in(ds: Any, other: Any) -> Any:
+    """The rows of ``ds`` whose capture never trained or validated a model built from ``other``."""
+    from multa_broker.dataset.format import SPLITS
+
+    fitted = {other.captures[c] for c in np.unique(other.capture[other.split != SPLITS.index("test")])}
+    keep = np.array([name not in fitted for name in ds.captures], dtype=bool)
+    return ds.subset(keep[ds.capture])
+
+
+def render(results: list[dict[str, Any]], dataset: Path, split: str, unseen: list[Path] = ()) -> str:
     names = [r["model"] for r in results]
     tasks = [t for t in results[0]["tasks"] if all(t in r["tasks"] for r in results)]
-    lines = [f"{dataset} ({split} split): macro-F1 (accuracy), most likely class, no open-set threshold", "",
+    where = "".join(f", captures unseen in {u}'s train and validation splits" for u in unseen)
+    lines = [f"{dataset} ({split} split{where}): macro-F1 (accuracy), most likely class, no open-set threshold", "",
              "| task | rows | " + " | ".join(names) + " |", "|---|---:|" + "---:|" * len(names)]
     for t in tasks:
         cells = " | ".join(f"{r['tasks'][t]['macro_f1']:.3f} ({r['tasks'][t]['accuracy']:.3f})" for r in results)
@@ -76,7 +89,9 @@ def render(results: list[dict[str, Any]], dataset: Path, split: str) -> str:
             cells = " | ".join(f"{r['sources'].get(src, {}).get(t, {}).get('macro_f1', float('nan')):.3f}"
                                for r in results)
             lines.append(f"| {src} | {t} | {results[0]['sources'][src][t]['rows']} | {cells} |")
-    lines += ["", "A model trained on another build of the data may have trained on some of these captures."]
+    if not unseen:
+        lines += ["", "A model trained on another build of the data may have trained on some of these captures "
+                      "(--unseen-in leaves them out)."]
     return "\n".join(lines) + "\n"
 
 
@@ -88,6 +103,13 @@ def run(args: argparse.Namespace) -> int:
     ds = FlowDataset.load(args.dataset).split_rows(args.split)
     if len(ds) == 0:
         raise MultaError(f"{args.dataset}: the {args.split} split is empty")
+    for other in args.unseen_in:
+        if not other.is_file():
+            raise MultaError(f"{other}: no such dataset (--unseen-in)")
+        ds = unseen_in(ds, FlowDataset.load(other))
+    if len(ds) == 0:
+        raise MultaError(f"no {args.split} flow of {args.dataset} is unseen in {', '.join(map(str, args.unseen_in))}")
     results = [score(m, ds) for m in args.model]
-    print(json.dumps(results, indent=1) if args.json else render(results, args.dataset, args.split), end="")
+    print(json.dumps(results, indent=1) if args.json else render(results, args.dataset, args.split, args.unseen_in),
+          end="")
     return 0
