@@ -11,7 +11,8 @@ by PID, timeouts), :mod:`.labels` (rules -> labels.jsonl), :mod:`.scenario`
 :mod:`.threats` (the scenarios; :mod:`.quic` with its aioquic glue :mod:`.quicapp`, and
 :mod:`.othertunnels` add QUIC and non-VPN tunnels; :mod:`.tor` and :mod:`.p2p` a private Tor network and
 BitTorrent swarms, on extra addresses from :mod:`.addrs`; the broader lab adds :mod:`.benign_wide`, :mod:`.scans`,
-:mod:`.floods` (random-source floods sent by :mod:`.rawflood`), :mod:`.bruteforce`, with servers in :mod:`.servers` and :mod:`.mailservers`), :mod:`.runner` (one run, its manifest),
+:mod:`.floods` (random-source floods sent by :mod:`.rawflood`), :mod:`.bruteforce`, with servers in
+:mod:`.servers` and :mod:`.mailservers`), :mod:`.runner` (one run, its manifest),
 :mod:`.tools` (what is installed), :mod:`.packages` (what to install).
 """
 
