@@ -97,7 +97,9 @@ def packets(args: argparse.Namespace, rng: random.Random):
         else:
             seg = udp(src, args.dst, sport, args.port, rng.randbytes(size))
             proto = socket.IPPROTO_UDP
-        yield src, ipv4(src, args.dst, proto, seg, rng.getrandbits(16), rng.choice([64, 128, 255, rng.randint(30, 250)]))
+        ident = rng.getrandbits(16)
+        ttl = rng.choice([64, 128, 255, rng.randint(30, 250)])
+        yield src, ipv4(src, args.dst, proto, seg, ident, ttl)
 
 
 def main(argv: list[str] | None = None) -> int:
