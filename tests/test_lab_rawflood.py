@@ -53,6 +53,13 @@ def test_it_refuses_what_is_outside_the_lab(capsys):
     with pytest.raises(SystemExit):
         rawflood.main(["--dst", "10.77.0.10", "--port", "80", "--count", str(rawflood.MAX_COUNT + 1),
                        "--prefix", "10.77.100"])
+    with pytest.raises(SystemExit):
+        rawflood.main(["--dst", "10.77.0.10", "--port", "80", "--count", "5", "--prefix", "10.77.0"])
+    assert "the lab's LAN" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        rawflood.main(["--dst", "10.77.0.10", "--port", "80", "--count", "5", "--prefix", "10.77.100",
+                       "--proto", "udp", "--size", "70000"])
+    assert "--size must be" in capsys.readouterr().err
 
 
 def test_drawn_prefixes_hold_no_lab_host(tmp_path):

@@ -26,6 +26,9 @@ import time
 
 #: The lab's network (multa_broker.lab.network.LAB_NET); repeated so this runs without the package's lab deps.
 LAB_NET = ipaddress.ip_network("10.77.0.0/16")
+#: The lab's LAN, where its hosts and their extra addresses live: never a source prefix.
+LAB_LAN = ipaddress.ip_network("10.77.0.0/24")
+MAX_SIZE = 1400
 MAX_COUNT = 20_000
 
 
@@ -70,6 +73,8 @@ def lab_prefix(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not the first three octets of an IPv4 /24") from None
     if not net.subnet_of(LAB_NET):
         raise argparse.ArgumentTypeError(f"{text}.0/24 is outside the lab network {LAB_NET}")
+    if net == LAB_LAN:
+        raise argparse.ArgumentTypeError(f"{text}.0/24 is the lab's LAN, where its hosts live")
     return text
 
 
@@ -118,8 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--count must be 1..{MAX_COUNT}")
     if not 0 < args.rate <= 100_000 or not 0 < args.port < 65536:
         p.error("--rate must be in (0, 100000] and --port in 1..65535")
+    if args.size is not None and not 0 <= args.size <= MAX_SIZE:
+        p.error(f"--size must be 0..{MAX_SIZE}")
     rng = random.Random(args.seed)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    except PermissionError:
+        p.error("a raw socket needs CAP_NET_RAW (run it inside the lab, as root)")
     gap, start, sent = 1.0 / args.rate, time.monotonic(), 0
     for i, (_src, pkt) in enumerate(packets(args, rng)):
         ahead = start + i * gap - time.monotonic()
