@@ -17,6 +17,7 @@ from multa_broker.lab.network import assert_lab_address
 from multa_broker.lab.runner import scenario_names
 from multa_broker.lab.scenario import REGISTRY, UNAVAILABLE
 from multa_broker.taxonomy import TASKS
+from support.labfixture import assert_every_flow_labelled_once, fixture_records
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lab"
 REPO = Path(__file__).resolve().parent.parent
@@ -124,26 +125,11 @@ def test_setup_script_installs_what_ci_needs():
 # -- the committed capture (made by `multa lab run --quick`, see tests/fixtures/lab/README) ----------------
 
 def _fixture_records():
-    path = FIXTURES / "labels.jsonl"
-    if not path.exists():
-        pytest.skip(f"lab fixture missing: {path}")
-    return L.read(path)
+    return fixture_records(FIXTURES)
 
 
 def test_fixture_labels_name_real_flows_of_the_capture():
-    from multa_broker.capture import read_flows
-    records = _fixture_records()
-    by_capture: dict[str, list[dict]] = {}
-    for r in records:
-        by_capture.setdefault(r["capture"], []).append(r)
-    for capture, recs in by_capture.items():
-        keys = {(f.key.proto, f.key.orig_h, f.key.orig_p, f.key.resp_h, f.key.resp_p, round(f.key.ts, 6))
-                for f in read_flows(FIXTURES / capture, verify_checksums=False)}
-        for r in recs:
-            k = (r["proto"], r["orig_h"], r["orig_p"], r["resp_h"], r["resp_p"], r["ts"])
-            assert k in keys, f"{capture}: labelled flow {k} is not in the capture"
-        # Every flow of a lab capture is labelled: the lab has no unexplained traffic.
-        assert len(recs) == len(keys), capture
+    assert_every_flow_labelled_once(FIXTURES, _fixture_records())
 
 
 def test_fixture_labels_follow_the_scenarios():

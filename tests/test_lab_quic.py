@@ -13,11 +13,11 @@ from typing import Any, Sequence
 import pytest
 
 from multa_broker.flow import FlowKey
-from multa_broker.lab import labels as L
 from multa_broker.lab import othertunnels, quic
 from multa_broker.lab.network import HOSTS, Conditions, Host, assert_lab_address
 from multa_broker.lab.procs import Result
 from multa_broker.lab.scenario import REGISTRY, Context
+from support.labfixture import assert_every_flow_labelled_once, fixture_records
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "lab-quic"
@@ -194,24 +194,13 @@ def test_setup_script_and_docs_list_the_packages():
 # -- the committed capture (a tiny run; see tests/fixtures/lab-quic/README.md) ----------------------------
 
 def _fixture_records() -> list[dict]:
-    path = FIXTURES / "labels.jsonl"
-    if not path.exists():
-        pytest.skip(f"lab fixture missing: {path}")
-    return L.read(path)
+    return fixture_records(FIXTURES)
 
 
 def test_fixture_labels_name_every_flow_of_each_capture():
-    from multa_broker.capture import read_flows
     records = _fixture_records()
-    by_capture: dict[str, list[dict]] = {}
-    for r in records:
-        by_capture.setdefault(r["capture"], []).append(r)
     assert {r["scenario"] for r in records} == set(SCENARIOS)
-    for capture, recs in by_capture.items():
-        keys = {(f.key.proto, f.key.orig_h, f.key.orig_p, f.key.resp_h, f.key.resp_p, round(f.key.ts, 6))
-                for f in read_flows(FIXTURES / capture, verify_checksums=False)}
-        got = {(r["proto"], r["orig_h"], r["orig_p"], r["resp_h"], r["resp_p"], r["ts"]) for r in recs}
-        assert got == keys, capture
+    assert_every_flow_labelled_once(FIXTURES, records)
 
 
 def test_fixture_labels_follow_the_scenarios():
