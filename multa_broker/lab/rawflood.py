@@ -24,10 +24,9 @@ import struct
 import sys
 import time
 
-#: The lab's network (multa_broker.lab.network.LAB_NET); repeated so this runs without the package's lab deps.
-LAB_NET = ipaddress.ip_network("10.77.0.0/16")
-#: The lab's LAN, where its hosts and their extra addresses live: never a source prefix.
-LAB_LAN = ipaddress.ip_network("10.77.0.0/24")
+from multa_broker.errors import MultaError
+from multa_broker.lab.network import LAB_NET, LAN, assert_lab_address
+
 MAX_SIZE = 1400
 MAX_COUNT = 20_000
 
@@ -73,19 +72,20 @@ def lab_prefix(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not the first three octets of an IPv4 /24") from None
     if not net.subnet_of(LAB_NET):
         raise argparse.ArgumentTypeError(f"{text}.0/24 is outside the lab network {LAB_NET}")
-    if net == LAB_LAN:
+    if net == LAN:  # where the lab's hosts and their extra addresses live
         raise argparse.ArgumentTypeError(f"{text}.0/24 is the lab's LAN, where its hosts live")
     return text
 
 
 def lab_address(text: str) -> str:
     try:
-        addr = ipaddress.ip_address(text)
+        ipaddress.IPv4Address(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
-    if addr not in LAB_NET:
-        raise argparse.ArgumentTypeError(f"{text} is outside the lab network {LAB_NET}")
-    return text
+    try:
+        return assert_lab_address(text)
+    except MultaError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def packets(args: argparse.Namespace, rng: random.Random):
