@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 
-from multa_broker.lab.benign import HTTP
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, scenario
 from multa_broker.lab.services import nginx, web_content
@@ -106,9 +105,6 @@ def random_prefixes(ctx: Context) -> list[str]:
 def dos_randsrc(ctx: Context) -> None:
     site = web_content(ctx, n=3, hi=100_000)
     nginx(ctx, site, ctx.srv.ip)
-    # First match wins: the client's browsing stays benign though the flood rule names no client.
-    ctx.rule(HTTP, server=ctx.srv.ip, ports=ports(80), client=ctx.cli.ip, protos=("tcp",), what="client browsing")
-    ctx.rule(FLOOD, server=ctx.target(ctx.srv.ip), what="random-source flood")
     proto = "tcp" if ctx.rng.random() < 0.6 else "udp"
     port = ctx.choice([80, 80, 443, 22, 8080] if proto == "tcp" else [53, 123, 161, 1900, 11211, 27015])
     count = ctx.count(400, 3000, minimum=50)
@@ -118,6 +114,9 @@ def dos_randsrc(ctx: Context) -> None:
     for prefix in random_prefixes(ctx):
         argv += ["--prefix", prefix]
     with Browsing(ctx, site):
+        # After the browsing rule Browsing added: first match wins, so the client's browsing stays
+        # benign though this rule names no client.
+        ctx.rule(FLOOD, server=ctx.target(ctx.srv.ip), what="random-source flood")
         ctx.pause(0.5, 1.5)
         ctx.client("atk", argv, timeout=count / rate + 30, ok=True)
         ctx.pause(0.5, 1.5)
