@@ -212,10 +212,11 @@ def recipe_key(spec: LosoSpec) -> str:
     for k in ("folds", "jobs", "out", "summarise_only"):
         d.pop(k, None)
     # Options added later are left out at their do-nothing value, so earlier runs keep their key.
-    for recipe in [d["train"], *d.get("variants", {}).values()]:
+    recipes = [d["train"], *d.get("variants", {}).values()]
+    for recipe in recipes:
         if recipe.get("lr_schedule") == "constant":
             del recipe["lr_schedule"]
-    if any(r.get("max_steps") for r in [d["train"], *d.get("variants", {}).values()]):
+    if any(r.get("max_steps") for r in recipes):
         d["max_steps_per"] = "stream"  # the cap was per epoch before; those runs trained otherwise
     d["dataset_sha256"] = _sha256(spec.dataset)
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
