@@ -208,3 +208,50 @@ def test_towers_read_the_statistics_only_when_asked(stats: bool) -> None:
     assert single.tower.net[1].in_features == 8 + extra
     x = _inputs(b=3)
     torch.testing.assert_close(torch.jit.script(lm.eval())(*x)[0], lm(*x)[0])
+
+
+def test_summary_code_ramps_between_fitted_quantiles() -> None:
+    from multa_broker.model.preprocess import SummaryCode
+
+    code = SummaryCode(dim=2, bins=4)
+    # Feature 0 spread over 0..100, feature 1 constant: quantile edges 0,25,50,75,100 and a step.
+    train = torch.stack([torch.linspace(0, 100, 101), torch.full((101,), 7.0)], dim=1)
+    code.fit(train)
+    torch.testing.assert_close(code.lo[0], torch.tensor([0.0, 25.0, 50.0, 75.0]))
+    out = code(torch.tensor([[30.0, 7.5], [-5.0, 6.0], [200.0, 7.0]]))
+    assert out.shape == (3, 8)
+    # 30 fills the first bin, 5/25 of the second, none of the rest.
+    torch.testing.assert_close(out[0, :4], torch.tensor([1.0, 0.2, 0.0, 0.0]))
+    torch.testing.assert_close(out[1, :4], torch.zeros(4))   # below the training range
+    torch.testing.assert_close(out[2, :4], torch.ones(4))    # above it
+    # The constant feature's zero-width bins are steps at its value.
+    assert out[0, 4:].tolist() == [1.0] * 4 and out[1, 4:].tolist() == [0.0] * 4
+    assert SummaryCode(dim=5, bins=0)(torch.ones(3, 5)).shape == (3, 0)
+
+
+def test_summary_code_is_fitted_on_training_flows_and_travels_in_the_archive(tmp_path) -> None:
+    from multa_broker.model.experiment import fit_summary_code
+    from multa_broker.model.preprocess import CONTEXT_DIM, SUMMARY_DIM
+
+    torch.manual_seed(0)
+    cfg = LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8, context=True, summary_bins=4)
+    lm = LMMoE(cfg)
+    single = SingleTaskLSTM(SingleConfig(tasks={"service": ALL_TASKS["service"]}, hidden=8, tower=8,
+                                         context=True, summary_bins=4))
+    width = (SUMMARY_DIM + CONTEXT_DIM) * 5
+    assert lm.heads[0].tower.net[1].in_features == 8 + width
+    assert single.tower.net[1].in_features == 8 + width
+    x = _inputs(b=64)
+    inputs = (*x, torch.randint(0, 40, (64, 6)).float(), torch.ones(64))
+    before = lm.summary_code.lo.clone()
+    fit_summary_code(lm, inputs)
+    assert not torch.equal(before, lm.summary_code.lo)
+    _x, summary, _last = lm.pre(*x)
+    summary = torch.cat([summary, lm.ctx_in(inputs[5], inputs[6], 64, summary.dtype)], dim=1)
+    q = torch.quantile(summary.double(), 0.25, dim=0).float()
+    torch.testing.assert_close(lm.summary_code.lo[:, 1], q)
+    path = tmp_path / "m.pt"
+    torch.jit.script(lm.eval()).save(str(path))
+    loaded = torch.jit.load(str(path))
+    torch.testing.assert_close(loaded.summary_code.lo, lm.summary_code.lo)
+    torch.testing.assert_close(loaded(*inputs)[0], lm(*inputs)[0])

@@ -130,11 +130,13 @@ def test_classical_predicts_an_empty_batch() -> None:
     assert m.predict_proba(np.zeros((0, 5), np.float32)).shape == (0, 3)
 
 
-def test_the_recipe_key_ignores_a_constant_schedule_but_not_a_cosine_one(tmp_path) -> None:
+def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -> None:
     _dataset(tmp_path / "d.npz")
     spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", train=TrainConfig(progress=False))
     cosine = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, lr_schedule="cosine")})
     assert loso.recipe_key(spec) != loso.recipe_key(cosine)
+    binned = loso.LosoSpec(**{**spec.__dict__, "summary_bins": 8})
+    assert loso.recipe_key(spec) != loso.recipe_key(binned)
     # The key as it was before the option existed: runs made then are still found.
     import dataclasses
     import hashlib
@@ -143,6 +145,7 @@ def test_the_recipe_key_ignores_a_constant_schedule_but_not_a_cosine_one(tmp_pat
     for k in ("folds", "jobs", "out", "summarise_only"):
         d.pop(k)
     del d["train"]["lr_schedule"]
+    del d["summary_bins"]
     d["dataset_sha256"] = loso._sha256(spec.dataset)
     old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert loso.recipe_key(spec) == old

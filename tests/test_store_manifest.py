@@ -156,6 +156,18 @@ def test_training_run_writes_a_complete_store_entry(tmp_path: Path) -> None:
     assert store.next_version(tmp_path / "store", "tiny") == "2"
 
 
+def test_summary_bins_are_fitted_and_shipped_with_the_model_and_its_baselines(tmp_path: Path) -> None:
+    import torch
+
+    dest = train_tiny(tmp_path, epochs=1, baselines=True, summary_bins=4)
+    for path in (dest, *(dest / "baselines").iterdir()):
+        loaded = store.load(path)
+        assert loaded.manifest["architecture"]["summary_bins"] == 4
+        lo = loaded.module.summary_code.lo
+        # Fitted on the training flows, not left at the even spread over [0, 1] it starts with.
+        assert lo.shape[1] == 4 and not torch.allclose(lo, torch.linspace(0, 1, 5)[:-1].expand_as(lo))
+
+
 def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     a = store.load(train_tiny(tmp_path / "a", epochs=1, flows=150)).manifest["weights_sha256"]
     b = store.load(train_tiny(tmp_path / "b", epochs=1, flows=150)).manifest["weights_sha256"]

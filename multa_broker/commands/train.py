@@ -83,6 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--no-stats", action="store_true",
                         help="towers read only the LSTM state, not the per-flow statistics (for comparison)")
+    parser.add_argument("--summary-bins", type=int, default=0, metavar="K",
+                        help="towers also read each per-flow statistic coded piecewise-linearly over K bins at "
+                             "its training quantiles (LMMoE and single-task alike; default 0: off)")
     parser.add_argument("--baselines", action="store_true",
                         help="also train and store the single-task LSTMs and the classical models")
     parser.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
@@ -171,7 +174,7 @@ def run_loso(args: argparse.Namespace) -> int:
     spec = loso.LosoSpec(
         dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
         tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,
-        context=context_choice(args), train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
+        summary_bins=args.summary_bins, context=context_choice(args), train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
         summarise_only=args.summarise_only)
     summary = loso.run(spec)
     print(loso.markdown(summary), end="")
@@ -189,8 +192,8 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, out=args.out, name=args.name, version=args.version,
         tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
         experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
-        single_hidden=args.single_hidden, stats=not args.no_stats, context=context_choice(args),
-        train=train_config(args), baselines=args.baselines,
+        single_hidden=args.single_hidden, stats=not args.no_stats, summary_bins=args.summary_bins,
+        context=context_choice(args), train=train_config(args), baselines=args.baselines,
         calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
         calibration=args.calibration,
         command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])

@@ -52,6 +52,8 @@ class RunSpec:
     single_hidden: int = 64
     #: Towers read the per-flow statistics too (LMMoE and single-task alike).
     stats: bool = True
+    #: Bins of the summary statistics' piecewise-linear code (0: off; LMMoEConfig.summary_bins).
+    summary_bins: int = 0
     #: Gates and towers (and the baselines) read the host context: True, False, or None for
     #: "where the dataset carries it".
     context: bool | None = None
@@ -140,6 +142,7 @@ def train_model(model: nn.Module, splits: dict[str, SplitTensors], classes: dict
                 cfg: TrainConfig, *, calibrate: bool = True, reject: float = DEFAULT_REJECT,
                 desc: str = "train", teachers: list[Any] | None = None) -> Trained:
     """Fit, calibrate (temperature per task), pick thresholds on validation, evaluate on test."""
+    fit_summary_code(model, splits["train"].inputs)
     result = fit(model, splits["train"], splits["val"], classes, cfg, desc=desc, teachers=teachers)
     val_logits = predict_logits(model, splits["val"].inputs)
     temps, thresholds = [], []
@@ -163,6 +166,22 @@ def train_model(model: nn.Module, splits: dict[str, SplitTensors], classes: dict
         sel = y >= 0
         raw_ece[task] = ece(softmax(test_logits[t][sel]), y[sel]) if sel.any() else float("nan")
     return Trained(model, result, temps, thresholds, val, test, raw_ece)
+
+
+def fit_summary_code(model: nn.Module, inputs: tuple[torch.Tensor, ...], chunk: int = 8192) -> None:
+    """Set a model's summary-code bins (preprocess.SummaryCode) from its training flows."""
+    code = getattr(model, "summary_code", None)
+    if code is None or code.bins == 0:
+        return
+    parts = []
+    with torch.no_grad():
+        for start in range(0, int(inputs[0].shape[0]), chunk):
+            sizes, dirs, iats, lengths, proto, ctx, has_ctx = (a[start:start + chunk] for a in inputs)
+            _x, summary, _last = model.pre(sizes, dirs, iats, lengths, proto)
+            if model.context:
+                summary = torch.cat([summary, model.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
+            parts.append(summary)
+    code.fit(torch.cat(parts))
 
 
 #: A class with fewer training rows than this is "seen too rarely" for calibration.
@@ -256,13 +275,14 @@ def run(spec: RunSpec) -> Path:
         classical = fit_classical(ds, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights, context)
     teachers = [classical[t][0] for t in tasks] if classical and spec.train.distill > 0 else None
     cfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden,
-                      tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context)
+                      tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
+                      summary_bins=spec.summary_bins)
     lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
     arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
-            "dropout": spec.dropout, "stats": spec.stats, "context": context}
+            "dropout": spec.dropout, "stats": spec.stats, "context": context, "summary_bins": spec.summary_bins}
     manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
@@ -272,14 +292,16 @@ def run(spec: RunSpec) -> Path:
         single_cfg = dataclasses.replace(spec.train, paradigm="separate")
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context)
+                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
+                                summary_bins=spec.summary_bins)
             one = {task: classes[task]}
             tsplits = load_splits(ds, [task], spec.n)
             trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
                                   teachers=[classical[task][0]] if teachers else None)
             sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower,
-                     "dropout": spec.dropout, "stats": spec.stats, "context": context}
+                     "dropout": spec.dropout, "stats": spec.stats, "context": context,
+                     "summary_bins": spec.summary_bins}
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
                                      spec.n, sarch, training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")

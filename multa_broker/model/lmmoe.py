@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from multa_broker.flow import DEFAULT_N
-from multa_broker.model.preprocess import CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, last_valid
+from multa_broker.model.preprocess import (CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, SummaryCode,
+                                           last_valid)
 
 
 @dataclass
@@ -44,6 +45,9 @@ class LMMoEConfig:
     stats: bool = True
     #: Gates and towers also read the flow's host context (multa_broker.context).
     context: bool = False
+    #: With ``stats``, towers also read each summary feature's piecewise-linear code over this
+    #: many bins at its training quantiles (preprocess.SummaryCode); 0 turns it off.
+    summary_bins: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,17 +81,17 @@ class TaskHead(nn.Module):
     """One task's gate (softmax over experts, from the flow summary) and tower."""
 
     def __init__(self, experts: int, hidden: int, tower: int, classes: int, dropout: float,
-                 stats: bool = True, summary_dim: int = SUMMARY_DIM) -> None:
+                 stats: bool = True, summary_dim: int = SUMMARY_DIM, code_dim: int = 0) -> None:
         super().__init__()
         self.stats = bool(stats)
         self.gate = nn.Linear(summary_dim, experts)
-        self.tower = Tower(hidden + (summary_dim if stats else 0), tower, classes, dropout)
+        self.tower = Tower(hidden + (summary_dim + code_dim if stats else 0), tower, classes, dropout)
 
-    def forward(self, summary: torch.Tensor, expert_out: torch.Tensor) -> torch.Tensor:
+    def forward(self, summary: torch.Tensor, expert_out: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         g = torch.softmax(self.gate(summary), dim=1)              # [B, E]
         mixed = torch.bmm(g.unsqueeze(1), expert_out).squeeze(1)  # [B, H]
         if self.stats:
-            mixed = torch.cat([mixed, summary], dim=1)
+            mixed = torch.cat([mixed, summary, code], dim=1)
         return self.tower(mixed)
 
 
@@ -110,10 +114,11 @@ class LMMoE(nn.Module):
         self.context = bool(cfg.context)
         self.ctx_in = ContextInput()
         summary_dim = SUMMARY_DIM + (CONTEXT_DIM if cfg.context else 0)
+        self.summary_code = SummaryCode(summary_dim, cfg.summary_bins if cfg.stats else 0)
         self.experts = nn.ModuleList(
             [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
         self.heads = nn.ModuleList(
-            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, summary_dim)
+            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, summary_dim, self.summary_code.dim)
              for c in cfg.tasks.values()])
         self.register_buffer("temperature", torch.ones(len(cfg.tasks)))
 
@@ -123,12 +128,13 @@ class LMMoE(nn.Module):
         x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
         if self.context:
             summary = torch.cat([summary, self.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
+        code = self.summary_code(summary)
         states: List[torch.Tensor] = []
         for expert in self.experts:
             out, _ = expert(x)
             states.append(last_valid(out, last))
         expert_out = torch.stack(states, dim=1)                   # [B, E, H]
-        return [head(summary, expert_out) for head in self.heads]
+        return [head(summary, expert_out, code) for head in self.heads]
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                 lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,

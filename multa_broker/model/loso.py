@@ -54,6 +54,7 @@ class LosoSpec:
     dropout: float = 0.1
     single_hidden: int = 64
     stats: bool = True
+    summary_bins: int = 0
     #: Host context for every model (None: where the dataset carries it).
     context: bool | None = None
     train: Any = None  # TrainConfig
@@ -175,7 +176,8 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     recipes = {"lmmoe": spec.train, **{f"lmmoe:{k}": v for k, v in spec.variants.items()}}
     for name, cfg in recipes.items():
         mcfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden, tower=spec.tower,
-                           dropout=spec.dropout, stats=spec.stats, context=context)
+                           dropout=spec.dropout, stats=spec.stats, context=context,
+                           summary_bins=spec.summary_bins)
         cfg = dataclasses.replace(cfg, progress=False)
         trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
                               teachers=teachers_for(cfg, tasks))
@@ -188,7 +190,8 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
         result["oos"]["single"] = {}
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context)
+                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
+                                summary_bins=spec.summary_bins)
             tsplits = load_splits(work, [task], spec.n)
             trained = train_model(make_single(scfg, single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
                                   desc=f"{fold} single {task}", teachers=teachers_for(single_cfg, [task]))
@@ -216,6 +219,8 @@ def recipe_key(spec: LosoSpec) -> str:
     for recipe in recipes:
         if recipe.get("lr_schedule") == "constant":
             del recipe["lr_schedule"]
+    if not d["summary_bins"]:
+        del d["summary_bins"]
     if any(r.get("max_steps") for r in recipes):
         d["max_steps_per"] = "stream"  # the cap was per epoch before; those runs trained otherwise
     d["dataset_sha256"] = _sha256(spec.dataset)

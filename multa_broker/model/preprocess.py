@@ -198,3 +198,43 @@ def last_valid(out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     """
     idx = last.view(-1, 1, 1).expand(-1, 1, out.shape[2])
     return out.gather(1, idx).squeeze(1)
+
+
+class SummaryCode(nn.Module):
+    """Piecewise-linear code of each summary feature over bins fitted on training data.
+
+    A tree splits each statistic at any threshold; a small MLP fed the raw,
+    scaled value has to build every step from ReLUs. Encoding each feature as
+    ``bins`` ramps between its training quantiles (Gorishniy et al., "On
+    Embeddings for Numerical Features in Tabular Deep Learning", NeurIPS 2022)
+    hands the tower those steps. ``bins`` 0 turns it off (width 0). The edges
+    are buffers, so they travel inside the TorchScript archive; until
+    :meth:`fit` they are spread evenly over [0, 1].
+    """
+
+    def __init__(self, dim: int, bins: int) -> None:
+        super().__init__()
+        self.bins = int(bins)
+        self.dim = int(dim) * self.bins
+        k = max(self.bins, 1)
+        edges = torch.linspace(0.0, 1.0, k + 1).repeat(int(dim), 1)  # [D, bins + 1]
+        self.register_buffer("lo", edges[:, :-1].clone())
+        self.register_buffer("width", (edges[:, 1:] - edges[:, :-1]).clone())
+
+    @torch.jit.unused
+    def fit(self, summary: torch.Tensor) -> None:
+        """Set each feature's edges to its quantiles over ``summary`` [F, D] (training flows)."""
+        if self.bins == 0 or summary.shape[0] == 0:
+            return
+        q = torch.linspace(0.0, 1.0, self.bins + 1, dtype=torch.float64)
+        edges = torch.quantile(summary.to(torch.float64), q, dim=0).T.to(self.lo.dtype)  # [D, bins + 1]
+        with torch.no_grad():
+            self.lo.copy_(edges[:, :-1])
+            # A bin of zero width (a feature with few distinct values) becomes a step at its edge.
+            self.width.copy_((edges[:, 1:] - edges[:, :-1]).clamp(min=1e-6))
+
+    def forward(self, summary: torch.Tensor) -> torch.Tensor:
+        if self.bins == 0:
+            return summary.new_zeros(summary.shape[0], 0)
+        code = ((summary.unsqueeze(2) - self.lo) / self.width).clamp(0.0, 1.0)
+        return code.reshape(summary.shape[0], self.dim)

@@ -17,7 +17,8 @@ from torch import nn
 
 from multa_broker.flow import DEFAULT_N
 from multa_broker.model.lmmoe import Tower, init_lstm, probabilities
-from multa_broker.model.preprocess import CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, last_valid
+from multa_broker.model.preprocess import (CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, SummaryCode,
+                                           last_valid)
 
 
 @dataclass
@@ -33,6 +34,8 @@ class SingleConfig:
     stats: bool = True
     #: ... and the host context (as the LMMoE's gates and towers do).
     context: bool = False
+    #: ... and the summary's piecewise-linear code (LMMoEConfig.summary_bins).
+    summary_bins: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,7 +54,8 @@ class SingleTaskLSTM(nn.Module):
         self.context = bool(cfg.context)
         self.ctx_in = ContextInput()
         summary_dim = SUMMARY_DIM + (CONTEXT_DIM if cfg.context else 0)
-        self.tower = Tower(cfg.hidden + (summary_dim if cfg.stats else 0), cfg.tower,
+        self.summary_code = SummaryCode(summary_dim, cfg.summary_bins if cfg.stats else 0)
+        self.tower = Tower(cfg.hidden + (summary_dim + self.summary_code.dim if cfg.stats else 0), cfg.tower,
                            len(next(iter(cfg.tasks.values()))), cfg.dropout)
         self.register_buffer("temperature", torch.ones(1))
 
@@ -64,7 +68,7 @@ class SingleTaskLSTM(nn.Module):
         out, _ = self.lstm(x)
         h = last_valid(out, last)
         if self.stats:
-            h = torch.cat([h, summary], dim=1)
+            h = torch.cat([h, summary, self.summary_code(summary)], dim=1)
         return [self.tower(h)]
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
