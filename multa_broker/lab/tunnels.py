@@ -164,8 +164,8 @@ def wireguard(ctx: Context) -> None:
         ctx.pause(0.5, 2.0)
 
 
-@scenario("iodine", "tunnel", "iodine IP-over-DNS tunnel (iodined authoritative for t.lab.test), HTTP inside",
-          needs=("iodined", "iodine", "nginx", "curl"))
+@scenario("iodine", "tunnel", "iodine IP-over-DNS tunnel (iodined authoritative for t.lab.test), direct or through "
+          "a recursive Unbound on the client host, HTTP inside", needs=("iodined", "iodine", "nginx", "curl", "unbound"))
 def iodine(ctx: Context) -> None:
     addr = ctx.srv.extra[1]
     ctx.rule(DNS_TUNNEL, server=addr, ports=ports(53), protos=("udp",), what="iodine")
@@ -180,13 +180,51 @@ def iodine(ctx: Context) -> None:
         argv = ["iodine", "-f", "-r", "-P", password, "-d", "dns0", "-T", qtype, "-I", str(ctx.rng.randint(1, 4))]
         if qtype not in ("NULL", "PRIVATE"):
             argv += ["-O", ctx.choice(["Base32", "Base64", "Base128"])]
-        client = ctx.daemon("cli", [*argv, ctx.target(addr), domain], f"iodine-client{n}")
+        # How tunnels usually leave a network: through the site's resolver, which asks the tunnel's
+        # authoritative server from a new source port per query. The sensor between the two then
+        # sees one short flow per query, not one long flow per session.
+        resolver = _stub_resolver(ctx, n, domain, addr) if ctx.rng.random() < 0.5 else None
+        client = ctx.daemon("cli", [*argv, "127.0.0.1" if resolver else ctx.target(addr), domain],
+                            f"iodine-client{n}")
         ctx.wait_until("iodine tunnel", lambda: "Connection setup complete" in client.log_path.read_text(
-            errors="replace"), timeout=40)
+            errors="replace"), timeout=60)
         _browse(ctx, site, IODINE_NET, (1, 2))
         ctx.procs.stop(client)
+        if resolver:
+            ctx.procs.stop(resolver)
         ctx.procs.stop(server)
         ctx.pause(0.5, 2.0)
+
+
+def _stub_resolver(ctx: Context, n: int, domain: str, server: str) -> object:
+    """Unbound on the client host's loopback, recursing for ``domain`` to ``server`` (its stub zone)."""
+    d = ctx.mkdir(f"unbound-stub{n}")
+    conf = ctx.write(f"unbound-stub{n}/unbound.conf", f"""
+server:
+  interface: 127.0.0.1
+  port: 53
+  do-ip6: no
+  username: ""
+  chroot: ""
+  directory: "{d}"
+  pidfile: "{d}/unbound.pid"
+  use-syslog: no
+  logfile: ""
+  verbosity: 1
+  module-config: "iterator"
+  num-threads: 1
+  qname-minimisation: no
+  do-not-query-localhost: no
+  local-zone: "." refuse
+  local-zone: "{domain}." transparent
+stub-zone:
+  name: "{domain}."
+  stub-addr: {ctx.target(server)}
+remote-control:
+  control-enable: no
+""")
+    return ctx.daemon("cli", ["unbound", "-d", "-p", "-c", conf], f"unbound-stub{n}",
+                      listen=[("udp", "127.0.0.1", 53)], wait=30)
 
 
 def _ipsec_missing() -> str | None:
