@@ -275,7 +275,7 @@ export {
 		["bruteforce"] = 0.98,
 		["dos"] = 0.9,
 		["c2"] = 0.8,
-		["exploit"] = 0.8,
+		["exploit"] = 0.9,
 	};
 
 	## Minimum score for threat classes missing from

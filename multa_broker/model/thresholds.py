@@ -117,7 +117,7 @@ def rates(counts: dict[str, int]) -> dict[str, float]:
 
 #: The Zeek package's default notice thresholds (``Multa::threat_thresholds`` and
 #: ``Multa::default_threat_threshold`` in zeek_scripts/main.zeek; a test pins them).
-PACKAGE_NOTICE_THRESHOLDS: dict[str, float] = {"scan": 0.9, "bruteforce": 0.98, "dos": 0.9, "c2": 0.8, "exploit": 0.8}
+PACKAGE_NOTICE_THRESHOLDS: dict[str, float] = {"scan": 0.9, "bruteforce": 0.98, "dos": 0.9, "c2": 0.8, "exploit": 0.9}
 PACKAGE_DEFAULT_THRESHOLD = 0.9
 
 
