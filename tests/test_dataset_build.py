@@ -140,6 +140,27 @@ def test_cli_build_and_info(small_corpus, tmp_path, capsys):
     assert "http" in capsys.readouterr().out
 
 
+def test_cli_build_keeps_the_splits_of_an_earlier_dataset(small_corpus, tmp_path, capsys):
+    from multa_broker.dataset.format import FlowDataset
+
+    data, source = small_corpus
+    base = ["dataset", "build", "--data", str(data), "--no-builtin", "--source", str(source)]
+    # Every capture in training first; the default ratios would spread them over the splits...
+    assert main([*base, "--out", str(tmp_path / "a.npz"), "--ratios", "1,0,0"]) == 0
+    # ... unless the first build's splits are kept.
+    assert main([*base, "--out", str(tmp_path / "b.npz"), "--keep-splits", str(tmp_path / "a.npz")]) == 0
+    a, b = FlowDataset.load(tmp_path / "a.npz"), FlowDataset.load(tmp_path / "b.npz")
+    split_of = lambda ds: {ds.captures[int(c)]: int(ds.split[ds.capture == c][0]) for c in set(ds.capture.tolist())}  # noqa: E731
+    assert main([*base, "--out", str(tmp_path / "c.npz")]) == 0
+    assert split_of(FlowDataset.load(tmp_path / "c.npz")) != split_of(a)
+    assert split_of(a) == split_of(b)
+    assert b.meta["splits_kept_from"] == "a.npz"
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "d.npz"), "--keep-splits", str(tmp_path / "nope.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nope.npz" in err
+
+
 def test_cli_bad_inputs_are_one_line_errors(tmp_path, capsys):
     assert main(["dataset", "info", str(tmp_path / "nope.npz")]) == 1
     err = capsys.readouterr().err

@@ -160,6 +160,25 @@ def test_split_puts_a_capture_holding_most_of_a_class_into_train():
     assert {a[f"c{i}"] for i in range(10)} == {0, 1, 2}
 
 
+def test_kept_splits_survive_new_captures_that_would_move_them():
+    caps = {f"c{i}": Counter({("service", "dns"): 10}) for i in range(10)}
+    caps["a"] = Counter({("threat", "dos"): 150})
+    caps["b"] = Counter({("threat", "dos"): 160})
+    before = assign_splits(caps, seed=1)
+    grown = dict(caps)
+    grown.update({f"n{i}": Counter({("threat", "dos"): 300}) for i in range(4)})
+    after = assign_splits(grown, seed=1)
+    moved = {c for c in caps if after[c] != before[c]}
+    assert moved  # without pinning, adding captures moves old ones (the reason for `fixed`)
+    kept = assign_splits(grown, seed=1, fixed={**before, "gone": 2})
+    assert all(kept[c] == before[c] for c in caps) and "gone" not in kept
+    assert set(kept) == set(grown)
+    # The new captures are still placed around the pinned ones: some train, not all in one split.
+    assert 0 in {kept[f"n{i}"] for i in range(4)}
+    with pytest.raises(ValueError):
+        assign_splits(grown, fixed={"a": 5})
+
+
 def test_split_of_a_class_in_two_captures_trains_on_the_bigger():
     caps = {f"c{i}": Counter({("service", "dns"): 10}) for i in range(10)}
     caps["small"] = Counter({("threat", "c2"): 20})

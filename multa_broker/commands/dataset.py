@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="leave out one label source by name, e.g. stopddos or lab (repeatable)")
     b.add_argument("--out", default="data/dataset.npz", help="dataset file to write (default: %(default)s)")
     b.add_argument("--seed", type=int, default=1, help="seed of the split by capture (default: %(default)s)")
+    b.add_argument("--keep-splits", type=Path, metavar="DATASET",
+                   help="captures in this earlier dataset file keep the split it gave them; only new captures "
+                        "are placed (so a retrained model keeps its training captures)")
     b.add_argument("--ratios", default="0.7,0.15,0.15", help="train,val,test ratios (default: %(default)s)")
     b.add_argument("--max-per-capture-label", type=int, default=300, metavar="N",
                    help="keep at most N flows with the same labels from one capture, 0 for all (default: %(default)s)")
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=data, lab_dirs=[Path(p) for p in args.lab], sources=[Path(p) for p in args.source],
         builtin=not args.no_builtin, without=list(args.without), verify_checksums=args.verify_checksums, seed=args.seed,
         ratios=_ratios(args.ratios), max_per_capture_label=args.max_per_capture_label,
+        keep_splits=args.keep_splits,
     )
     ds, report = build(config)
     out = Path(args.out)

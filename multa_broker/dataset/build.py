@@ -49,6 +49,8 @@ class BuildConfig:
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
     #: At most this many flows with the same labels from one capture (0: no cap).
     max_per_capture_label: int = 300
+    #: An earlier dataset file: its captures keep the splits it gave them (split.assign_splits).
+    keep_splits: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,15 @@ def _cap(found: list[tuple[Flow, Labels]], cap: int, seed: int, report: BuildRep
     return [found[i] for i in sorted(keep)]
 
 
+def kept_splits(path: Path) -> dict[str, int]:
+    """capture -> split index in an earlier dataset file."""
+    from multa_broker.dataset.format import FlowDataset
+
+    old = FlowDataset.load(path)
+    return {old.captures[int(c)]: int(old.split[np.flatnonzero(old.capture == c)[0]])
+            for c in np.unique(old.capture)}
+
+
 def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, BuildReport]:
     jobs = plan(config)
     if not jobs:
@@ -297,12 +308,14 @@ def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, Buil
         if classes:
             capture_classes[job.name] = classes
     report.flows_labelled = len(rows.flows)
-    splits = assign_splits(capture_classes, config.ratios, config.seed)
+    fixed = kept_splits(config.keep_splits) if config.keep_splits else None
+    splits = assign_splits(capture_classes, config.ratios, config.seed, fixed)
     names = [j.name for j in jobs]
     ds = _to_dataset(rows, names, splits)
     ds.meta.update({
         "seed": config.seed,
         "ratios": list(config.ratios),
+        "splits_kept_from": config.keep_splits.name if config.keep_splits else None,
         "verify_checksums": config.verify_checksums,
         "max_per_capture_label": config.max_per_capture_label,
         "flows_capped": report.flows_capped,

@@ -28,10 +28,12 @@ def assign_splits(
     capture_classes: Mapping[str, Counter],
     ratios: Sequence[float] = DEFAULT_RATIOS,
     seed: int = 1,
+    fixed: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Map each capture to a split index (into SPLITS).
 
-    ``capture_classes``: capture -> Counter of (task, class) -> flows.
+    ``capture_classes``: capture -> Counter of (task, class) -> flows;
+    ``fixed``: captures whose split is already decided (others in it are ignored).
     """
     if len(ratios) != len(SPLITS) or abs(sum(ratios) - 1.0) > 1e-6:
         raise ValueError(f"split ratios must be {len(SPLITS)} numbers summing to 1, got {list(ratios)}")
@@ -62,7 +64,23 @@ def assign_splits(
     have_flows: dict[Hashable, list[int]] = defaultdict(lambda: [0] * k)
     total = [0] * k
     out: dict[str, int] = {}
+
+    def place(cap: str, best: int) -> None:
+        out[cap] = best
+        total[best] += 1
+        for c, n_flows in capture_classes[cap].items():
+            have_caps[c][best] += 1
+            have_flows[c][best] += n_flows
+
+    pinned = {c: int(i) for c, i in (fixed or {}).items() if c in capture_classes}
+    if any(not 0 <= i < k for i in pinned.values()):
+        raise ValueError(f"fixed splits must be indices 0..{k - 1}")
     for cap in captures:
+        if cap in pinned:
+            place(cap, pinned[cap])
+    for cap in captures:
+        if cap in pinned:
+            continue
         classes = capture_classes[cap]
         r = rarest(cap)
         if r is None:
@@ -81,10 +99,5 @@ def assign_splits(
                     for j in range(k):
                         share = (have_flows[c][j] + (n_flows if j == i else 0)) / placed
                         deficit[i] -= (share - ratios[j]) ** 2
-        best = max(range(k), key=lambda i: (deficit[i], ratios[i]))
-        out[cap] = best
-        total[best] += 1
-        for c, n_flows in classes.items():
-            have_caps[c][best] += 1
-            have_flows[c][best] += n_flows
+        place(cap, max(range(k), key=lambda i: (deficit[i], ratios[i])))
     return out
