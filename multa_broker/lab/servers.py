@@ -361,19 +361,15 @@ mimetype.assign = (".html" => "text/html", ".js" => "application/javascript", ".
 
 # -- DNS: Unbound and BIND -----------------------------------------------------------------------------
 
-def unbound(ctx: Context, records: dict[str, str], txt: dict[str, str]) -> Daemon:
-    """Unbound on the lab resolver address serving lab.test from local data; every other name refused."""
-    d = ctx.mkdir("unbound")
-    data = [f'  local-data: "{n}. A {ip}"' for n, ip in records.items()]
-    data += [f'  local-data: \'{n}. TXT "{t}"\'' for n, t in txt.items()]
-    data += [f'  local-data: "{LAB_DOMAIN}. MX 10 mail.{LAB_DOMAIN}."',
-             f'  local-data: "_mqtt._tcp.{LAB_DOMAIN}. SRV 0 0 1883 mqtt.{LAB_DOMAIN}."']
-    conf = ctx.write("unbound/unbound.conf", f"""
+def unbound_config(ctx: Context, name: str, interface: str, clauses: str) -> Path:
+    """An Unbound config in ``name``/ answering on ``interface``:53, recursion off for every name
+    but what ``clauses`` (more ``server:`` lines, then any other sections) allows."""
+    d = ctx.mkdir(name)
+    return ctx.write(f"{name}/unbound.conf", f"""
 server:
-  interface: {RESOLVER}
+  interface: {interface}
   port: 53
   do-ip6: no
-  access-control: 10.77.0.0/16 allow
   username: ""
   chroot: ""
   directory: "{d}"
@@ -384,8 +380,17 @@ server:
   module-config: "iterator"
   num-threads: 1
   local-zone: "." refuse
-  local-zone: "{LAB_DOMAIN}." static
-""" + "\n".join(data) + "\nremote-control:\n  control-enable: no\n")
+""" + clauses + "\nremote-control:\n  control-enable: no\n")
+
+
+def unbound(ctx: Context, records: dict[str, str], txt: dict[str, str]) -> Daemon:
+    """Unbound on the lab resolver address serving lab.test from local data; every other name refused."""
+    data = [f'  local-data: "{n}. A {ip}"' for n, ip in records.items()]
+    data += [f'  local-data: \'{n}. TXT "{t}"\'' for n, t in txt.items()]
+    data += [f'  local-data: "{LAB_DOMAIN}. MX 10 mail.{LAB_DOMAIN}."',
+             f'  local-data: "_mqtt._tcp.{LAB_DOMAIN}. SRV 0 0 1883 mqtt.{LAB_DOMAIN}."']
+    conf = unbound_config(ctx, "unbound", RESOLVER, "\n".join([
+        "  access-control: 10.77.0.0/16 allow", f'  local-zone: "{LAB_DOMAIN}." static', *data]))
     return ctx.daemon("srv", ["unbound", "-d", "-p", "-c", conf], "unbound",
                       listen=[("udp", RESOLVER, 53), ("tcp", RESOLVER, 53)], wait=30)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from multa_broker.lab.benign import curl_session
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, ScenarioError, scenario
+from multa_broker.lab.servers import unbound_config
 from multa_broker.lab.services import WebSite, nginx, web_content
 
 VPN = Labels("vpn", "encrypted", "vpn", "benign")
@@ -198,31 +199,9 @@ def iodine(ctx: Context) -> None:
 
 def _stub_resolver(ctx: Context, n: int, domain: str, server: str) -> object:
     """Unbound on the client host's loopback, recursing for ``domain`` to ``server`` (its stub zone)."""
-    d = ctx.mkdir(f"unbound-stub{n}")
-    conf = ctx.write(f"unbound-stub{n}/unbound.conf", f"""
-server:
-  interface: 127.0.0.1
-  port: 53
-  do-ip6: no
-  username: ""
-  chroot: ""
-  directory: "{d}"
-  pidfile: "{d}/unbound.pid"
-  use-syslog: no
-  logfile: ""
-  verbosity: 1
-  module-config: "iterator"
-  num-threads: 1
-  qname-minimisation: no
-  do-not-query-localhost: no
-  local-zone: "." refuse
-  local-zone: "{domain}." transparent
-stub-zone:
-  name: "{domain}."
-  stub-addr: {ctx.target(server)}
-remote-control:
-  control-enable: no
-""")
+    conf = unbound_config(ctx, f"unbound-stub{n}", "127.0.0.1", "\n".join([
+        "  qname-minimisation: no", f'  local-zone: "{domain}." transparent',
+        "stub-zone:", f'  name: "{domain}."', f"  stub-addr: {ctx.target(server)}"]))
     return ctx.daemon("cli", ["unbound", "-d", "-p", "-c", conf], f"unbound-stub{n}",
                       listen=[("udp", "127.0.0.1", 53)], wait=30)
 
