@@ -66,7 +66,7 @@ def unseen_in(ds: Any, other: Any) -> Any:
     """The rows of ``ds`` whose capture never trained or validated a model built from ``other``."""
     from multa_broker.dataset.format import SPLITS
 
-    fitted = {other.captures[c] for c in np.unique(other.capture[other.split != SPLITS.index("test")])}
+    fitted = {name for name, split in other.capture_splits().items() if split != SPLITS.index("test")}
     keep = np.array([name not in fitted for name in ds.captures], dtype=bool)
     return ds.subset(keep[ds.capture])
 

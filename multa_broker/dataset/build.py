@@ -282,15 +282,6 @@ def _cap(found: list[tuple[Flow, Labels]], cap: int, seed: int, report: BuildRep
     return [found[i] for i in sorted(keep)]
 
 
-def kept_splits(path: Path) -> dict[str, int]:
-    """capture -> split index in an earlier dataset file."""
-    from multa_broker.dataset.format import FlowDataset
-
-    old = FlowDataset.load(path)
-    return {old.captures[int(c)]: int(old.split[np.flatnonzero(old.capture == c)[0]])
-            for c in np.unique(old.capture)}
-
-
 def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, BuildReport]:
     jobs = plan(config)
     if not jobs:
@@ -308,7 +299,7 @@ def build(config: BuildConfig, progress: bool = True) -> tuple[FlowDataset, Buil
         if classes:
             capture_classes[job.name] = classes
     report.flows_labelled = len(rows.flows)
-    fixed = kept_splits(config.keep_splits) if config.keep_splits else None
+    fixed = FlowDataset.load(config.keep_splits).capture_splits() if config.keep_splits else None
     splits = assign_splits(capture_classes, config.ratios, config.seed, fixed)
     names = [j.name for j in jobs]
     ds = _to_dataset(rows, names, splits)

@@ -79,6 +79,11 @@ class FlowDataset:
     def split_rows(self, name: str) -> "FlowDataset":
         return self.subset(self.split == SPLITS.index(name))
 
+    def capture_splits(self) -> dict[str, int]:
+        """Capture name -> its split index (into SPLITS), for every capture with rows here."""
+        idx, first = np.unique(self.capture, return_index=True)
+        return {self.captures[int(c)]: int(self.split[f]) for c, f in zip(idx, first)}
+
     def encoded(self, n: int) -> EncodedBatch:
         """The model inputs for the first ``n`` packets, as :func:`multa_broker.flow.encode` makes them."""
         n = min(n, self.sizes.shape[1])

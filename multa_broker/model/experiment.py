@@ -176,10 +176,7 @@ def fit_summary_code(model: nn.Module, inputs: tuple[torch.Tensor, ...], chunk: 
     parts = []
     with torch.no_grad():
         for start in range(0, int(inputs[0].shape[0]), chunk):
-            sizes, dirs, iats, lengths, proto, ctx, has_ctx = (a[start:start + chunk] for a in inputs)
-            _x, summary, _last = model.pre(sizes, dirs, iats, lengths, proto)
-            if model.context:
-                summary = torch.cat([summary, model.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
+            _x, summary, _last = model.features(*(a[start:start + chunk] for a in inputs))
             parts.append(summary)
     code.fit(torch.cat(parts))
 

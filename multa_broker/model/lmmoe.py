@@ -21,7 +21,7 @@ tensor per task, in task order; ``logits`` is the same before softmax.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -122,12 +122,19 @@ class LMMoE(nn.Module):
              for c in cfg.tasks.values()])
         self.register_buffer("temperature", torch.ones(len(cfg.tasks)))
 
-    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
-               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    def features(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor, lengths: torch.Tensor,
+                 proto: torch.Tensor, ctx: Optional[torch.Tensor] = None, has_ctx: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps, the per-flow summary (host context appended when the model reads it), last index."""
         x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
         if self.context:
             summary = torch.cat([summary, self.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
+        return x, summary, last
+
+    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        x, summary, last = self.features(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
         code = self.summary_code(summary)
         states: List[torch.Tensor] = []
         for expert in self.experts:

@@ -216,8 +216,7 @@ class SummaryCode(nn.Module):
         super().__init__()
         self.bins = int(bins)
         self.dim = int(dim) * self.bins
-        k = max(self.bins, 1)
-        edges = torch.linspace(0.0, 1.0, k + 1).repeat(int(dim), 1)  # [D, bins + 1]
+        edges = torch.linspace(0.0, 1.0, self.bins + 1).repeat(int(dim), 1)  # [D, bins + 1]
         self.register_buffer("lo", edges[:, :-1].clone())
         self.register_buffer("width", (edges[:, 1:] - edges[:, :-1]).clone())
 

@@ -10,7 +10,7 @@ measures against the single LMMoE.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -59,12 +59,19 @@ class SingleTaskLSTM(nn.Module):
                            len(next(iter(cfg.tasks.values()))), cfg.dropout)
         self.register_buffer("temperature", torch.ones(1))
 
-    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
-               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+    def features(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor, lengths: torch.Tensor,
+                 proto: torch.Tensor, ctx: Optional[torch.Tensor] = None, has_ctx: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps, the per-flow summary (host context appended when the model reads it), last index."""
         x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
         if self.context:
             summary = torch.cat([summary, self.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
+        return x, summary, last
+
+    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        x, summary, last = self.features(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
         out, _ = self.lstm(x)
         h = last_valid(out, last)
         if self.stats:
