@@ -137,6 +137,8 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     assert loso.recipe_key(spec) != loso.recipe_key(cosine)
     binned = loso.LosoSpec(**{**spec.__dict__, "summary_bins": 8})
     assert loso.recipe_key(spec) != loso.recipe_key(binned)
+    balanced = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, capture_balance=0.5)})
+    assert loso.recipe_key(spec) != loso.recipe_key(balanced)
     # The key as it was before the option existed: runs made then are still found.
     import dataclasses
     import hashlib
@@ -145,6 +147,8 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     for k in ("folds", "jobs", "out", "summarise_only"):
         d.pop(k)
     del d["train"]["lr_schedule"]
+    del d["train"]["capture_balance"]
+    del d["train"]["distill_crossfit"]
     del d["summary_bins"]
     d["dataset_sha256"] = loso._sha256(spec.dataset)
     old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]

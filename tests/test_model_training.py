@@ -9,7 +9,7 @@ import torch
 from multa_broker.errors import MultaError
 from multa_broker.model.lmmoe import LMMoE, LMMoEConfig
 from multa_broker.model.synthetic import make_dataset
-from multa_broker.model.training import SplitTensors, TrainConfig, class_weights, evaluate, fit
+from multa_broker.model.training import SplitTensors, TrainConfig, capture_probs, class_weights, evaluate, fit
 from multa_broker.taxonomy import MISSING
 
 torch.set_num_threads(1)
@@ -188,3 +188,92 @@ def test_a_step_cap_applies_to_each_task_stream(monkeypatch) -> None:
                                                       progress=False))
     # Separate paradigm, one stream per task: each task gets its 3 batches, as its baseline would.
     assert len(steps) == 3 * len(ds.tasks)
+
+
+def test_capture_balance_gives_small_captures_their_share() -> None:
+    capture = np.array([0] * 90 + list(range(1, 11)))
+    rows = np.arange(100)
+    assert capture_probs(capture, rows, 0.0) is None
+    flat = capture_probs(capture, rows, 1.0)
+    assert flat.sum() == pytest.approx(1.0)
+    assert flat[:90].sum() == pytest.approx(1 / 11)  # the big capture counts as one of eleven
+    half = capture_probs(capture, rows, 0.5)
+    assert half[:90].sum() == pytest.approx(90 ** 0.5 / (90 ** 0.5 + 10))
+
+
+def test_class_weights_follow_the_drawn_mix_under_capture_balance() -> None:
+    # Class 0 fills one capture of 90 rows, class 1 ten captures of one row: drawn alike per
+    # capture, class 1 makes 10/11 of the batches, so it is the one to weigh down.
+    y = np.array([0] * 90 + [1] * 10)
+    p = capture_probs(np.array([0] * 90 + list(range(1, 11))), np.arange(100), 1.0)
+    w = class_weights(y, 2, "sqrt", p).numpy()
+    assert w[0] == pytest.approx(w[1] * (10 / 1) ** 0.5)
+    assert class_weights(y, 2, "sqrt").numpy()[1] > class_weights(y, 2, "sqrt").numpy()[0]
+
+
+def test_fit_draws_rows_by_capture_when_balanced(monkeypatch) -> None:
+    ds = make_dataset(400, partial=False, seed=2)
+    train, val = _splits(ds)
+    big = np.zeros(len(train), dtype=np.int64)  # one capture holds nine tenths of the rows,
+    big[:len(train) // 10] = np.arange(1, len(train) // 10 + 1)  # the rest are one capture each
+    small_rows = set(range(len(train) // 10))
+
+    def share_of_small(balance: float) -> float:
+        seen: list[int] = []
+        t = SplitTensors(train.inputs, train.labels, big)
+        real = t.rows
+        monkeypatch.setattr(t, "rows", lambda idx: seen.extend(idx.tolist()) or real(idx))
+        fit(_model(ds), t, val, ds.tasks, TrainConfig(paradigm="joint", epochs=3, min_epochs=1, batch_size=32,
+                                                      capture_balance=balance, progress=False))
+        return sum(r in small_rows for r in seen) / len(seen)
+
+    assert share_of_small(0.0) == pytest.approx(0.1, abs=0.01)  # one pass: every row once
+    # Balanced, the big capture is one capture among many: the single-row captures fill most batches.
+    assert share_of_small(1.0) > 0.9
+
+
+def test_a_negative_capture_balance_is_refused() -> None:
+    ds = make_dataset(60, seed=1)
+    train, val = _splits(ds)
+    with pytest.raises(MultaError, match="capture balance"):
+        fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=1, capture_balance=-1, progress=False))
+
+
+def test_crossfit_scores_each_capture_with_trees_that_never_saw_it() -> None:
+    from multa_broker.model.classical import crossfit_proba, fit_task
+
+    # Each capture has its own value of the one feature, and the label alternates from capture to
+    # capture: trees can memorise a capture, but a capture they have not seen looks like its
+    # neighbours, which carry the other label.
+    capture = np.repeat(np.arange(40), 25)  # trees keep at least 20 rows a leaf
+    x = capture.astype(np.float32)[:, None]
+    y = capture % 2
+    m = fit_task("t", ["even", "odd"], x, y, x, y, seed=1)
+    own = m.predict_proba(x)
+    assert own[np.arange(len(y)), y].mean() > 0.9
+    oof = crossfit_proba(m, x, y, capture, folds=4, seed=1)
+    assert oof.shape == own.shape and np.allclose(oof.sum(axis=1), 1.0)
+    assert oof[np.arange(len(y)), y].mean() < 0.5  # out of fold, no capture is recognised
+
+
+def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
+    from multa_broker.model.classical import fit_task
+    from multa_broker.model.training import crossfit_teacher_probs, teacher_probs, _teacher_features
+
+    ds = make_dataset(300, partial=True, seed=7)
+    train, val = _splits(ds)
+    feats, _ = _teacher_features([None], train.inputs)
+    y = train.labels.numpy()[:, 0]
+    ok = y >= 0
+    teacher = fit_task("service", ds.tasks[ds.task_names[0]], feats[ok], y[ok], feats[ok], y[ok], seed=1)
+    teachers = [teacher] + [None] * (len(ds.tasks) - 1)
+    crossed = crossfit_teacher_probs(teachers, train, 3, 1, "sqrt")
+    plain = teacher_probs(teachers, train.inputs)
+    assert crossed[1] is None and crossed[0].shape == plain[0].shape
+    assert torch.equal(crossed[0][~torch.from_numpy(ok)], plain[0][~torch.from_numpy(ok)])  # unlabelled: as is
+    assert not torch.allclose(crossed[0][torch.from_numpy(ok)], plain[0][torch.from_numpy(ok)])
+    fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=2, min_epochs=1, distill=0.5, distill_crossfit=3,
+                                                      progress=False), teachers=teachers)
+    with pytest.raises(MultaError, match="at least 2 folds"):
+        fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=1, distill=0.5, distill_crossfit=1,
+                                                          progress=False), teachers=teachers)

@@ -39,6 +39,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="constant, or cosine: anneal the rate per step to lr/100 over --epochs "
                              "(default constant)")
+    parser.add_argument("--capture-balance", type=float, default=0.0, metavar="A",
+                        help="draw training rows with probability proportional to (rows of their capture)^-A, "
+                             "so a few large captures do not fill most batches (0: uniform, 1: every capture "
+                             "alike; default 0)")
     parser.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt",
                         help="per-class loss weights from training counts (default sqrt: count^-1/2)")
     parser.add_argument("--task-weights", default="",
@@ -56,6 +60,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distill", type=float, default=0.0, metavar="W",
                         help="mix the classical trees' soft labels into every task's loss with weight W in "
                              "0..1 (distillation; the trees are trained first; default 0)")
+    parser.add_argument("--distill-crossfit", type=int, default=0, metavar="K",
+                        help="with --distill: the trees' soft label of each training flow comes from trees "
+                             "fitted without its capture, over K capture-grouped folds (default 0: the trees' "
+                             "own, nearly one-hot, view of their training flows)")
     parser.add_argument("--context", choices=("auto", "on", "off"), default="auto",
                         help="models read each flow's host context (what its hosts did in the 60 s before it); "
                              "auto: where the dataset carries it (default auto)")
@@ -146,7 +154,8 @@ def train_config(args: argparse.Namespace):
                        task_weights=parse_task_weights(args.task_weights), sampling=args.sampling,
                        seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps,
                        context_dropout=args.context_dropout, ema=args.ema,
-                       lr_schedule=args.lr_schedule)
+                       lr_schedule=args.lr_schedule, capture_balance=args.capture_balance,
+                       distill_crossfit=args.distill_crossfit)
 
 
 def context_choice(args: argparse.Namespace) -> bool | None:

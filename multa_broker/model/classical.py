@@ -96,24 +96,33 @@ class ClassicalModel:
         return out
 
 
+def _estimator(params: dict[str, Any], seed: int, y: np.ndarray) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    if len(np.unique(y)) < 2:
+        from sklearn.dummy import DummyClassifier
+        return DummyClassifier(strategy="most_frequent")
+    return HistGradientBoostingClassifier(**params, early_stopping=False, random_state=seed)
+
+
+def _sample_weights(y: np.ndarray, n_classes: int, class_weights: str) -> np.ndarray:
+    from multa_broker.model.training import class_weights as weights_for
+
+    return weights_for(y, n_classes, class_weights).numpy()[y]
+
+
 def fit_task(task: str, classes: list[str], x_train: np.ndarray, y_train: np.ndarray,
              x_val: np.ndarray, y_val: np.ndarray, seed: int, class_weights: str = "sqrt",
              context: bool = False) -> ClassicalModel:
     """Fit a HistGradientBoostingClassifier, picking its size on validation macro-F1."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     from multa_broker.model.metrics import macro_f1
-    from multa_broker.model.training import class_weights as weights_for
 
-    w = weights_for(y_train, len(classes), class_weights).numpy()[y_train]
+    w = _sample_weights(y_train, len(classes), class_weights)
     best: ClassicalModel | None = None
     best_f1 = -1.0
     for max_iter, leaves in ((100, 15), (300, 31)):
         params = {"max_iter": max_iter, "max_leaf_nodes": leaves, "learning_rate": 0.1}
-        est = HistGradientBoostingClassifier(**params, early_stopping=False, random_state=seed)
-        if len(np.unique(y_train)) < 2:
-            from sklearn.dummy import DummyClassifier
-            est = DummyClassifier(strategy="most_frequent")
+        est = _estimator(params, seed, y_train)
         est.fit(x_train, y_train, sample_weight=w)
         model = ClassicalModel(task, classes, est, params, context)
         f1 = macro_f1(y_val, model.predict_proba(x_val).argmax(axis=1)) if len(y_val) else 0.0
@@ -122,3 +131,27 @@ def fit_task(task: str, classes: list[str], x_train: np.ndarray, y_train: np.nda
     assert best is not None
     log.debug("classical %s: %s (val macro-F1 %.3f)", task, best.params, best_f1)
     return best
+
+
+def crossfit_proba(model: ClassicalModel, x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int,
+                   seed: int, class_weights: str = "sqrt") -> np.ndarray:
+    """[F, C] out-of-fold probabilities of ``model``'s own training rows.
+
+    The rows are cut into ``folds`` parts by ``groups`` (their captures); each part is scored by
+    trees of ``model``'s size fitted on the other parts. On the flows it was fitted on a tree model
+    is almost always sure and right; scored this way its probabilities say which classes it tells
+    apart on captures it has not seen, which is what a student should learn from it.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    out = np.zeros((len(x), len(model.classes)))
+    k = min(folds, len(np.unique(groups)))
+    if k < 2:
+        return model.predict_proba(x)
+    for fit_rows, score_rows in GroupKFold(n_splits=k).split(x, y, groups):
+        est = _estimator(model.params, seed, y[fit_rows])
+        est.fit(x[fit_rows], y[fit_rows], sample_weight=_sample_weights(y[fit_rows], len(model.classes),
+                                                                        class_weights))
+        part = ClassicalModel(model.task, model.classes, est, model.params, model.context)
+        out[score_rows] = part.predict_proba(x[score_rows])
+    return out

@@ -219,6 +219,9 @@ def recipe_key(spec: LosoSpec) -> str:
     for recipe in recipes:
         if recipe.get("lr_schedule") == "constant":
             del recipe["lr_schedule"]
+        for later in ("capture_balance", "distill_crossfit"):
+            if not recipe.get(later):
+                recipe.pop(later, None)
     if not d["summary_bins"]:
         del d["summary_bins"]
     if any(r.get("max_steps") for r in recipes):

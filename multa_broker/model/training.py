@@ -80,6 +80,14 @@ class TrainConfig:
     #: ``lr``/100 over ``epochs``. At a constant rate the weights keep jumping between epochs, and
     #: which epoch early stopping lands on decides much of the out-of-source figure.
     lr_schedule: str = "constant"
+    #: Exponent a of capture balancing: a training row is drawn with probability proportional to
+    #: (its capture's labelled rows for the task)^-a. 0 draws every row once per pass; 1 gives
+    #: every capture the same share. A few large captures (one flood, one busy trace) otherwise
+    #: fill most batches, and a model learns those captures rather than their classes.
+    capture_balance: float = 0.0
+    #: With distillation: score each training flow by trees fitted without its capture, over this
+    #: many capture-grouped folds (0: the teacher's own, nearly one-hot, view of its training flows).
+    distill_crossfit: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +100,8 @@ class SplitTensors:
     #: sizes, dirs, iats, lengths, proto, ctx, has_ctx (the model's arguments, in order).
     inputs: tuple[torch.Tensor, ...]
     labels: torch.Tensor  # int64 [F, T], -1 = missing
+    #: Each row's capture index (for capture balancing); None: every row its own capture.
+    capture: np.ndarray | None = None
 
     @classmethod
     def from_dataset(cls, ds: FlowDataset, tasks: Sequence[str], n: int) -> "SplitTensors":
@@ -101,7 +111,7 @@ class SplitTensors:
                         enc.has_ctx.astype(np.float32)))
         cols = [ds.task_names.index(t) for t in tasks]
         labels = torch.from_numpy(ds.labels[:, cols].astype(np.int64)) if len(ds) else torch.zeros((0, len(cols)), dtype=torch.long)
-        return cls(inputs, labels)
+        return cls(inputs, labels, np.asarray(ds.capture, dtype=np.int64))
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -160,9 +170,14 @@ def evaluate(model: nn.Module, split: SplitTensors, classes: dict[str, list[str]
     return out
 
 
-def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor:
-    """Loss weight per class: 1 (none), count^-1/2 (sqrt) or count^-1 (inverse), mean 1 over rows."""
-    counts = np.bincount(y[y >= 0], minlength=n_classes).astype(np.float64)
+def class_weights(y: np.ndarray, n_classes: int, mode: str, p: np.ndarray | None = None) -> torch.Tensor:
+    """Loss weight per class: 1 (none), count^-1/2 (sqrt) or count^-1 (inverse), mean 1 over rows.
+
+    With ``p`` (the rows' draw probabilities under capture balancing) a class counts as many rows
+    as the batches hold of it on average, not as the split has."""
+    ok = y >= 0
+    counts = (np.bincount(y[ok], minlength=n_classes).astype(np.float64) if p is None else
+              np.bincount(y[ok], weights=p[ok] / p[ok].sum() * ok.sum(), minlength=n_classes))
     if mode == "none" or counts.sum() == 0:
         return torch.ones(n_classes)
     power = {"sqrt": 0.5, "inverse": 1.0}.get(mode)
@@ -183,12 +198,22 @@ class FitResult:
     val: dict[str, dict[str, Any]]
 
 
-def _cycle(rows: np.ndarray, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Endless batches over ``rows``, reshuffled on each pass."""
+def _cycle(rows: np.ndarray, batch: int, rng: np.random.Generator,
+           p: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Endless batches over ``rows``: each pass a reshuffle, or with ``p`` len(rows) draws by ``p``."""
     while True:
-        perm = rng.permutation(rows)
+        perm = rng.permutation(rows) if p is None else rng.choice(rows, size=len(rows), replace=True, p=p)
         for start in range(0, len(perm), batch):
             yield perm[start:start + batch]
+
+
+def capture_probs(capture: np.ndarray | None, rows: np.ndarray, power: float) -> np.ndarray | None:
+    """Draw probabilities of ``rows`` under capture balancing (None: uniform, one pass each)."""
+    if power <= 0 or capture is None or len(rows) == 0:
+        return None
+    _, inverse, counts = np.unique(capture[rows], return_inverse=True, return_counts=True)
+    w = counts[inverse].astype(np.float64) ** -power
+    return w / w.sum()
 
 
 def _task_rows(train: SplitTensors, tasks: Sequence[str], paradigm: str) -> list[np.ndarray]:
@@ -209,15 +234,42 @@ def _task_rows(train: SplitTensors, tasks: Sequence[str], paradigm: str) -> list
     return out
 
 
-def teacher_probs(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
-    """Each task's teacher probabilities for every row; None where a task has no teacher."""
+def _teacher_features(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> tuple[np.ndarray, np.ndarray | None]:
     from multa_broker.model.classical import flow_features, with_context
 
     arrays = [a.numpy() for a in inputs]
     plain = flow_features(*arrays[:5])
     with_ctx = with_context(plain, *arrays[5:]) if any(getattr(m, "context", False) for m in teachers) else None
+    return plain, with_ctx
+
+
+def teacher_probs(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Each task's teacher probabilities for every row; None where a task has no teacher."""
+    plain, with_ctx = _teacher_features(teachers, inputs)
     return [None if m is None else torch.from_numpy(
         m.predict_proba(with_ctx if getattr(m, "context", False) else plain).astype(np.float32)) for m in teachers]
+
+
+def crossfit_teacher_probs(teachers: Sequence[Any], train: "SplitTensors", folds: int, seed: int,
+                           class_weights: str) -> list[torch.Tensor | None]:
+    """As :func:`teacher_probs` for the training rows, each labelled row scored out of fold by trees
+    fitted without its capture (:func:`multa_broker.model.classical.crossfit_proba`)."""
+    from multa_broker.model.classical import crossfit_proba
+
+    plain, with_ctx = _teacher_features(teachers, train.inputs)
+    labels = train.labels.numpy()
+    groups = train.capture if train.capture is not None else np.arange(len(train))
+    out: list[torch.Tensor | None] = []
+    for t, m in enumerate(teachers):
+        if m is None:
+            out.append(None)
+            continue
+        x = with_ctx if getattr(m, "context", False) else plain
+        probs = m.predict_proba(x)
+        rows = np.flatnonzero(labels[:, t] >= 0)
+        probs[rows] = crossfit_proba(m, x[rows], labels[rows, t], groups[rows], folds, seed, class_weights)
+        out.append(torch.from_numpy(probs.astype(np.float32)))
+    return out
 
 
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -266,20 +318,29 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
     tasks = list(model.task_names)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
+    if cfg.distill_crossfit < 0 or cfg.distill_crossfit == 1:
+        raise MultaError(f"cross-fitted distillation needs at least 2 folds (or 0 for none), not {cfg.distill_crossfit}")
+    if cfg.capture_balance < 0:
+        raise MultaError(f"capture balance must be >= 0, not {cfg.capture_balance}")
     groups = _task_rows(train, tasks, cfg.paradigm)
-    streams = [_cycle(rows, cfg.batch_size, rng) for rows in groups]
+    probs = [capture_probs(train.capture, rows, cfg.capture_balance) for rows in groups]
+    streams = [_cycle(rows, cfg.batch_size, rng, p) for rows, p in zip(groups, probs)]
     sizes = np.array([len(r) for r in groups], dtype=np.float64)
     steps = int(sum(math.ceil(s / cfg.batch_size) for s in sizes))
     if cfg.max_steps:
         steps = min(steps, cfg.max_steps * len(streams))
     labels_np = train.labels.numpy()
-    cw = [class_weights(labels_np[groups[0] if cfg.paradigm == "joint" else groups[t], t], len(classes[task]),
-                        cfg.class_weights) for t, task in enumerate(tasks)]
+    g_of = [0 if cfg.paradigm == "joint" else t for t in range(len(tasks))]
+    cw = [class_weights(labels_np[groups[g_of[t]], t], len(classes[task]), cfg.class_weights, probs[g_of[t]])
+          for t, task in enumerate(tasks)]
     tw = [float(cfg.task_weights.get(task, 1.0)) for task in tasks]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps, eta_min=cfg.lr / 100)
                 if cfg.lr_schedule == "cosine" else None)
-    soft_all = teacher_probs(teachers, train.inputs) if teachers and cfg.distill > 0 else None
+    soft_all = None
+    if teachers and cfg.distill > 0:
+        soft_all = (crossfit_teacher_probs(teachers, train, cfg.distill_crossfit, cfg.seed, cfg.class_weights)
+                    if cfg.distill_crossfit > 1 else teacher_probs(teachers, train.inputs))
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
 
     best_score, best_epoch, best_state, best_val = -1.0, 0, copy.deepcopy(model.state_dict()), {}
