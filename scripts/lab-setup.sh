@@ -17,7 +17,7 @@ ALL_PACKAGES="$CI_PACKAGES
   swaks python3-aiosmtpd mosquitto mosquitto-clients redis-server redis-tools
   openvpn wireguard-go wireguard-tools iodine
   strongswan-charon strongswan-swanctl libcharon-extra-plugins
-  hydra hping3 slowhttptest sqlmap
+  hydra hping3 slowhttptest sqlmap wapiti wfuzz
   postgresql postgresql-client mariadb-server mariadb-client samba smbclient
   inetutils-inetd inetutils-telnetd telnet tigervnc-standalone-server tigervnc-tools vncsnapshot
   snmpd snmp rsyslog dovecot-imapd dovecot-pop3d apache2 apache2-utils lighttpd unbound bind9

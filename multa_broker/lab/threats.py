@@ -208,8 +208,7 @@ def dos_slowloris(ctx: Context) -> None:
 def exploit_sqli(ctx: Context) -> None:
     ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="sqlmap")
     limit = 240 * max(ctx.scale, 0.3)
-    ctx.daemon("srv", [sys.executable, "-m", "multa_broker.lab.vulnapp", "--bind", ctx.srv.ip, "--port", "8080",
-                       "--max-seconds", str(int(limit + 60))], "vulnapp", listen=[("tcp", ctx.srv.ip, 8080)])
+    _vulnapp(ctx, limit)
     technique = ctx.choice(["BEU", "BU", "BEUS", "U", "BEUST", "B"])
     action: list[str] = []
     for extra in ctx.rng.sample([["--banner"], ["--current-user"], ["--tables"], ["--count"], ["--schema"],
@@ -223,3 +222,66 @@ def exploit_sqli(ctx: Context) -> None:
     if ctx.rng.random() < 0.5:
         argv += ["--dbms", "SQLite"]  # else sqlmap fingerprints the back end itself
     ctx.client("atk", argv, timeout=limit)
+
+
+#: wapiti's attack modules the lab runs: all of them act on the page alone. Left out: ssrf (it asks
+#: an outside endpoint), nikto and wapp (their databases), and the slow brute-force ones.
+WAPITI_MODULES = ["sql", "blindsql", "xss", "permanentxss", "file", "exec", "crlf", "redirect", "htaccess",
+                  "methods", "shellshock", "backup", "xxe"]
+
+
+@scenario("exploit-wapiti", "threat",
+          "wapiti web vulnerability scanner crawling and attacking the lab's vulnerable shop (SQL, XSS, "
+          "file, command and header injection), bounded", needs=("wapiti",))
+def exploit_wapiti(ctx: Context) -> None:
+    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="wapiti")
+    limit = 240 * max(ctx.scale, 0.3)
+    _vulnapp(ctx, limit, _keepalive(ctx))
+    modules = ctx.rng.sample(WAPITI_MODULES, k=ctx.rng.randint(3, len(WAPITI_MODULES)))
+    for must in ("sql", "xss"):
+        if must not in modules:
+            modules.append(must)
+    argv = ["wapiti", "-u", f"http://{ctx.target(ctx.srv.ip)}:8080/", "--scope", "folder",
+            "-m", ",".join(modules), "-l", str(ctx.rng.randint(1, 2)), "-d", str(ctx.rng.randint(1, 3)),
+            "--max-scan-time", str(int(limit * 0.8)), "--max-attack-time", str(int(limit / 4)),
+            "-t", "5", "--flush-session", "--no-bugreport", "-f", "json", "-o", str(ctx.path("wapiti.json")),
+            "--store-session", str(ctx.path("wapiti-session")), "--store-config", str(ctx.path("wapiti-config")),
+            "-v", "0"]
+    ctx.client("atk", argv, timeout=limit)
+
+
+#: wfuzz's own injection payload lists (Debian's wfuzz package), each with the shop's page it fits.
+WFUZZ_TARGETS = [("SQL.txt", "/item?id=FUZZ"), ("XSS.txt", "/search?q=FUZZ"),
+                 ("Traversal.txt", "/view?file=FUZZ"), ("All_attack.txt", "/item?id=FUZZ"),
+                 ("All_attack.txt", "/search?q=FUZZ")]
+WFUZZ_LISTS = "/usr/share/wfuzz/wordlist/Injections"
+
+
+@scenario("exploit-wfuzz", "threat",
+          "wfuzz sending its SQL, XSS, traversal and mixed injection payload lists at the vulnerable shop's "
+          "parameters and login form, bounded by the lists", needs=("wfuzz",))
+def exploit_wfuzz(ctx: Context) -> None:
+    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="wfuzz")
+    limit = 240 * max(ctx.scale, 0.3)
+    _vulnapp(ctx, limit, _keepalive(ctx))
+    base = f"http://{ctx.target(ctx.srv.ip)}:8080"
+    rounds = ctx.rng.sample(WFUZZ_TARGETS, k=ctx.rng.randint(1, 3))
+    for words, path in rounds:
+        argv = ["wfuzz", "-z", f"file,{WFUZZ_LISTS}/{words}", "-t", str(ctx.rng.choice([1, 4, 10])),
+                "--hc", "404", "-Z"]
+        if ctx.rng.random() < 0.3:  # the login form instead of a query parameter
+            argv += ["-d", "login=FUZZ&password=x", f"{base}/login"]
+        else:
+            argv.append(base + path)
+        ctx.client("atk", argv, timeout=limit / len(rounds), ok=True)
+
+
+def _vulnapp(ctx: Context, limit: float, keepalive: int = 0) -> None:
+    ctx.daemon("srv", [sys.executable, "-m", "multa_broker.lab.vulnapp", "--bind", ctx.srv.ip, "--port", "8080",
+                       "--max-seconds", str(int(limit + 60)), "--keepalive-requests", str(keepalive)],
+               "vulnapp", listen=[("tcp", ctx.srv.ip, 8080)])
+
+
+def _keepalive(ctx: Context) -> int:
+    """Requests per connection, as servers differ: one (HTTP/1.0 style), Apache's 100, or no limit."""
+    return ctx.choice([1, 5, 100, 0])
