@@ -28,6 +28,10 @@ ALL_PACKAGES="$CI_PACKAGES
 # chronyd (the ntp scenario's server) is unpacked, not installed: Debian's chrony package conflicts
 # with systemd-timesyncd (one time daemon per system) and the lab must not replace the host's.
 CHRONY_DIR=/opt/multa-lab/chrony
+# The c2-pwncat scenario's handler, pwncat-cs from PyPI, pins dependencies that do not fit multa's
+# environment: it gets a virtual environment of its own. setuptools >= 70 lets its database's
+# entry points find zope.interface (older pkg_resources does not).
+PWNCAT_DIR=/opt/multa-lab/pwncat
 
 case "${1:-}" in
   --ci) PACKAGES="$CI_PACKAGES" ;;
@@ -67,5 +71,13 @@ if [ "$PACKAGES" = "$ALL_PACKAGES" ] && [ ! -x "$CHRONY_DIR/usr/sbin/chronyd" ];
     echo "lab-setup: could not unpack chrony: the ntp scenario will be skipped" >&2
   fi
   rm -rf "$tmp"
+fi
+if [ "$PACKAGES" = "$ALL_PACKAGES" ] && [ ! -x "$PWNCAT_DIR/bin/python" ]; then
+  if python3 -m venv "$PWNCAT_DIR" \
+      && "$PWNCAT_DIR/bin/pip" install -q pwncat-cs==0.5.4 zope.interface "setuptools>=70,<81"; then
+    echo "lab-setup: pwncat-cs in $PWNCAT_DIR"
+  else
+    echo "lab-setup: could not install pwncat-cs: the c2-pwncat scenario will be skipped" >&2
+  fi
 fi
 echo "lab-setup: installed: $(echo $PACKAGES | tr -s ' \n' ' ')"

