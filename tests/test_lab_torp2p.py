@@ -8,34 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import random
 from pathlib import Path
 
 import pytest
 
 from multa_broker.flow import FlowKey
 from multa_broker.lab import addrs, p2p, tor
-from multa_broker.lab.network import LAB_NET, Network
-from multa_broker.lab.scenario import REGISTRY, Context
+from multa_broker.lab.network import LAB_NET
+from multa_broker.lab.scenario import REGISTRY
+from support.labrules import Started, rules_context
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class _Started(Exception):
-    """Raised where the scenario would start its first process."""
-
-
-class _RulesOnly(Context):
-    def daemon(self, *a, **k):
-        raise _Started()
-
-    def client(self, *a, **k):
-        raise _Started()
-
-
-def _ctx(tmp_path: Path, seed: int = 1) -> _RulesOnly:
-    # Network() only names namespaces and hosts; nothing is created until create().
-    return _RulesOnly("t", Network("test"), None, random.Random(seed), tmp_path)  # type: ignore[arg-type]
 
 
 def _first(key: FlowKey, rules):
@@ -65,8 +48,8 @@ def test_label_conventions():
 
 
 def test_tor_rules_label_links_directory_exit_and_lookups(tmp_path):
-    ctx = _ctx(tmp_path)
-    with pytest.raises(_Started):
+    ctx = rules_context(tmp_path)
+    with pytest.raises(Started):
         tor.tor(ctx)
     rules = ctx.rules
     relays = [*tor.AUTHORITIES, *tor.MIDDLES, *(a for _, a in tor.EXITS)]
@@ -97,9 +80,9 @@ def _torrent(tmp_path: Path) -> p2p.Torrent:
 def test_p2p_rounds_label_every_peer_alike(tmp_path):
     seen = set()
     for seed in range(1, 30):
-        ctx = _ctx(tmp_path, seed)
+        ctx = rules_context(tmp_path, seed)
         places = [("cli", "10.77.0.20"), ("atk", "10.77.0.66"), ("cli", "10.77.0.25"), ("atk", "10.77.0.61")]
-        with pytest.raises(_Started):
+        with pytest.raises(Started):
             p2p._round(ctx, 0, _torrent(tmp_path), places, set())
         labels = {r.labels for r in ctx.rules}
         assert len(labels) == 1  # one encryption mode per round: every peer follows it
@@ -114,8 +97,8 @@ def test_p2p_rounds_label_every_peer_alike(tmp_path):
 
 
 def test_p2p_tracker_rule_comes_first(tmp_path):
-    ctx = _ctx(tmp_path)
-    with pytest.raises(_Started):
+    ctx = rules_context(tmp_path)
+    with pytest.raises(Started):
         p2p.p2p(ctx)
     (rule,) = ctx.rules
     assert rule.labels == p2p.TRACKER and rule.server == "10.77.0.11" and rule.protos == frozenset({"tcp", "udp"})

@@ -209,9 +209,7 @@ def dos_slowloris(ctx: Context) -> None:
 @scenario("exploit-sqli", "threat", "sqlmap against a small SQL-injectable page (SQLite), --batch, bounded",
           needs=("sqlmap",))
 def exploit_sqli(ctx: Context) -> None:
-    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="sqlmap")
-    limit = 240 * max(ctx.scale, 0.3)
-    _vulnapp(ctx, limit)
+    limit = _attack_shop(ctx, "sqlmap", keepalive=False)  # sqlmap's seeds keep their draws
     technique = ctx.choice(["BEU", "BU", "BEUS", "U", "BEUST", "B"])
     action: list[str] = []
     for extra in ctx.rng.sample([["--banner"], ["--current-user"], ["--tables"], ["--count"], ["--schema"],
@@ -237,9 +235,7 @@ WAPITI_MODULES = ["sql", "blindsql", "xss", "permanentxss", "file", "exec", "crl
           "wapiti web vulnerability scanner crawling and attacking the lab's vulnerable shop (SQL, XSS, "
           "file, command and header injection), bounded", needs=("wapiti",))
 def exploit_wapiti(ctx: Context) -> None:
-    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="wapiti")
-    limit = 240 * max(ctx.scale, 0.3)
-    _vulnapp(ctx, limit, _keepalive(ctx))
+    limit = _attack_shop(ctx, "wapiti", keepalive=True)
     modules = ctx.rng.sample(WAPITI_MODULES, k=ctx.rng.randint(3, len(WAPITI_MODULES)))
     for must in ("sql", "xss"):
         if must not in modules:
@@ -264,9 +260,7 @@ WFUZZ_LISTS = "/usr/share/wfuzz/wordlist/Injections"
           "wfuzz sending its SQL, XSS, traversal and mixed injection payload lists at the vulnerable shop's "
           "parameters and login form, bounded by the lists", needs=("wfuzz",))
 def exploit_wfuzz(ctx: Context) -> None:
-    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what="wfuzz")
-    limit = 240 * max(ctx.scale, 0.3)
-    _vulnapp(ctx, limit, _keepalive(ctx))
+    limit = _attack_shop(ctx, "wfuzz", keepalive=True)
     base = f"http://{ctx.target(ctx.srv.ip)}:8080"
     rounds = ctx.rng.sample(WFUZZ_TARGETS, k=ctx.rng.randint(1, 3))
     for words, path in rounds:
@@ -312,12 +306,14 @@ def c2_pwncat(ctx: Context) -> None:
                            "bash", "-c", callback.format(ip=ctx.target(ctx.atk.ip), port=port)], timeout=limit + 10)
 
 
-def _vulnapp(ctx: Context, limit: float, keepalive: int = 0) -> None:
+def _attack_shop(ctx: Context, what: str, keepalive: bool) -> float:
+    """Label the attacker's requests to the vulnerable shop as exploit and start the shop; returns
+    the scenario's time limit. With ``keepalive`` the shop's requests per connection are drawn."""
+    ctx.rule(EXPLOIT, server=ctx.srv.ip, ports=ports(8080), client=ctx.atk.ip, protos=("tcp",), what=what)
+    limit = 240 * max(ctx.scale, 0.3)
+    # Requests per connection, as servers differ: one (HTTP/1.0 style), Apache's 100, or no limit.
+    per_connection = ctx.choice([1, 5, 100, 0]) if keepalive else 0
     ctx.daemon("srv", [sys.executable, "-m", "multa_broker.lab.vulnapp", "--bind", ctx.srv.ip, "--port", "8080",
-                       "--max-seconds", str(int(limit + 60)), "--keepalive-requests", str(keepalive)],
+                       "--max-seconds", str(int(limit + 60)), "--keepalive-requests", str(per_connection)],
                "vulnapp", listen=[("tcp", ctx.srv.ip, 8080)])
-
-
-def _keepalive(ctx: Context) -> int:
-    """Requests per connection, as servers differ: one (HTTP/1.0 style), Apache's 100, or no limit."""
-    return ctx.choice([1, 5, 100, 0])
+    return limit
