@@ -277,3 +277,14 @@ def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
     with pytest.raises(MultaError, match="at least 2 folds"):
         fit(_model(ds), train, val, ds.tasks, TrainConfig(epochs=1, distill=0.5, distill_crossfit=1,
                                                           progress=False), teachers=teachers)
+
+
+@pytest.mark.parametrize("flag, value, message", [("--capture-balance", "-0.5", "must be >= 0"),
+                                                  ("--distill-crossfit", "1", "at least 2 folds")])
+def test_train_refuses_bad_balance_or_folds_before_training(tmp_path, capsys, flag, value, message) -> None:
+    from multa_broker.cli import main
+
+    # The dataset does not exist: the option is refused before anything is read or trained.
+    rc = main(["train", "--dataset", str(tmp_path / "none.npz"), "--out", str(tmp_path), flag, value])
+    err = capsys.readouterr().err
+    assert rc != 0 and message in err and "Traceback" not in err
