@@ -95,7 +95,8 @@ def test_interrupt_cleans_up_namespaces_and_processes(tmp_path):
     before = _lab_state()
     out = tmp_path / "lab"
     proc = subprocess.Popen([sys.executable, "-m", "multa_broker.cli", "lab", "run", "--out", str(out),
-                             "--scenario", "http", "--quick"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "--scenario", "http", "--quick", "--repeat", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # long enough to be interrupted
     deadline = time.monotonic() + 30
     while not (out / "logs").is_dir() or not any((out / "logs").glob("*nginx.log")):
         assert time.monotonic() < deadline and proc.poll() is None, proc.stdout.read().decode()
