@@ -142,15 +142,8 @@ def parse_task_weights(text: str) -> dict[str, float]:
 
 
 def train_config(args: argparse.Namespace):
-    from multa_broker.errors import MultaError
     from multa_broker.model.augment import AugmentConfig
     from multa_broker.model.training import TrainConfig
-
-    # Checked here too, so a bad value stops before any model (or tree) is trained.
-    if args.capture_balance < 0:
-        raise MultaError(f"--capture-balance must be >= 0, not {args.capture_balance}")
-    if args.distill_crossfit < 0 or args.distill_crossfit == 1:
-        raise MultaError(f"--distill-crossfit needs at least 2 folds (or 0 for none), not {args.distill_crossfit}")
 
     augment = AugmentConfig(payload_p=args.payload_noise) if args.augment == "on" else AugmentConfig.off()
     return TrainConfig(augment=augment,

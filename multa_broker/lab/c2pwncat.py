@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import random
 import threading
 import time
@@ -59,7 +60,7 @@ def main() -> int:
     if ipaddress.ip_address(a.bind) not in LAB_NET:
         ap.error(f"--bind {a.bind} is outside the lab network {LAB_NET}")
     # The whole process ends at the limit, whatever pwncat is waiting on.
-    threading.Timer(a.max_seconds, lambda: __import__("os")._exit(3)).start()
+    threading.Timer(a.max_seconds, lambda: os._exit(3)).start()
     from pwncat.manager import Manager
 
     rng = random.Random(a.seed)
@@ -69,7 +70,7 @@ def main() -> int:
             time.sleep(rng.uniform(*a.pause))
             print("task:", task(session, rng), flush=True)
         session.close()
-    __import__("os")._exit(0)  # the timer thread must not keep the process
+    os._exit(0)  # the timer thread must not keep the process
 
 
 if __name__ == "__main__":

@@ -291,7 +291,7 @@ REVERSE_SHELLS = {
 def c2_pwncat(ctx: Context) -> None:
     from importlib.resources import files
 
-    ctx.rule(C2_SHELL, server=ctx.atk.ip, ports=ports(*range(4400, 4500)), client=ctx.srv.ip, protos=("tcp",),
+    ctx.rule(C2_SHELL, server=ctx.atk.ip, ports=ports(range(4400, 4500)), client=ctx.srv.ip, protos=("tcp",),
              what="reverse shell to pwncat")
     operator = str(files("multa_broker.lab") / "c2pwncat.py")
     for i in range(ctx.count(3, 8, minimum=1)):

@@ -89,6 +89,14 @@ class TrainConfig:
     #: many capture-grouped folds (0: the teacher's own, nearly one-hot, view of its training flows).
     distill_crossfit: int = 0
 
+    def __post_init__(self) -> None:
+        # At construction, so a bad value stops before any model (or teacher tree) is trained.
+        if self.capture_balance < 0:
+            raise MultaError(f"capture balance must be >= 0, not {self.capture_balance}")
+        if self.distill_crossfit < 0 or self.distill_crossfit == 1:
+            raise MultaError(f"cross-fitted distillation needs at least 2 folds (or 0 for none), "
+                             f"not {self.distill_crossfit}")
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -265,8 +273,9 @@ def crossfit_teacher_probs(teachers: Sequence[Any], train: "SplitTensors", folds
             out.append(None)
             continue
         x = with_ctx if getattr(m, "context", False) else plain
-        probs = m.predict_proba(x)
-        rows = np.flatnonzero(labels[:, t] >= 0)
+        rows = labels[:, t] >= 0
+        probs = np.zeros((len(x), len(m.classes)))
+        probs[~rows] = m.predict_proba(x[~rows])
         probs[rows] = crossfit_proba(m, x[rows], labels[rows, t], groups[rows], folds, seed, class_weights)
         out.append(torch.from_numpy(probs.astype(np.float32)))
     return out
@@ -318,10 +327,6 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
     tasks = list(model.task_names)
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
-    if cfg.distill_crossfit < 0 or cfg.distill_crossfit == 1:
-        raise MultaError(f"cross-fitted distillation needs at least 2 folds (or 0 for none), not {cfg.distill_crossfit}")
-    if cfg.capture_balance < 0:
-        raise MultaError(f"capture balance must be >= 0, not {cfg.capture_balance}")
     groups = _task_rows(train, tasks, cfg.paradigm)
     probs = [capture_probs(train.capture, rows, cfg.capture_balance) for rows in groups]
     streams = [_cycle(rows, cfg.batch_size, rng, p) for rows, p in zip(groups, probs)]
