@@ -103,24 +103,20 @@ def probabilities(logits: List[torch.Tensor], temperature: torch.Tensor) -> List
     return out
 
 
-class LMMoE(nn.Module):
-    def __init__(self, cfg: LMMoEConfig) -> None:
+class FlowModel(nn.Module):
+    """What every sequence model here shares: the preprocessing, the host context appended to the
+    flow summary when the model reads it, the summary's code, and a temperature-scaled ``forward``.
+    Subclasses build their experts and towers on ``summary_dim`` and define ``logits``."""
+
+    def __init__(self, n: int, context: bool, summary_bins: int, temperatures: int) -> None:
         super().__init__()
-        if not cfg.tasks:
-            raise ValueError("an LMMoE needs at least one task")
-        self.task_names: List[str] = list(cfg.tasks)
-        self.n = int(cfg.n)
-        self.pre = Preprocess(cfg.n)
-        self.context = bool(cfg.context)
+        self.n = int(n)
+        self.pre = Preprocess(n)
+        self.context = bool(context)
         self.ctx_in = ContextInput()
-        summary_dim = SUMMARY_DIM + (CONTEXT_DIM if cfg.context else 0)
-        self.summary_code = SummaryCode(summary_dim, cfg.summary_bins if cfg.stats else 0)
-        self.experts = nn.ModuleList(
-            [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
-        self.heads = nn.ModuleList(
-            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, summary_dim, self.summary_code.dim)
-             for c in cfg.tasks.values()])
-        self.register_buffer("temperature", torch.ones(len(cfg.tasks)))
+        self.summary_dim = SUMMARY_DIM + (CONTEXT_DIM if context else 0)
+        self.summary_code = SummaryCode(self.summary_dim, summary_bins)
+        self.register_buffer("temperature", torch.ones(temperatures))
 
     def features(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor, lengths: torch.Tensor,
                  proto: torch.Tensor, ctx: Optional[torch.Tensor] = None, has_ctx: Optional[torch.Tensor] = None
@@ -134,6 +130,30 @@ class LMMoE(nn.Module):
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        return probabilities(self.logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx), self.temperature)
+
+
+class LMMoE(FlowModel):
+    def __init__(self, cfg: LMMoEConfig) -> None:
+        if not cfg.tasks:
+            raise ValueError("an LMMoE needs at least one task")
+        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, len(cfg.tasks))
+        self.task_names: List[str] = list(cfg.tasks)
+        self.experts = nn.ModuleList(
+            [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
+        self.heads = nn.ModuleList(
+            [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, self.summary_dim,
+                      self.summary_code.dim)
+             for c in cfg.tasks.values()])
+
+    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         x, summary, last = self.features(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
         code = self.summary_code(summary)
         states: List[torch.Tensor] = []
@@ -142,11 +162,6 @@ class LMMoE(nn.Module):
             states.append(last_valid(out, last))
         expert_out = torch.stack(states, dim=1)                   # [B, E, H]
         return [head(summary, expert_out, code) for head in self.heads]
-
-    def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
-                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
-        return probabilities(self.logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx), self.temperature)
 
 
 def count_params(model: nn.Module) -> int:

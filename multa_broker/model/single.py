@@ -10,15 +10,14 @@ measures against the single LMMoE.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
 
 from multa_broker.flow import DEFAULT_N
-from multa_broker.model.lmmoe import Tower, init_lstm, probabilities
-from multa_broker.model.preprocess import (CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, SummaryCode,
-                                           last_valid)
+from multa_broker.model.lmmoe import FlowModel, Tower, init_lstm
+from multa_broker.model.preprocess import INPUT_DIM, last_valid
 
 
 @dataclass
@@ -41,32 +40,16 @@ class SingleConfig:
         return asdict(self)
 
 
-class SingleTaskLSTM(nn.Module):
+class SingleTaskLSTM(FlowModel):
     def __init__(self, cfg: SingleConfig) -> None:
-        super().__init__()
         if len(cfg.tasks) != 1:
             raise ValueError("a single-task model has exactly one task")
+        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, 1)
         self.task_names: List[str] = list(cfg.tasks)
-        self.n = int(cfg.n)
-        self.pre = Preprocess(cfg.n)
         self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True))
         self.stats = bool(cfg.stats)
-        self.context = bool(cfg.context)
-        self.ctx_in = ContextInput()
-        summary_dim = SUMMARY_DIM + (CONTEXT_DIM if cfg.context else 0)
-        self.summary_code = SummaryCode(summary_dim, cfg.summary_bins if cfg.stats else 0)
-        self.tower = Tower(cfg.hidden + (summary_dim + self.summary_code.dim if cfg.stats else 0), cfg.tower,
+        self.tower = Tower(cfg.hidden + (self.summary_dim + self.summary_code.dim if cfg.stats else 0), cfg.tower,
                            len(next(iter(cfg.tasks.values()))), cfg.dropout)
-        self.register_buffer("temperature", torch.ones(1))
-
-    def features(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor, lengths: torch.Tensor,
-                 proto: torch.Tensor, ctx: Optional[torch.Tensor] = None, has_ctx: Optional[torch.Tensor] = None
-                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Steps, the per-flow summary (host context appended when the model reads it), last index."""
-        x, summary, last = self.pre(sizes, dirs, iats, lengths, proto)
-        if self.context:
-            summary = torch.cat([summary, self.ctx_in(ctx, has_ctx, summary.shape[0], summary.dtype)], dim=1)
-        return x, summary, last
 
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
@@ -77,8 +60,3 @@ class SingleTaskLSTM(nn.Module):
         if self.stats:
             h = torch.cat([h, summary, self.summary_code(summary)], dim=1)
         return [self.tower(h)]
-
-    def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
-                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
-                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
-        return probabilities(self.logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx), self.temperature)
