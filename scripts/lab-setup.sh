@@ -10,7 +10,7 @@
 # not there before).
 set -eu
 
-CI_PACKAGES="iproute2 ethtool tcpdump curl nmap nginx-light"
+CI_PACKAGES="iproute2 ethtool tcpdump curl nmap nginx-light iptables"
 ALL_PACKAGES="$CI_PACKAGES
   wget openssl dnsmasq bind9-dnsutils
   openssh-server openssh-client vsftpd lftp
@@ -21,7 +21,7 @@ ALL_PACKAGES="$CI_PACKAGES
   postgresql postgresql-client mariadb-server mariadb-client samba smbclient
   inetutils-inetd inetutils-telnetd telnet tigervnc-standalone-server tigervnc-tools vncsnapshot
   snmpd snmp rsyslog dovecot-imapd dovecot-pop3d apache2 apache2-utils lighttpd unbound bind9
-  masscan wrk iptables busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious postfix
+  masscan wrk busybox ntpsec-ntpdate sntp kamailio sipsak sipvicious postfix
   tor opentracker mktorrent transmission-cli aria2
   ngtcp2-server ngtcp2-client httptunnel ptunnel-ng"
 # The quic-aioquic scenario's aioquic is a Python package: pip install -e '.[lab]'.

@@ -118,8 +118,11 @@ def test_setup_script_installs_what_ci_needs():
     """The CI package set is part of the full set, and each core lab tool is covered."""
     text = (REPO / "scripts" / "lab-setup.sh").read_text()
     ci = re.search(r'CI_PACKAGES="([^"]+)"', text).group(1).split()
-    assert {"iproute2", "ethtool", "tcpdump", "curl", "nmap", "nginx-light"} == set(ci)
+    # iptables: the path-delay queue test (tests/test_lab_netdelay.py) and MSS clamping.
+    assert {"iproute2", "ethtool", "tcpdump", "curl", "nmap", "nginx-light", "iptables"} == set(ci)
     assert "$CI_PACKAGES" in re.search(r'ALL_PACKAGES="([^"]+)"', text, re.S).group(1)
+    ci_run = (REPO / ".ci" / "run").read_text()
+    assert all(pkg in ci_run for pkg in ci), "the CI runner installs the CI lab packages"
 
 
 # -- the committed capture (made by `multa lab run --quick`, see tests/fixtures/lab/README) ----------------

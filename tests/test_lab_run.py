@@ -1,7 +1,7 @@
 """The small lab for CI: one benign scenario and one scan in real namespaces, seconds long.
 
 Needs root, working `ip netns` and the CI packages (scripts/lab-setup.sh --ci:
-iproute2 ethtool tcpdump curl nmap nginx-light); skips with the reason otherwise.
+iproute2 ethtool tcpdump curl nmap nginx-light iptables); skips with the reason otherwise.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ noise appears. Offloads are off on every veth end so frames are wire-sized.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import math
@@ -90,14 +91,24 @@ TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MTUS = (1280, 1380, 1400, 1420, 1460, 1492, 4000, 9000)
 #: MSS values a middlebox clamps SYNs to (drawn in 30 % of scenarios, never above MTU - 40).
 MSS_CLAMPS = (536, 1200, 1240, 1360, 1380, 1400, 1410, 1440, 1452)
+#: The NFQUEUE number each host's delay process reads (one per namespace, so one number serves all).
+DELAY_QUEUE = 0
 
 
 @dataclass(frozen=True)
 class Conditions:
-    """Path conditions of one scenario beyond the tbf rate (the kernel has no netem: no delay, jitter or loss)."""
+    """Path conditions of one scenario beyond the tbf rate.
+
+    ``delay_ms`` and ``jitter_ms`` apply to every packet a host receives (so the round trip between
+    two hosts is twice ``delay_ms``), held by ``lab/netdelay.py`` since the kernel has no netem;
+    ``loss`` is the share of packets each host drops on receipt.
+    """
 
     mtu: int = 1500
     mss: int | None = None
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
 
     @staticmethod
     def draw(rng: random.Random, mss_possible: bool = True) -> "Conditions":
@@ -106,6 +117,19 @@ class Conditions:
         if mss_possible and rng.random() < 0.3:
             mss = rng.choice([m for m in MSS_CLAMPS if m <= mtu - 40])
         return Conditions(mtu, mss)
+
+    def with_path(self, rng: random.Random, delay_possible: bool = True) -> "Conditions":
+        """These conditions plus a drawn round trip, jitter and loss (none in 40 % of runs each way).
+
+        Round trips are log-uniform in 1-300 ms; jitter, in half the delayed runs, is 5-30 % of the
+        one-way delay; loss, in 30 % of runs, 0.1-3 %."""
+        delay = jitter = 0.0
+        if delay_possible and rng.random() >= 0.4:
+            delay = round(math.exp(rng.uniform(math.log(1.0), math.log(300.0))) / 2, 2)
+            if rng.random() < 0.5:
+                jitter = round(delay * rng.uniform(0.05, 0.3), 2)
+        loss = round(rng.uniform(0.001, 0.03), 4) if rng.random() < 0.3 else 0.0
+        return dataclasses.replace(self, delay_ms=delay, jitter_ms=jitter, loss=loss)
 
 
 def list_lab_namespaces(prefix: str = NS_PREFIX) -> list[str]:
@@ -261,19 +285,33 @@ class Network:
             shaping.rate_kbit[host.role] = rate
         return shaping
 
-    # -- path conditions: MTU and MSS clamping ------------------------------------
+    # -- path conditions: MTU, MSS clamping, loss and the queue of the delay ----------
     def set_conditions(self, cond: "Conditions") -> None:
-        """Set every link's MTU and (re)set MSS clamping on every host; the previous scenario's are undone."""
+        """Set every link's MTU, MSS clamping and receive-side loss and delay queue on every host; the
+        previous scenario's are undone. The delay itself is held by one ``netdelay`` process per host,
+        which the runner starts; until it binds (and after it stops) the queue lets packets pass."""
         if cond == self.conditions:
-            return  # already so (a new network starts at MTU 1500 without clamping): no commands
+            return  # already so (a new network starts at MTU 1500 with nothing else): no commands
+        have_iptables = shutil.which("iptables", path=TOOL_PATH) is not None
+        if (cond.mss or cond.loss or cond.delay_ms) and not have_iptables:
+            raise MultaError("MSS clamping, loss and delay need iptables; install it with `multa lab setup`")
         for host in self.hosts.values():
             sh(["ip", "-n", host.ns, "link", "set", "eth0", "mtu", str(cond.mtu)])
             sh(["ip", "-n", self.switch, "link", "set", host.port, "mtu", str(cond.mtu)])
-            if shutil.which("iptables", path=TOOL_PATH):
-                sh(["ip", "netns", "exec", host.ns, "iptables", "-t", "mangle", "-F", "POSTROUTING"], check=False)
-                if cond.mss:
-                    sh(["ip", "netns", "exec", host.ns, "iptables", "-t", "mangle", "-A", "POSTROUTING", "-p", "tcp",
-                        "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", str(cond.mss)])
+            if not have_iptables:
+                continue
+            ipt = ["ip", "netns", "exec", host.ns, "iptables"]
+            sh([*ipt, "-t", "mangle", "-F", "POSTROUTING"], check=False)
+            sh([*ipt, "-F", "INPUT"], check=False)
+            if cond.mss:
+                sh([*ipt, "-t", "mangle", "-A", "POSTROUTING", "-p", "tcp",
+                    "--tcp-flags", "SYN,RST", "SYN", "-j", "TCPMSS", "--set-mss", str(cond.mss)])
+            # On receipt, after the switch's capture: the capture shows a lost packet and its resend.
+            if cond.loss:
+                sh([*ipt, "-A", "INPUT", "-m", "statistic", "--mode", "random",
+                    "--probability", f"{cond.loss:.4f}", "-j", "DROP"])
+            if cond.delay_ms:
+                sh([*ipt, "-A", "INPUT", "-j", "NFQUEUE", "--queue-num", str(DELAY_QUEUE), "--queue-bypass"])
         sh(["ip", "-n", self.switch, "link", "set", BRIDGE, "mtu", str(cond.mtu)], check=False)
         self.conditions = cond
 

@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from typing import Any, Iterator, Sequence
 
 from multa_broker.errors import MultaError
 from multa_broker.lab import labels as lab_labels
-from multa_broker.lab.network import BRIDGE, HOSTS, LAN, Conditions, Network
+from multa_broker.lab.network import BRIDGE, DELAY_QUEUE, HOSTS, LAN, Conditions, Network
 from multa_broker.lab.procs import Procs, lab_env
 from multa_broker.lab.scenario import KINDS, REGISTRY, UNAVAILABLE, Context, ScenarioError, find_tool
 from multa_broker.lab.tools import versions
@@ -63,6 +64,10 @@ class Outcome:
     shaping_kbit: dict[str, int] = field(default_factory=dict)
     mtu: int = 1500
     mss_clamp: int | None = None
+    #: Each host's receive delay (a round trip is twice it), its jitter, and its receive loss share.
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss: float = 0.0
     notes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -141,16 +146,47 @@ class Capture:
         return int(cap[-1]) if cap else 0, int(drop[-1]) if drop else 0
 
 
-def conditions(name: str, seed: int, scale: float) -> Conditions:
-    """MTU and MSS clamping for one scenario run, from their own seeded RNG (the scenario's draws stay as they were).
+#: Scenarios whose packet rates a user-space delay queue cannot carry (floods, the stateless scanner):
+#: they get the drawn loss but no delay.
+NO_DELAY = frozenset({"dos-synflood", "dos-udpflood", "dos-icmpflood", "dos-synspoof", "dos-randsrc",
+                      "dos-httpflood", "scan-masscan"})
 
-    Shrunk (CI) runs and tunnel scenarios keep MTU 1500 and no clamping: the CI checks wire-sized
-    frames against 1500, and the tunnels set inner MTUs for a 1500-byte path (a smaller outer MTU
-    would fragment their packets).
+
+def conditions(name: str, seed: int, scale: float) -> Conditions:
+    """Path conditions for one scenario run, from their own seeded RNGs (the scenario's draws, and the
+    MTU and MSS draws of runs made before delay and loss existed, stay as they were).
+
+    Shrunk (CI) runs keep MTU 1500, no clamping, no delay and no loss: the CI checks wire-sized
+    frames against 1500 and must stay quick. Tunnel scenarios keep MTU 1500 and no clamping: they set
+    inner MTUs for a 1500-byte path (a smaller outer MTU would fragment their packets).
     """
-    if scale < 1 or REGISTRY[name].kind == "tunnel":
+    if scale < 1:
         return Conditions()
-    return Conditions.draw(random.Random(f"{seed}:{name}:path"), mss_possible=find_tool("iptables") is not None)
+    have_iptables = find_tool("iptables") is not None
+    base = Conditions()
+    if REGISTRY[name].kind != "tunnel":
+        base = Conditions.draw(random.Random(f"{seed}:{name}:path"), mss_possible=have_iptables)
+    if not have_iptables:
+        return base
+    return base.with_path(random.Random(f"{seed}:{name}:delay"), delay_possible=name not in NO_DELAY)
+
+
+def _start_delays(procs: Procs, net: Network, cond: Conditions, seed: int) -> None:
+    """One delay process per host (``lab/netdelay.py``), each bound to its queue before traffic starts."""
+    if not cond.delay_ms:
+        return
+    daemons = []
+    for i, host in enumerate(net.hosts.values()):
+        argv = [sys.executable, "-m", "multa_broker.lab.netdelay", "--queue", str(DELAY_QUEUE),
+                "--delay-ms", str(cond.delay_ms), "--jitter-ms", str(cond.jitter_ms), "--seed", str(seed * 100 + i)]
+        daemons.append(procs.start(host.ns, argv, f"netdelay-{host.role}"))
+    deadline = time.monotonic() + 15
+    for d in daemons:
+        while "bound" not in (d.log_path.read_text(errors="replace") if d.log_path.exists() else ""):
+            if d.proc.poll() is not None or time.monotonic() > deadline:
+                tail = d.log_path.read_text(errors="replace").strip()[-300:] if d.log_path.exists() else ""
+                raise ScenarioError(f"the delay queue in {d.ns} did not start: {tail}")
+            time.sleep(0.05)
 
 
 def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: float) -> Outcome:
@@ -175,6 +211,8 @@ def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: f
         o.shaping_kbit = net.shape(rng, mtu=cond.mtu).to_json()
         net.set_conditions(cond)
         o.mtu, o.mss_clamp = cond.mtu, cond.mss
+        o.delay_ms, o.jitter_ms, o.loss = cond.delay_ms, cond.jitter_ms, cond.loss
+        _start_delays(procs, net, cond, seed)
         cap = Capture(procs, net, pcap, snaplen=max(SNAPLEN, cond.mtu + 100))
         try:
             spec.func(ctx)
