@@ -113,3 +113,42 @@ def test_payload_noise_scales_payloads_and_keeps_headers_and_the_mtu() -> None:
     assert tcp.min() < 260 < tcp.max() and udp.min() < 373 < udp.max()
     none = augment(sizes, dirs, iats, lengths, proto, rng, _only(payload_p=0.0, header_p=0.0))[0]
     np.testing.assert_array_equal(none, sizes)
+
+
+def test_path_delay_adds_one_round_trip_share_at_each_turn_and_leaves_bursts_alone() -> None:
+    sizes, dirs, iats, lengths, proto = _batch()
+    s2, d2, i2, l2 = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(5),
+                             _only(rtt_p=1.0, rtt_ms=(50.0, 50.0)))
+    np.testing.assert_array_equal(s2, sizes)
+    np.testing.assert_array_equal(d2, dirs)
+    np.testing.assert_array_equal(l2, lengths)
+    _well_formed(s2, d2, i2, l2)
+    valid = np.arange(sizes.shape[1])[None, :] < lengths[:, None]
+    turn = np.zeros_like(valid)
+    turn[:, 1:] = valid[:, 1:] & (dirs[:, 1:] != dirs[:, :-1])
+    added = i2 - iats
+    assert turn.any() and (~turn & valid).any()
+    np.testing.assert_allclose(added[~turn], 0.0)            # back-to-back packets keep their gaps
+    assert (added[turn] >= 0).all() and added[turn].max() > 1000
+    for f in range(len(lengths)):
+        to_resp = added[f][turn[f] & (dirs[f] == 0)]
+        to_orig = added[f][turn[f] & (dirs[f] == 1)]
+        if len(to_resp) and len(to_orig):
+            # One split of one 50 ms round trip per flow: the two sides' waits add up to it.
+            assert np.allclose(to_resp, to_resp[0], rtol=1e-4) and np.allclose(to_orig, to_orig[0], rtol=1e-4)
+            assert abs(to_resp[0] + to_orig[0] - 50_000) < 5
+    # Off (the default) draws nothing, so recipes without it keep their random stream.
+    a = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(9), AugmentConfig())
+    b = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(9), AugmentConfig(rtt_p=0.0))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_augmentation_shares_outside_0_1_are_refused() -> None:
+    import pytest
+
+    from multa_broker.errors import MultaError
+    with pytest.raises(MultaError, match="rtt_p"):
+        AugmentConfig(rtt_p=1.5)
+    with pytest.raises(MultaError, match="round trips"):
+        AugmentConfig(rtt_ms=(0.0, 10.0))

@@ -75,6 +75,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--payload-noise", type=float, default=0.0, metavar="P",
                         help="with --augment on: share of flows whose payload sizes are scaled by a random "
                              "factor (other content, another tool's payloads; default 0)")
+    parser.add_argument("--path-delay", type=float, default=0.0, metavar="P",
+                        help="with --augment on: share of flows given a longer path: a round trip of 1-300 ms "
+                             "added where the direction turns (default 0)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                         help="keep an exponential moving average of the weights with this per-step decay "
                              "(e.g. 0.99) and validate, stop and store with it (default 0: off)")
@@ -145,7 +148,8 @@ def train_config(args: argparse.Namespace):
     from multa_broker.model.augment import AugmentConfig
     from multa_broker.model.training import TrainConfig
 
-    augment = AugmentConfig(payload_p=args.payload_noise) if args.augment == "on" else AugmentConfig.off()
+    augment = (AugmentConfig(payload_p=args.payload_noise, rtt_p=args.path_delay) if args.augment == "on"
+               else AugmentConfig.off())
     return TrainConfig(augment=augment,
                        label_smoothing=args.label_smoothing, distill=args.distill,
                        paradigm=args.paradigm, epochs=args.epochs, patience=args.patience,

@@ -10,6 +10,12 @@ preprocessing, so training and serving still share one feature definition:
 * **time scale**: every gap of a flow times one factor, log-uniform in
   ``time_scale`` (other RTTs, link rates, host loads);
 * **jitter**: every gap times its own log-normal factor (queueing noise);
+* **path delay** (off unless asked for): a round trip, log-uniform in
+  ``rtt_ms``, split at random between the two sides of the sensor, added to
+  every gap where the direction turns (an answer waits for the far side, the
+  next request for the near one), while back-to-back packets keep their gaps.
+  This is what a longer path does and a time scale does not: scaling
+  stretches a burst's gaps as much as its turns;
 * **header delta**: every packet of a flow grows or shrinks by one header
   difference (TCP timestamp option: 12 bytes, IPv6 instead of IPv4: 20);
 * **re-segmentation**: TCP packets over a smaller MTU (1280-1460) split into
@@ -36,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_IAT_US, MIN_SIZE, PROTO_INDEX
 
 _TCP = PROTO_INDEX["tcp"]
@@ -57,6 +64,16 @@ class AugmentConfig:
     cut_p: float = 0.15
     payload_p: float = 0.0
     payload_sigma: float = 0.3
+    rtt_p: float = 0.0
+    rtt_ms: tuple[float, float] = (1.0, 300.0)
+
+    def __post_init__(self) -> None:
+        for name in ("time_scale_p", "jitter_p", "header_p", "reseg_p", "loss_p", "cut_p", "payload_p", "rtt_p"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise MultaError(f"augmentation share {name} must be in 0..1, not {value}")
+        if not 0 < self.rtt_ms[0] <= self.rtt_ms[1]:
+            raise MultaError(f"path delay round trips must be a range of positive milliseconds, not {self.rtt_ms}")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +85,7 @@ class AugmentConfig:
     @property
     def active(self) -> bool:
         return any(p > 0 for p in (self.time_scale_p, self.jitter_p, self.header_p, self.reseg_p,
-                                   self.loss_p, self.cut_p, self.payload_p))
+                                   self.loss_p, self.cut_p, self.payload_p, self.rtt_p))
 
 
 def augment(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths: np.ndarray,
@@ -79,6 +96,7 @@ def augment(sizes: np.ndarray, dirs: np.ndarray, iats: np.ndarray, lengths: np.n
     b, n = sizes.shape
     valid = np.arange(n)[None, :] < lengths[:, None]
     _scale_gaps(iats, valid, rng, cfg)
+    _path_delay(iats, dirs, valid, rng, cfg)
     _header_delta(sizes, valid, proto, rng, cfg)
     _payload_noise(sizes, valid, proto, rng, cfg)
     for i in np.flatnonzero(proto == _TCP):
@@ -104,6 +122,22 @@ def _scale_gaps(iats: np.ndarray, valid: np.ndarray, rng: np.random.Generator, c
     if jit.any():
         noise = np.exp(rng.normal(0.0, cfg.jitter_sigma, iats[jit].shape)).astype(iats.dtype)
         iats[jit] *= np.where(valid[jit], noise, 1.0)
+
+
+def _path_delay(iats: np.ndarray, dirs: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
+                cfg: AugmentConfig) -> None:
+    if cfg.rtt_p <= 0:
+        return  # no draws: recipes without it keep their random stream
+    b = iats.shape[0]
+    pick = rng.random(b) < cfg.rtt_p
+    lo, hi = np.log(cfg.rtt_ms[0] * 1000.0), np.log(cfg.rtt_ms[1] * 1000.0)   # gaps are in microseconds
+    rtt = np.exp(rng.uniform(lo, hi, b))
+    far = rng.random(b)               # the responder's share of the round trip, as the sensor sees it
+    turn = np.zeros_like(valid)
+    turn[:, 1:] = valid[:, 1:] & (dirs[:, 1:] != dirs[:, :-1])
+    to_responder = np.where(dirs > 0.5, (1.0 - far)[:, None], far[:, None])  # an originator packet waits on the near side
+    add = np.where(turn & pick[:, None], rtt[:, None] * to_responder, 0.0)
+    iats += add.astype(iats.dtype)
 
 
 def _header_delta(sizes: np.ndarray, valid: np.ndarray, proto: np.ndarray, rng: np.random.Generator,

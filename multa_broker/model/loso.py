@@ -222,6 +222,10 @@ def recipe_key(spec: LosoSpec) -> str:
         for later in ("capture_balance", "distill_crossfit"):
             if not recipe.get(later):
                 recipe.pop(later, None)
+        aug = recipe.get("augment")
+        if isinstance(aug, dict) and not aug.get("rtt_p"):
+            aug.pop("rtt_p", None)
+            aug.pop("rtt_ms", None)
     if not d["summary_bins"]:
         del d["summary_bins"]
     if any(r.get("max_steps") for r in recipes):
