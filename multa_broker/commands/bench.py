@@ -13,7 +13,7 @@ import importlib
 
 from multa_broker.errors import MultaError
 
-HELP = "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context, versus, seeds"
+HELP = "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context, versus, conditions, seeds"
 
 BENCHES: dict[str, tuple[str, str]] = {
     "flows": ("multa_broker.bench.flows", "offline extractor packets/s on a capture corpus"),
@@ -25,6 +25,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "cluster-context": ("multa_broker.bench.cluster_context",
                         "host context on Zeek workers split by address pair against one node"),
     "versus": ("multa_broker.bench.versus", "stored models side by side on a dataset's test split, per source"),
+    "conditions": ("multa_broker.bench.conditions",
+                   "stored models on lab captures made under drawn delay, jitter and loss, by condition"),
     "seeds": ("multa_broker.bench.seeds", "out-of-source figures of loso runs over several seeds, with their spread"),
 }
 
