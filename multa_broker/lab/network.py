@@ -269,7 +269,7 @@ class Network:
         self.created.clear()
 
     # -- shaping ---------------------------------------------------------------
-    def shape(self, rng: random.Random, lo_kbit: int = 2_000, hi_kbit: int = 200_000, mtu: int = 1500) -> Shaping:
+    def shape(self, rng: random.Random, lo_kbit: int = 1_000, hi_kbit: int = 200_000, mtu: int = 1500) -> Shaping:
         """Give each host link a token-bucket rate drawn log-uniformly (the kernel has no netem).
 
         The bucket holds at least two frames of ``mtu``: tbf silently drops any frame bigger than its
