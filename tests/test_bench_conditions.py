@@ -74,3 +74,15 @@ def test_paired_compares_each_scenario_with_its_reference_captures(tmp_path: Pat
 def test_a_folder_without_a_manifest_is_named(tmp_path: Path) -> None:
     with pytest.raises(MultaError, match="no lab manifest"):
         conditions.conditions_of(tmp_path)
+
+
+def test_run_scores_only_the_runs_captures_of_a_bigger_dataset(tmp_path: Path, capsys) -> None:
+    model, ds, _, _ = _as_lab_run(tmp_path)
+    ds.captures[0] = "arkime/other.pcap"   # a capture of another source in the same dataset
+    path = tmp_path / "mixed.npz"
+    ds.save(path)
+    args = type("A", (), {"model": [str(model)], "lab": tmp_path / "run", "dataset": path, "split": None,
+                          "reference": None, "json": True})
+    assert conditions.run(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out[0]["bins"]["all"]["flows"] == int((ds.capture != 0).sum())

@@ -71,8 +71,8 @@ def _predictions(clf: Any, ds: Any) -> dict[str, np.ndarray]:
 def by_bin(clf: Any, ds: Any, cond: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     from multa_broker.model.metrics import macro_f1
 
-    rtt = np.array([2 * cond[c].get("delay_ms", 0.0) for c in ds.captures])[ds.capture]
-    loss = np.array([cond[c].get("loss", 0.0) > 0 for c in ds.captures])[ds.capture]
+    rtt = np.array([2 * cond.get(c, {}).get("delay_ms", 0.0) for c in ds.captures])[ds.capture]
+    loss = np.array([cond.get(c, {}).get("loss", 0.0) > 0 for c in ds.captures])[ds.capture]
     groups = [(name, (rtt >= lo) & (rtt < hi) if hi else rtt == 0) for name, lo, hi in BINS]
     groups += [("with loss", loss), ("all", np.ones(len(ds), bool))]
     pred = _predictions(clf, ds)
