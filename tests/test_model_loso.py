@@ -139,6 +139,9 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     assert loso.recipe_key(spec) != loso.recipe_key(binned)
     balanced = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, capture_balance=0.5)})
     assert loso.recipe_key(spec) != loso.recipe_key(balanced)
+    from multa_broker.model.augment import AugmentConfig
+    delayed = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, augment=AugmentConfig(rtt_p=0.3))})
+    assert loso.recipe_key(spec) != loso.recipe_key(delayed)
     # The key as it was before the option existed: runs made then are still found.
     import dataclasses
     import hashlib
@@ -149,6 +152,8 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     del d["train"]["lr_schedule"]
     del d["train"]["capture_balance"]
     del d["train"]["distill_crossfit"]
+    del d["train"]["augment"]["rtt_p"]
+    del d["train"]["augment"]["rtt_ms"]
     del d["summary_bins"]
     d["dataset_sha256"] = loso._sha256(spec.dataset)
     old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
