@@ -36,6 +36,10 @@ class Daemon:
     proc: subprocess.Popen
     log_path: Path
 
+    def log_text(self) -> str:
+        """What the daemon has written so far ('' before its log exists)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
 
 @dataclass
 class Result:

@@ -128,19 +128,16 @@ class Capture:
                                                "-Z", "root", "-w", str(pcap), "ip and not igmp"],
                                   f"tcpdump-{pcap.stem}")
         deadline = time.monotonic() + 15
-        while "listening on" not in self._log():
+        while "listening on" not in self.daemon.log_text():
             if self.daemon.proc.poll() is not None or time.monotonic() > deadline:
-                raise MultaError(f"tcpdump did not start: {self._log().strip()[-300:]}")
+                raise MultaError(f"tcpdump did not start: {self.daemon.log_text().strip()[-300:]}")
             time.sleep(0.05)
-
-    def _log(self) -> str:
-        return self.daemon.log_path.read_text(errors="replace") if self.daemon.log_path.exists() else ""
 
     def stop(self) -> tuple[int, int]:
         """Stop tcpdump (it flushes on SIGTERM); return (packets captured, dropped by kernel)."""
         time.sleep(SETTLE_S)  # let the last frames of the scenario arrive
         self.procs.stop(self.daemon, grace=10)
-        text = self._log()
+        text = self.daemon.log_text()
         cap = re.findall(r"(\d+) packets? captured", text)
         drop = re.findall(r"(\d+) packets? dropped by kernel", text)
         return int(cap[-1]) if cap else 0, int(drop[-1]) if drop else 0
@@ -182,10 +179,9 @@ def _start_delays(procs: Procs, net: Network, cond: Conditions, seed: int) -> No
         daemons.append(procs.start(host.ns, argv, f"netdelay-{host.role}"))
     deadline = time.monotonic() + 15
     for d in daemons:
-        while "bound" not in (d.log_path.read_text(errors="replace") if d.log_path.exists() else ""):
+        while "bound" not in d.log_text():
             if d.proc.poll() is not None or time.monotonic() > deadline:
-                tail = d.log_path.read_text(errors="replace").strip()[-300:] if d.log_path.exists() else ""
-                raise ScenarioError(f"the delay queue in {d.ns} did not start: {tail}")
+                raise ScenarioError(f"the delay queue in {d.ns} did not start: {d.log_text().strip()[-300:]}")
             time.sleep(0.05)
 
 
