@@ -1,8 +1,10 @@
-"""Delay and jitter on a lab host's outgoing packets, for kernels without netem.
+"""Delay and jitter on the packets a lab host receives, for kernels without netem.
 
 The lab kernel has no ``sch_netem`` (nor ``sch_fq``, which could hold packets to a departure
-time), but it has NFQUEUE. An iptables rule in the host's namespace hands every outgoing packet to
-this process over netlink; it holds each one for the drawn delay plus jitter and then accepts it.
+time), but it has NFQUEUE. An iptables INPUT rule in the host's namespace hands every packet the
+host receives to this process over netlink; it holds each one for the drawn delay plus jitter and
+then accepts it. (On the sending side a held packet would still count against its TCP socket, and
+TCP's small queues would stall the connection.)
 Packets leave in the order they came (a packet never overtakes an earlier one: one queue per host,
 as on a real link), and one batch verdict releases every packet whose time has come. Loss needs no
 process: the runner drops a share of each host's incoming packets with iptables' ``statistic``
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import collections
 import errno
-import logging
 import random
 import select
 import signal
@@ -28,8 +29,6 @@ import sys
 import time
 from dataclasses import dataclass
 from typing import Deque, Iterator
-
-log = logging.getLogger("multa.lab.netdelay")
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_QUEUE = 3
@@ -41,15 +40,17 @@ NFQNL_CFG_CMD_BIND = 1
 NFQNL_COPY_META = 1
 NFQA_CFG_F_FAIL_OPEN = 1
 NLM_F_REQUEST, NLM_F_ACK = 1, 4
-NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLMSG_ERROR = 2
 NF_ACCEPT = 1
+#: The netlink message type of a queued packet.
+PACKET_MSG = (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET
 #: Packets the kernel holds for this queue; beyond it they pass undelayed (fail open), never dropped.
 QUEUE_MAXLEN = 8192
 
 
 @dataclass(frozen=True)
 class Delay:
-    """One host's egress delay: ``delay_ms`` plus a normal jitter of ``jitter_ms`` (never below 0)."""
+    """One host's receive delay: ``delay_ms`` plus a normal jitter of ``jitter_ms`` (never below 0)."""
 
     delay_ms: float
     jitter_ms: float = 0.0
@@ -121,7 +122,7 @@ def parse(buf: bytes) -> Iterator[tuple[int, int | None]]:
             break
         if mtype == NLMSG_ERROR:
             yield mtype, struct.unpack_from("=i", buf, off + 16)[0]
-        elif mtype == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:
+        elif mtype == PACKET_MSG:
             pos, end, pid = off + 20, off + length, None  # after nlmsghdr (16) and nfgenmsg (4)
             while pos + 4 <= end:
                 alen, atype = struct.unpack_from("=HH", buf, pos)
@@ -170,12 +171,12 @@ def serve(queue: int, delay: Delay, seed: int) -> int:
             except OSError as e:
                 if e.errno != errno.ENOBUFS:
                     raise
-                # The kernel had more for us than the socket held; what it could not queue to us it
-                # still holds for a verdict, and the batch verdicts below release it with the rest.
+                # The kernel had more for us than the socket held; with fail open it let the packets it
+                # could not hand to us pass undelayed, so nothing is lost and nothing waits on us.
                 overruns += 1
                 continue
             for mtype, pid in parse(buf):
-                if mtype == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET and pid is not None:
+                if mtype == PACKET_MSG and pid is not None:
                     fifo.hold(pid, now)
                     held += 1
         last = fifo.due(time.monotonic())
@@ -183,8 +184,8 @@ def serve(queue: int, delay: Delay, seed: int) -> int:
             seq += 1
             sock.send(verdict_batch(queue, last, seq))
     # Release what is still held, so nothing queued is lost at the end of a scenario.
-    for _, pid in list(fifo.held)[-1:]:
-        sock.send(verdict_batch(queue, pid, seq + 1))
+    if fifo.held:
+        sock.send(verdict_batch(queue, fifo.held[-1][1], seq + 1))
     sock.close()
     print(f"netdelay: {held} packets delayed, {overruns} receive overruns", flush=True)
     return held
