@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from multa_broker.bench.versus import predictions
 from multa_broker.errors import MultaError
 
 BINS = (("no delay", 0.0, 0.0), ("under 20 ms", 1e-9, 20.0), ("20-100 ms", 20.0, 100.0), ("100 ms or more", 100.0, 1e9))
@@ -56,18 +57,6 @@ def conditions_of(lab: Path) -> dict[str, dict[str, Any]]:
     return {f"lab:{lab.name}/{s['capture']}": s for s in man.get("scenarios", []) if s.get("capture")}
 
 
-def _predictions(clf: Any, ds: Any) -> dict[str, np.ndarray]:
-    """Each task's predicted class index in ``ds``'s class order (-1: a class ``ds`` lacks)."""
-    probs = dict(zip(clf.tasks, clf.probabilities(ds.encoded(clf.n))))
-    out = {}
-    for task, classes in ds.tasks.items():
-        if task in probs:
-            names = np.array(clf.classes[task] + ("?",), dtype=object)
-            index = {c: i for i, c in enumerate(classes)}
-            out[task] = np.array([index.get(n, -1) for n in names[probs[task].argmax(axis=1)]], dtype=np.int64)
-    return out
-
-
 def by_bin(clf: Any, ds: Any, cond: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     from multa_broker.model.metrics import macro_f1
 
@@ -75,7 +64,7 @@ def by_bin(clf: Any, ds: Any, cond: dict[str, dict[str, Any]]) -> dict[str, dict
     loss = np.array([cond.get(c, {}).get("loss", 0.0) > 0 for c in ds.captures])[ds.capture]
     groups = [(name, (rtt >= lo) & (rtt < hi) if hi else rtt == 0) for name, lo, hi in BINS]
     groups += [("with loss", loss), ("all", np.ones(len(ds), bool))]
-    pred = _predictions(clf, ds)
+    pred = predictions(clf, ds)
     out: dict[str, dict[str, Any]] = {}
     for name, sel in groups:
         row: dict[str, Any] = {"flows": int(sel.sum())}
@@ -90,7 +79,7 @@ def by_bin(clf: Any, ds: Any, cond: dict[str, dict[str, Any]]) -> dict[str, dict
 
 def _scenario_accuracy(clf: Any, ds: Any) -> dict[str, dict[str, float]]:
     scen = np.array([_scenario(c) or "" for c in ds.captures])[ds.capture]
-    pred = _predictions(clf, ds)
+    pred = predictions(clf, ds)
     out: dict[str, dict[str, float]] = {}
     for task, p in pred.items():
         y = ds.task_labels(task)
@@ -108,7 +97,8 @@ def paired(clf: Any, ds: Any, ref: Any, cond: dict[str, dict[str, Any]]) -> dict
     lab_test = np.array([c.startswith("lab:") for c in ref.captures])[ref.capture] & (ref.split == SPLITS.index("test"))
     before = _scenario_accuracy(clf, ref.subset(np.flatnonzero(lab_test)))
     after = _scenario_accuracy(clf, ds)
-    runs = {_scenario(c): s for c, s in cond.items() if c in set(ds.captures)}
+    present = set(ds.captures)
+    runs = {_scenario(c): s for c, s in cond.items() if c in present}
     groups = {"delayed": lambda s: s.get("delay_ms", 0) > 0, "round trip 50 ms or more": lambda s: 2 * s.get("delay_ms", 0) >= 50,
               "loss only": lambda s: s.get("delay_ms", 0) == 0 and s.get("loss", 0) > 0,
               "neither (control)": lambda s: s.get("delay_ms", 0) == 0 and s.get("loss", 0) == 0}

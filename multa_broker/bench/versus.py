@@ -41,24 +41,29 @@ def score(model: str, ds: Any) -> dict[str, Any]:
     from multa_broker.model.metrics import macro_f1
 
     clf = Classifier.load(model)
-    batch = ds.encoded(clf.n)
-    probs = dict(zip(clf.tasks, clf.probabilities(batch)))
     sources = ds.sources()
     out: dict[str, Any] = {"model": clf.name, "context": clf.uses_context, "tasks": {}, "sources": {}}
-    for task, classes in ds.tasks.items():
-        if task not in probs:
-            continue
+    for task, pred in predictions(clf, ds).items():
         y = ds.task_labels(task).astype(np.int64)
-        names = np.array(clf.classes[task] + ("?",), dtype=object)
-        pred_names = names[probs[task].argmax(axis=1)]
-        index = {c: i for i, c in enumerate(classes)}
-        pred = np.array([index.get(n, -1) for n in pred_names], dtype=np.int64)
         sel = y >= 0
         out["tasks"][task] = {"rows": int(sel.sum()), "macro_f1": macro_f1(y[sel], pred[sel]),
                               "accuracy": float((y[sel] == pred[sel]).mean()) if sel.any() else float("nan")}
         for src in np.unique(sources[sel]):
             m = sel & (sources == src)
             out["sources"].setdefault(str(src), {})[task] = {"rows": int(m.sum()), "macro_f1": macro_f1(y[m], pred[m])}
+    return out
+
+
+def predictions(clf: Any, ds: Any) -> dict[str, np.ndarray]:
+    """Each task's most likely class per row, as an index into ``ds``'s classes (-1: a class ``ds``
+    lacks, which counts as wrong)."""
+    probs = dict(zip(clf.tasks, clf.probabilities(ds.encoded(clf.n))))
+    out = {}
+    for task, classes in ds.tasks.items():
+        if task in probs:
+            names = np.array(clf.classes[task] + ("?",), dtype=object)
+            index = {c: i for i, c in enumerate(classes)}
+            out[task] = np.array([index.get(n, -1) for n in names[probs[task].argmax(axis=1)]], dtype=np.int64)
     return out
 
 
