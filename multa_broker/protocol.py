@@ -10,6 +10,9 @@ Or, with ``Multa::flow_encoding = Multa::PACKED`` (the package's default), the
 compact encoding: event ``Multa::packed_flows(node: string, version: count,
 flows: vector of Multa::PackedFlow)``, each flow's sequences and host context
 packed into one string (:data:`PACKED_FLOW_VERSION`, :func:`pack_sequences`).
+Packed flows of version 2 are answered packed too: event
+``Multa::packed_results(version: count, results: string)``, the results as one
+JSON text that Zeek reads with ``from_json`` (:func:`pack_results`).
 
 Records travel as vectors of their fields in declaration order; the field
 tuples below are that order and must match ``zeek_scripts/main.zeek``.
@@ -21,10 +24,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
+import msgspec
+
+_JSON_ENCODE = msgspec.json.Encoder().encode
+
 FLOWS_EVENT = "Multa::flows"
 #: The compact encoding of the same flows (docs/protocol.md, section 1.1).
 PACKED_FLOWS_EVENT = "Multa::packed_flows"
 RESULTS_EVENT = "Multa::results"
+#: The compact encoding of the same results (docs/protocol.md, section 1.2).
+PACKED_RESULTS_EVENT = "Multa::packed_results"
 DEFAULT_FLOW_TOPIC = "multa/flows"
 DEFAULT_RESULT_TOPIC = "multa/results"
 #: Prefix of per-node result topics: results for node X go to ``multa/results/X``
@@ -56,7 +65,18 @@ FLOW_FIELDS: tuple[tuple[str, str], ...] = FLOW_FIELDS_V1 + (("ctx", "vector of 
 #: ``[sizes]|[dirs]|[iats]`` and, where the flow has host context, ``|[ctx]``, each
 #: vector as Zeek renders it (``cat_sep("|", "", f$sizes, f$dirs, f$iats, f$ctx)``):
 #: counts in decimal, booleans ``T``/``F``, elements separated by ", ".
-PACKED_FLOW_VERSION = 1
+#: Version 2 packs the same way and says that the node reads ``Multa::packed_results``:
+#: the bridge answers packed flows of version 2 packed, and those of version 1 (an older
+#: package) with ``Multa::results``.
+PACKED_FLOW_VERSION = 2
+#: The packed flow versions the bridge reads.
+PACKED_FLOW_VERSIONS = frozenset({1, 2})
+#: The first packed flow version whose node reads ``Multa::packed_results``.
+PACKED_RESULTS_SINCE = 2
+
+#: Version of ``Multa::packed_results``' JSON text (its first argument): 1 is a JSON
+#: array of objects with the ``Multa::Result`` field names as keys (:func:`pack_results`).
+PACKED_RESULT_VERSION = 1
 
 #: ``Multa::PackedFlow`` fields: version 2's first six, then ``packed``, the string
 #: of :func:`pack_sequences` (the sequences, and ``ctx`` where present).
@@ -109,3 +129,18 @@ def pack_sequences(sizes: Sequence[int], dirs: Sequence[bool], iats: Sequence[in
     if ctx is not None:
         parts.append(_render(ctx))
     return "|".join(parts)
+
+
+def _result_object(r: Result) -> dict[str, object]:
+    # Scores rounded to six decimals as the typed encoding sends them ("%.6f"), so both
+    # encodings give Zeek the same numbers and multa.log the same text.
+    return {"uid": r.uid, "model": r.model, "tasks": list(r.tasks), "labels": list(r.labels),
+            "scores": [round(float(s), 6) for s in r.scores]}
+
+
+def pack_results(results: Sequence[Result]) -> str:
+    """Results in the packed encoding, version 1: one JSON array of objects keyed by the
+    ``Multa::Result`` field names, which Zeek turns into a ``vector of Multa::Result`` with
+    ``from_json`` in C++ (``[{"uid":"C1","model":"m/1","tasks":["service"],"labels":["tls"],
+    "scores":[0.98]}]``). Scores are JSON numbers, rounded to six decimals."""
+    return _JSON_ENCODE([_result_object(r) for r in results]).decode()

@@ -11,7 +11,8 @@ import pytest
 from multa_broker.bench.fakezeek import _check_results, flow_record_json, flow_values, flows_event_values, flows_message
 from multa_broker.bridge import codec, events, wire
 from multa_broker.flow import MAX_N, FlowError
-from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import (FLOWS_EVENT, PACKED_RESULT_VERSION, PACKED_RESULTS_EVENT, RESULTS_EVENT, Port,
+                                   Result)
 
 from support.bridge import make_flow
 
@@ -307,7 +308,45 @@ def test_results_message_has_exact_broker_types():
         ("C1", "multa/1", ("service", "encrypted"), ("tls", "encrypted"), (1.0, 0.25)),
         ('C"2', "multa/1", ("service",), ("unknown",), (0.0,))),)
     msg = wire.decode_message(text)
-    assert _check_results(msg.t, msg.data) == rs
+    assert _check_results(msg.t, msg.data) == (RESULTS_EVENT, rs)
+
+
+def test_packed_results_message_is_two_values_with_the_results_as_json():
+    rs = [Result("C1", "multa/1", ("service", "encrypted"), ("tls", "encrypted"), (1.0, 0.123456789)),
+          Result('C"2\u00e9', "multa/1", ("service",), ("unknown",), (0.0,))]
+    text = events.packed_results_message_text("multa/results/w1", rs)
+    obj = json.loads(text)
+    assert obj["type"] == "data-message" and obj["topic"] == "multa/results/w1"
+    msg = wire.decode_message(text)
+    name, args = wire.split_event(msg.t, msg.data)
+    assert name == PACKED_RESULTS_EVENT
+    assert [(a.t, a.data) for a in args][0] == ("count", PACKED_RESULT_VERSION) and args[1].t == "string"
+    # The JSON text Zeek's from_json reads into a vector of Multa::Result: field names as keys,
+    # scores rounded to six decimals as the typed encoding sends them.
+    assert json.loads(args[1].data) == [
+        {"uid": "C1", "model": "multa/1", "tasks": ["service", "encrypted"], "labels": ["tls", "encrypted"],
+         "scores": [1.0, 0.123457]},
+        {"uid": 'C"2\u00e9', "model": "multa/1", "tasks": ["service"], "labels": ["unknown"], "scores": [0.0]}]
+    typed = [Result(r.uid, r.model, r.tasks, r.labels, tuple(round(s, 6) for s in r.scores)) for r in rs]
+    assert _check_results(msg.t, msg.data) == (PACKED_RESULTS_EVENT, typed)
+    # A fraction of the typed encoding's bytes for the default model's four tasks.
+    four = [Result(f"C{i:017d}", "multa-default/9", ("service", "encrypted", "tunnel", "threat"),
+                   ("web", "encrypted", "none", "benign"), (0.98, 0.99, 1.0, 0.75)) for i in range(100)]
+    assert len(events.packed_results_message_text("t", four)) < 0.4 * len(events.results_message_text("t", four))
+
+
+@pytest.mark.parametrize("text", [
+    '[{"uid":"C1","model":"m","tasks":["a"],"labels":["x"]}]',                 # a field missing
+    '[{"uid":"C1","model":"m","tasks":["a"],"labels":["x"],"scores":["1"]}]',  # a score as a string
+    '[{"uid":7,"model":"m","tasks":["a"],"labels":["x"],"scores":[1]}]',       # uid not a string
+    '{"uid":"C1"}', "[", "",
+])
+def test_fake_zeek_refuses_packed_results_from_json_would_refuse(text):
+    obj = json.loads(events.packed_results_message_text("t", []))
+    obj["data"][2]["data"][1]["data"][1]["data"] = text
+    msg = wire.decode_message(json.dumps(obj))
+    with pytest.raises(codec.CodecError):
+        _check_results(msg.t, msg.data)
 
 
 def test_result_checks():

@@ -20,7 +20,8 @@ from multa_broker.bench.fakezeek import (FakeZeek, flow_record_json, flows_messa
                                          packed_flows_event_values)
 from multa_broker.bridge import codec, events, native, packed, wire
 from multa_broker.flow import Flow, FlowKey
-from multa_broker.protocol import (MAX_PACKED_CHARS, PACKED_FLOW_FIELDS, PACKED_FLOWS_EVENT, pack_sequences)
+from multa_broker.protocol import (MAX_PACKED_CHARS, PACKED_FLOW_FIELDS, PACKED_FLOW_VERSION, PACKED_FLOWS_EVENT,
+                                   PACKED_RESULTS_EVENT, RESULTS_EVENT, pack_sequences)
 
 from support.bridge import bridge_config, make_flow, running, wait_until, write_tiny_model
 
@@ -162,14 +163,28 @@ def test_packed_field_of_the_wrong_type_and_wrong_record_shapes_are_dropped_alon
     assert "7" in generic.rejected[1] and "fields" in generic.rejected[1]
 
 
+def _with_version(text: str, version: int) -> str:
+    mark = '{"@data-type":"count","data":%d},{"@data-type":"vector","data":[{"@data-type":"vector"'
+    assert mark % PACKED_FLOW_VERSION in text
+    return text.replace(mark % PACKED_FLOW_VERSION, mark % version, 1)
+
+
 def test_an_unknown_packed_version_drops_every_flow_as_bad_packing():
     flows = [make_flow(i) for i in range(3)]
-    text = flows_message("multa/flows", "w1", flows, encoding="packed").replace(
-        '{"@data-type":"count","data":1},{"@data-type":"vector","data":[{"@data-type":"vector"',
-        '{"@data-type":"count","data":2},{"@data-type":"vector","data":[{"@data-type":"vector"', 1)
+    text = _with_version(flows_message("multa/flows", "w1", flows, encoding="packed"), 3)
     for fm in _parse(text):
         assert not fm.flows and fm.rejected_packing == 3
-        assert "version 2" in fm.rejected[0]
+        assert "version 3" in fm.rejected[0] and "reads 1, 2" in fm.rejected[0]
+
+
+def test_version_2_asks_for_packed_results_and_version_1_does_not():
+    flows = [make_flow(i) for i in range(3)]
+    text = flows_message("multa/flows", "w1", flows, encoding="packed")
+    for version, answer in ((2, True), (1, False)):
+        for fm in _parse(_with_version(text, version)):
+            assert len(fm.flows) == 3 and fm.packed_results is answer
+    for fm in _parse(flows_message("multa/flows", "w1", flows, encoding="typed")):
+        assert len(fm.flows) == 3 and fm.packed_results is False
 
 
 def test_bad_event_arguments_are_a_codec_error():
@@ -216,6 +231,37 @@ def test_service_counts_packed_flows_and_bad_packing(tmp_path):
         await zeek.stop()
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_service_answers_each_node_in_the_encoding_it_reads(tmp_path):
+    """Packed flows of version 2 get Multa::packed_results, version 1 and typed flows get
+    Multa::results: the same verdicts either way (scores to six decimals)."""
+    model = write_tiny_model(tmp_path / "store" / "tiny" / "1")
+
+    async def main():
+        zeek = await FakeZeek().start()
+        flows = [make_flow(i) for i in range(6)]
+        async with running(bridge_config(zeek.url, model, topics__per_node=True)) as svc:
+            await zeek.wait_subscribed()
+            await zeek.send_flows(flows[:2], node="new", encoding="packed")
+            await zeek.send_flows(flows[2:4], node="old", encoding="packed", packed_version=1)
+            await zeek.send_flows(flows[4:], node="typed")
+            await zeek.send_flows(flows[4:], node="again", encoding="packed")
+            await wait_until(lambda: len(zeek.results()) == 8, what="8 results")
+            assert svc.metrics.value("multa_bridge_flows_out_total") == 8
+        await zeek.stop()
+        return zeek.received
+
+    received = asyncio.run(asyncio.wait_for(main(), 60))
+    events_by_node: dict = {}
+    results_by_node: dict = {}
+    for rec in received:
+        node = rec.topic.rsplit("/", 1)[1]
+        events_by_node.setdefault(node, set()).add(rec.event)
+        results_by_node.setdefault(node, []).extend(rec.results)
+    assert events_by_node == {"new": {PACKED_RESULTS_EVENT}, "again": {PACKED_RESULTS_EVENT},
+                              "old": {RESULTS_EVENT}, "typed": {RESULTS_EVENT}}
+    assert results_by_node["again"] == results_by_node["typed"] and len(results_by_node["typed"]) == 2
 
 
 def test_a_messages_packed_strings_are_unpacked_in_one_call_with_per_record_fallback():

@@ -263,7 +263,8 @@ def test_lab_threats_raise_notices(prefix, cls, tmp_path, classifier):
 
 # --- Both flow encodings (issue 18) -------------------------------------------------
 
-# Runs the bridge and writes every flow it decoded, as JSON, to the file named first.
+# Runs the bridge and writes every flow it decoded, and the event each batch of results went
+# out as, as JSON, to the file named first.
 BRIDGE_TAP = """
 import json, sys
 from multa_broker.bridge import events, packed
@@ -287,6 +288,15 @@ for module, name in ((events, "flows_from_wire"), (events, "flows_from_json"), (
                      (packed, "packed_flows_from_json")):
     setattr(module, name, tap(getattr(module, name)))
 
+def tap_results(fn, event):
+    def render(topic, results):
+        out.write(json.dumps({"results": event, "n": len(results)}) + "\n")
+        return fn(topic, results)
+    return render
+
+events.results_message_text = tap_results(events.results_message_text, "results")
+events.packed_results_message_text = tap_results(events.packed_results_message_text, "packed_results")
+
 from multa_broker.cli import main
 raise SystemExit(main())
 """
@@ -301,9 +311,9 @@ ENCODING_CAPTURES = [
 PLUGIN_DIR = Path(__import__("os").environ.get("MULTA_PLUGIN_DIR", REPO / "build"))
 
 
-def run_encoding(capture: Path, workdir: Path, encoding: str, plugin: bool) -> tuple[list[dict], int]:
+def run_encoding(capture: Path, workdir: Path, encoding: str, plugin: bool) -> tuple[list[dict], list[dict]]:
     """Zeek (Multa::flow_encoding = *encoding*) and a tapped bridge on one capture:
-    the flows the bridge decoded, and multa.log's row count."""
+    the flows the bridge decoded, and multa.log's rows."""
     import os
 
     workdir.mkdir()
@@ -339,8 +349,11 @@ def run_encoding(capture: Path, workdir: Path, encoding: str, plugin: bool) -> t
     assert zeek.returncode == 0, f"zeek failed: {zeek.stderr[-2000:]}"
     lines = [json.loads(x) for x in (workdir / "tap.jsonl").read_text().splitlines()]
     assert not [x for x in lines if "rejected" in x], f"the bridge rejected flows: {lines}"
+    answers = {x["results"] for x in lines if "results" in x}
+    assert answers == {"packed_results" if encoding == "packed" else "results"}, answers
+    lines = [x for x in lines if "results" not in x]
     log = workdir / "multa.log"
-    rows = len(log.read_text().splitlines()) if log.exists() else 0
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     return lines, rows
 
 
@@ -348,18 +361,23 @@ def run_encoding(capture: Path, workdir: Path, encoding: str, plugin: bool) -> t
 @pytest.mark.parametrize("name", ENCODING_CAPTURES)
 def test_both_encodings_carry_byte_identical_flows(name, collector, classifier, tmp_path):
     """Typed (Multa::flows) and packed (Multa::packed_flows) flows, as the bridge decodes them,
-    are the same: identical sequences and ctx, flow for flow, and one multa.log row each."""
+    are the same: identical sequences and ctx, flow for flow; and the verdicts that come back
+    (Multa::results, Multa::packed_results read with from_json) give the same multa.log."""
     capture = SHARED_DATA / name
     if not capture.exists():
         pytest.skip(f"{capture} not present")
     if collector == "plugin" and not (PLUGIN_DIR / "__zeek_plugin__").is_file():
         pytest.skip(f"no Multa::Collector plugin in {PLUGIN_DIR} (zeek_plugin/build.sh, or MULTA_PLUGIN_DIR)")
-    got = {}
+    got, logged = {}, {}
     for encoding in ("typed", "packed"):
         flows, rows = run_encoding(capture, tmp_path / encoding, encoding, collector == "plugin")
         assert flows and {f["encoding"] for f in flows} == {encoding}
-        assert rows == len(flows), f"{encoding}: {len(flows)} flows decoded, {rows} multa.log rows"
+        assert len(rows) == len(flows), f"{encoding}: {len(flows)} flows decoded, {len(rows)} multa.log rows"
+        # Everything but the uid, which Zeek draws anew in each run.
+        logged[encoding] = sorted(json.dumps({k: v for k, v in r.items() if k != "uid"}, sort_keys=True)
+                                  for r in rows)
         got[encoding] = sorted(json.dumps([f["tuple"], f["ts"], f["sizes"], f["dirs"], f["iats"], f["ctx"]])
                                for f in flows)
         assert all(json.loads(x)[5] is not None for x in got[encoding]), f"{encoding}: a flow without ctx"
     assert got["typed"] == got["packed"]
+    assert logged["typed"] == logged["packed"]

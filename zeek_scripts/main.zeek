@@ -109,8 +109,14 @@ export {
 	};
 
 	## Version of the packed encoding that
-	## :zeek:see:`Multa::packed_flows` carries.
-	const PACKED_VERSION = 1;
+	## :zeek:see:`Multa::packed_flows` carries. Version 2 packs as 1 did
+	## and tells the bridge to answer with
+	## :zeek:see:`Multa::packed_results`.
+	const PACKED_VERSION = 2;
+
+	## Version of the JSON text that :zeek:see:`Multa::packed_results`
+	## carries.
+	const PACKED_RESULT_VERSION = 1;
 
 	## One connection's verdicts, as sent by the bridge: one label and
 	## score per task. Field order is the wire contract.
@@ -342,6 +348,13 @@ export {
 
 	## Bridge -> Zeek: verdicts for flows this node sent.
 	global results: event(results: vector of Result);
+
+	## Bridge -> Zeek, answering packed flows: the same verdicts as one
+	## JSON array of :zeek:type:`Multa::Result` objects (keys are the
+	## field names), version *version*
+	## (:zeek:see:`Multa::PACKED_RESULT_VERSION`), read with
+	## :zeek:id:`from_json`.
+	global packed_results: event(version: count, results: string);
 
 	## Between cluster nodes: how many bridges the WebSocket node has.
 	global bridge_status: event(bridges: count);

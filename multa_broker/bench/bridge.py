@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "1: an older Zeek package's records, without)")
     parser.add_argument("--encoding", choices=("typed", "packed", "both"), default="packed",
                         help="how the fake Zeek sends flows: packed (Multa::packed_flows, the package's "
-                             "default), typed (Multa::flows) or both, alternating in one run (default packed)")
+                             "default, answered with Multa::packed_results), typed (Multa::flows, answered "
+                             "with Multa::results) or both, alternating in one run (default packed)")
     parser.add_argument("--batch", type=int, default=256, help="bridge batch.max_flows")
     parser.add_argument("--max-wait-ms", type=float, default=1.0, help="bridge batch.max_wait_ms")
     parser.add_argument("--threads", type=int, default=1, help="bridge model.threads")
@@ -375,6 +376,8 @@ async def _one_run(args: argparse.Namespace, model: str, tmp: Path, run_no: int,
         out["rejected_by_zeek"] = len(zeek.rejected)
         text, _ = templates.message(TOPIC, "worker-1", args.flows_per_message)
         out["wire_bytes_per_flow"] = len(text.encode()) / args.flows_per_message
+        if zeek.results_in:
+            out["result_bytes_per_flow"] = zeek.result_bytes / zeek.results_in
     finally:
         _stop(proc)
         await zeek.stop()
@@ -420,6 +423,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
         "cpu_us_per_flow_generator": statistics.median(
             [r["generator_cpu_s"] * 1e6 / r["flows_out"] for r in runs if r.get("flows_out")] or [float("nan")]),
         "wire_bytes_per_flow": _median(runs, "wire_bytes_per_flow"),
+        "result_bytes_per_flow": _median(runs, "result_bytes_per_flow"),
     }
 
 
@@ -461,13 +465,15 @@ def run(args: argparse.Namespace) -> int:
           + (", encodings alternating" if len(encodings) > 1 else f", {encodings[0]} encoding"))
     for enc in encodings:
         if len(encodings) > 1:
-            print(f"encoding {enc} ({'Multa::packed_flows' if enc == 'packed' else 'Multa::flows'}):")
+            events = "packed_flows, packed_results" if enc == "packed" else "flows, results"
+            print(f"encoding {enc} (Multa::{events.replace(', ', ', Multa::')}):")
         _print_summary(args, summaries[enc], by_encoding[enc])
     if len(encodings) > 1:
         t, p = summaries["typed"], summaries["packed"]
         print(f"packed / typed: throughput {p['throughput_flows_per_s'] / t['throughput_flows_per_s']:.2f}x, "
               f"event-loop CPU per flow {p['cpu_us_per_flow_bridge_main'] / t['cpu_us_per_flow_bridge_main']:.2f}x, "
-              f"bytes per flow {p['wire_bytes_per_flow'] / t['wire_bytes_per_flow']:.2f}x")
+              f"bytes per flow {p['wire_bytes_per_flow'] / t['wire_bytes_per_flow']:.2f}x, "
+              f"per result {p['result_bytes_per_flow'] / t['result_bytes_per_flow']:.2f}x")
     return 0
 
 
@@ -490,6 +496,7 @@ def _print_summary(args: argparse.Namespace, summary: dict[str, float], runs: li
         ("CPU per flow: model worker (us)", summary["cpu_us_per_flow_model_worker"], ""),
         ("CPU per flow: load generator / fake Zeek (us)", summary["cpu_us_per_flow_generator"], ""),
         ("bytes per flow on the wire", summary["wire_bytes_per_flow"], ""),
+        ("bytes per result on the wire", summary["result_bytes_per_flow"], ""),
         ("ceiling on 2 idle cores (flows/s)", 2e6 / (summary["cpu_us_per_flow_bridge_main"]
                                                    + summary["cpu_us_per_flow_model_worker"]
                                                    + summary["cpu_us_per_flow_generator"]), "CPU-bound"),

@@ -28,10 +28,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import msgspec
+
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import Flow
 from multa_broker.protocol import (FLOW_CONTRACT_VERSION, FLOWS_EVENT, PACKED_FLOW_VERSION, PACKED_FLOWS_EVENT,
-                                   RESULTS_EVENT, Port, Result, pack_sequences)
+                                   PACKED_RESULT_VERSION, PACKED_RESULTS_EVENT, RESULTS_EVENT, Port, Result,
+                                   pack_sequences)
 
 #: How the fake Zeek sends flows: ``Multa::flows`` or ``Multa::packed_flows`` (Multa::flow_encoding).
 ENCODINGS = ("typed", "packed")
@@ -99,11 +102,41 @@ class Received:
     topic: str
     results: list[Result]
     t: float = field(default_factory=time.monotonic)
+    #: ``Multa::results`` or ``Multa::packed_results``.
+    event: str = RESULTS_EVENT
 
 
-def _check_results(t: str, data: Any) -> list[Result]:
-    """The Results of a data-message value, checked for Zeek's exact types; CodecError if not."""
+class _PackedResult(msgspec.Struct):
+    """One object of ``Multa::packed_results``' JSON as Zeek's ``from_json`` reads it into a
+    ``Multa::Result``: every field required, numbers accepted for the scores, other keys ignored."""
+
+    uid: str
+    model: str
+    tasks: list[str]
+    labels: list[str]
+    scores: list[float]
+
+
+_PACKED_RESULTS = msgspec.json.Decoder(list[_PackedResult])
+
+
+def _check_packed_results(args: list[Any]) -> list[Result]:
+    if (len(args) != 2 or args[0].t != "count" or args[1].t != "string"
+            or args[0].data != PACKED_RESULT_VERSION):
+        raise codec.CodecError(f"{PACKED_RESULTS_EVENT} takes (count {PACKED_RESULT_VERSION}, string)")
+    try:
+        recs = _PACKED_RESULTS.decode(args[1].data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise codec.CodecError(f"{PACKED_RESULTS_EVENT}: from_json would fail: {e}") from None
+    return [Result(r.uid, r.model, tuple(r.tasks), tuple(r.labels), tuple(r.scores)) for r in recs]
+
+
+def _check_results(t: str, data: Any) -> tuple[str, list[Result]]:
+    """The event name and Results of a data-message value, checked for Zeek's exact types;
+    CodecError if not."""
     name, args = wire.split_event(t, data)
+    if name == PACKED_RESULTS_EVENT:
+        return name, _check_packed_results(args)
     if name != RESULTS_EVENT:
         raise codec.CodecError(f"unknown event {name!r}")
     if len(args) != 1 or args[0].t != "vector":
@@ -121,7 +154,7 @@ def _check_results(t: str, data: Any) -> list[Result]:
                 raise codec.CodecError(f"a Result field must be a vector of {dtype}")
             seqs.append(tuple(e.data for e in v.data))
         out.append(Result(uid.data, model.data, *seqs))
-    return out
+    return name, out
 
 
 class FlowTemplates:
@@ -169,12 +202,12 @@ def flows_message_text(topic: str, node: str, records_json: str, encoding: str =
 
 
 def flows_message(topic: str, node: str, flows: Sequence[Flow], version: int = FLOW_CONTRACT_VERSION,
-                  encoding: str = "typed") -> str:
+                  encoding: str = "typed", packed_version: int = PACKED_FLOW_VERSION) -> str:
     """A data-message carrying ``Multa::flows(node, flows)`` exactly as Zeek writes it
     (``version`` 1: as an older Zeek package writes it, without ``ctx``; ``encoding``
     "packed": ``Multa::packed_flows`` as the package writes it by default)."""
     recs = ",".join(json.dumps(flow_record_json(f, version, encoding), separators=(",", ":")) for f in flows)
-    return flows_message_text(topic, node, recs, encoding)
+    return flows_message_text(topic, node, recs, encoding, packed_version)
 
 
 class FakeZeek:
@@ -191,6 +224,9 @@ class FakeZeek:
         self.received: list[Received] = []
         self.rejected: list[str] = []
         self.errors_sent = 0
+        #: Bytes of results messages received, and the results in them (bytes per result).
+        self.result_bytes = 0
+        self.results_in = 0
         self.handshakes: list[list[str]] = []
         self.on_results = on_results
         self.keep = keep
@@ -282,14 +318,16 @@ class FakeZeek:
                                       "context": "failed to decode JSON object"}))
             return
         try:
-            results = _check_results(msg.t, msg.data)
+            name, results = _check_results(msg.t, msg.data)
         except (codec.CodecError, AttributeError, TypeError, ValueError) as e:
             self.rejected.append(f"{msg.topic}: {e}")
             self.errors_sent += 1
             await ws.send(json.dumps({"type": "error", "code": "deserialization_failed",
                                       "context": "failed to create Zeek event"}))
             return
-        rec = Received(msg.topic, results)
+        self.result_bytes += len(text)
+        self.results_in += len(results)
+        rec = Received(msg.topic, results, event=name)
         if self.keep:
             self.received.append(rec)
         if self.on_results is not None:
@@ -313,8 +351,9 @@ class FakeZeek:
             await ws.send(text)
 
     async def send_flows(self, flows: Sequence[Flow], node: str = "worker-1", topic: str = "multa/flows",
-                         version: int = FLOW_CONTRACT_VERSION, encoding: str = "typed") -> int:
-        return await self.send_text(topic, flows_message(topic, node, flows, version, encoding))
+                         version: int = FLOW_CONTRACT_VERSION, encoding: str = "typed",
+                         packed_version: int = PACKED_FLOW_VERSION) -> int:
+        return await self.send_text(topic, flows_message(topic, node, flows, version, encoding, packed_version))
 
     def results(self) -> list[Result]:
         return [r for rec in self.received for r in rec.results]

@@ -22,12 +22,13 @@ import ipaddress
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from multa_broker import context
 from multa_broker.bridge import codec, wire
 from multa_broker.flow import MAX_N, MAX_SIZE, MIN_SIZE, PROTO_INDEX, Flow, FlowError, FlowKey, validate
-from multa_broker.protocol import FLOW_FIELDS, FLOW_FIELDS_V1, FLOWS_EVENT, RESULTS_EVENT, Result
+from multa_broker.protocol import (FLOW_FIELDS, FLOW_FIELDS_V1, FLOWS_EVENT, PACKED_RESULT_VERSION,
+                                   PACKED_RESULTS_EVENT, RESULTS_EVENT, Result, pack_results)
 
 _N_FLOW_FIELDS = len(FLOW_FIELDS)
 _N_FLOW_FIELDS_V1 = len(FLOW_FIELDS_V1)
@@ -71,6 +72,8 @@ class FlowsMessage:
     encoding: str = "typed"
     #: Flow records received per contract version (1, 2; 0: a record of neither shape).
     versions: dict[int, int] = field(default_factory=dict)
+    #: The node reads ``Multa::packed_results`` (it sent packed flows of version 2 or later).
+    packed_results: bool = False
 
 
 # ------------------------------------------------------------ flows in
@@ -392,6 +395,19 @@ def results_message_text(topic: str, results: Iterable[Result]) -> str:
         '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
         '{"@data-type":"vector","data":[' + _jstr(RESULTS_EVENT) + ","
         '{"@data-type":"vector","data":[{"@data-type":"vector","data":[' + body + "]}]}]}]}"
+    )
+
+
+def packed_results_message_text(topic: str, results: Sequence[Result]) -> str:
+    """A complete WebSocket data-message carrying ``Multa::packed_results(version, text)``:
+    two Broker values for the whole batch instead of about 18 per result."""
+    return (
+        '{"type":"data-message","topic":' + json.dumps(topic) + ","
+        '"@data-type":"vector","data":['
+        '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
+        '{"@data-type":"vector","data":[' + _jstr(PACKED_RESULTS_EVENT) + ","
+        '{"@data-type":"vector","data":[{"@data-type":"count","data":' + str(PACKED_RESULT_VERSION) + "},"
+        '{"@data-type":"string","data":' + json.dumps(pack_results(results)) + "}]}]}]}"
     )
 
 

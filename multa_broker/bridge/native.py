@@ -25,9 +25,10 @@ from typing import Any, Sequence
 
 from multa_broker.bridge import codec, events, packed, wire
 from multa_broker.bridge.config import NativeConfig
-from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
+from multa_broker.bridge.transport import Inbound, Route, Transport, TransportClosed
 from multa_broker.errors import MultaError
-from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port, Result
+from multa_broker.protocol import (FLOWS_EVENT, PACKED_RESULT_VERSION, PACKED_RESULTS_EVENT, RESULTS_EVENT, Port,
+                                   Result, pack_results)
 
 
 def import_broker(python_path: str | None) -> Any:
@@ -165,14 +166,19 @@ class NativeTransport(Transport):
         return Inbound("event", topic=topic, name=ev.name(), args=ev.args(),
                        parse_flows=_parse_flows(self.broker, ev.name()))
 
-    async def publish_results(self, topic: str, results: Sequence[Result]) -> None:
+    async def publish_results(self, route: Route, results: Sequence[Result]) -> None:
         if self._ep is None:
             raise TransportClosed("not connected")
         self._drain_status()
         if self._lost:
             raise TransportClosed(f"peer lost: {self._lost}")
-        recs = [from_values(self.broker, events.result_values(r)) for r in results]
-        self._ep.publish(topic, self.broker.zeek.Event(RESULTS_EVENT, recs))
+        if route.packed:
+            event = self.broker.zeek.Event(PACKED_RESULTS_EVENT,
+                                           [self.broker.Count(PACKED_RESULT_VERSION), pack_results(results)])
+        else:
+            event = self.broker.zeek.Event(RESULTS_EVENT,
+                                           [from_values(self.broker, events.result_values(r)) for r in results])
+        self._ep.publish(route.topic, event)
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

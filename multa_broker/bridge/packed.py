@@ -19,7 +19,7 @@ from multa_broker.bridge.events import (_MAX_COUNT, ContextFlowError, FlowsMessa
                                         _flow_key, _validate, decode_each)
 from multa_broker.flow import MAX_N, Flow, FlowError
 from multa_broker.protocol import (FLOWS_EVENT, MAX_PACKED_CHARS, PACKED_FLOW_FIELDS, PACKED_FLOW_VERSION,
-                                   PACKED_FLOWS_EVENT)
+                                   PACKED_FLOW_VERSIONS, PACKED_FLOWS_EVENT, PACKED_RESULTS_SINCE)
 
 _N_CTX = context.N_FEATURES
 _MAX_CTX = context.MAX_ENTRIES
@@ -169,9 +169,9 @@ def flow_from_packed(rec: Any, max_n: int = MAX_N, version: int = PACKED_FLOW_VE
     if uid.__class__ is not str or not uid:
         raise FlowError("field uid must be a non-empty string")
     try:
-        if version != PACKED_FLOW_VERSION:
+        if version not in PACKED_FLOW_VERSIONS:
             raise PackingFlowError(f"packed encoding version {version}; this bridge reads "
-                                   f"{PACKED_FLOW_VERSION}")
+                                   f"{', '.join(map(str, sorted(PACKED_FLOW_VERSIONS)))}")
         key = _flow_key(fields, typed)
         # seqs: this record's packed string already unpacked and checked by _batch_unpack.
         sizes, dirs, iats, ctx = seqs or _unpack(fields[6].data if typed else _field(fields[6], "string", "packed"),
@@ -226,7 +226,8 @@ def _batch_unpack(texts: list[Any], max_n: int) -> list[Any] | None:
 
 def _packed_flows(node: str, version: Any, records: Any, max_n: int, texts: list[Any] | None = None) -> FlowsMessage:
     """``texts``: the records' packed strings, where the parser already knows them (typed records)."""
-    msg = FlowsMessage(node, encoding="packed")
+    msg = FlowsMessage(node, encoding="packed",
+                       packed_results=version in PACKED_FLOW_VERSIONS and version >= PACKED_RESULTS_SINCE)
     msg.versions[2] = len(records)  # the contents of contract version 2 (ctx optional)
     unpacked = _batch_unpack(texts, max_n) if texts else None
     if unpacked:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Hashable, Sequence
 
 from multa_broker.flow import Flow
 from multa_broker.protocol import Result
@@ -16,6 +16,7 @@ class _Queued:
     flow: Flow
     node: str
     t_in: float  # time.monotonic() at arrival
+    packed: bool = False  # the node reads Multa::packed_results
 
 
 class FlowQueue:
@@ -70,30 +71,31 @@ class FlowQueue:
 
 
 class PendingResults:
-    """Results made while Zeek was unreachable, oldest first, at most ``limit`` of them."""
+    """Results made while Zeek was unreachable, oldest first, at most ``limit`` of them, each
+    with its route (:class:`transport.Route`: topic and encoding)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._q: collections.deque[tuple[str, Result]] = collections.deque()
+        self._q: collections.deque[tuple[Hashable, Result]] = collections.deque()
 
     def __len__(self) -> int:
         return len(self._q)
 
-    def add(self, topic: str, results: Sequence[Result]) -> int:
+    def add(self, route: Hashable, results: Sequence[Result]) -> int:
         """Keep ``results``; returns how many old ones were dropped to make room."""
-        self._q.extend((topic, r) for r in results)
+        self._q.extend((route, r) for r in results)
         over = max(0, len(self._q) - self.limit)
         for _ in range(over):
             self._q.popleft()
         return over
 
-    def take(self, max_n: int) -> tuple[str, list[Result]]:
-        """Up to ``max_n`` of the oldest results that share a topic."""
-        topic = self._q[0][0]
+    def take(self, max_n: int) -> tuple[Any, list[Result]]:
+        """Up to ``max_n`` of the oldest results that share a route."""
+        route = self._q[0][0]
         out = []
-        while self._q and len(out) < max_n and self._q[0][0] == topic:
+        while self._q and len(out) < max_n and self._q[0][0] == route:
             out.append(self._q.popleft()[1])
-        return topic, out
+        return route, out
 
-    def put_back(self, topic: str, results: Sequence[Result]) -> None:
-        self._q.extendleft((topic, r) for r in reversed(results))
+    def put_back(self, route: Hashable, results: Sequence[Result]) -> None:
+        self._q.extendleft((route, r) for r in reversed(results))

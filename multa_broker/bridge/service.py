@@ -33,7 +33,7 @@ from multa_broker.bridge.metrics import BridgeMetrics
 from multa_broker.bridge.queues import FlowQueue, PendingResults, _Queued  # noqa: F401 (re-exported)
 from multa_broker.bridge.ratelog import RateLimitedLog
 from multa_broker.bridge.runner import make_runner
-from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
+from multa_broker.bridge.transport import Inbound, Route, Transport, TransportClosed
 from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_N
 from multa_broker.protocol import FLOWS_EVENT, NODE_RESULT_TOPIC_PREFIX, PACKED_FLOWS_EVENT, Result
@@ -323,7 +323,7 @@ class BridgeService:
                 # The model reads only the first n packets; keeping more would only cost memory.
                 f.sizes, f.dirs, f.iats = f.sizes[:n], f.dirs[:n], f.iats[:n]
                 m.flows_truncated.inc()
-            items.append(_Queued(f, fm.node, now))
+            items.append(_Queued(f, fm.node, now, fm.packed_results))
         dropped = self._queue.put(items)
         if dropped:
             m.flows_dropped.labels("queue_full").inc(dropped)
@@ -400,7 +400,7 @@ class BridgeService:
             return
         m.inference_seconds.observe(time.perf_counter() - t0)
         m.batch_size.observe(len(items))
-        by_topic: dict[str, list[Result]] = {}
+        by_route: dict[Route, list[Result]] = {}
         arrivals: list[float] = []
         for it, r in zip(items, results):
             try:
@@ -411,28 +411,29 @@ class BridgeService:
                 self._ratelog.warning("bad_result", str(e))
                 continue
             topic = NODE_RESULT_TOPIC_PREFIX + it.node if self.cfg.topics.per_node else self.cfg.topics.results
-            by_topic.setdefault(topic, []).append(r)
+            # Answered in the encoding the node reads: packed to packed flows of version 2.
+            by_route.setdefault(Route(topic, it.packed), []).append(r)
             arrivals.append(it.t_in)
-        for topic, rs in by_topic.items():
-            await self._send(topic, rs)
+        for route, rs in by_route.items():
+            await self._send(route, rs)
             self._inflight -= len(rs)  # now counted as out, or held in the pending buffer
         now = time.monotonic()
         for t_in in arrivals:
             m.flow_latency_seconds.observe(now - t_in)
 
-    async def _send(self, topic: str, results: list[Result]) -> None:
+    async def _send(self, route: Route, results: list[Result]) -> None:
         t = self._transport
         if t is not None:
             try:
-                await t.publish_results(topic, results)
+                await t.publish_results(route, results)
                 self.metrics.flows_out.inc(len(results))
                 return
             except TransportClosed as e:
                 log.warning("could not send %d results: %s; keeping them until Zeek is back", len(results), e)
-        self._keep(topic, results)
+        self._keep(route, results)
 
-    def _keep(self, topic: str, results: list[Result]) -> None:
-        over = self._pending.add(topic, results)
+    def _keep(self, route: Route, results: list[Result]) -> None:
+        over = self._pending.add(route, results)
         if over:
             self.metrics.flows_dropped.labels("pending_overflow").inc(over)
             self._ratelog.warning("pending_overflow", f"Zeek unreachable: pending results full "
@@ -444,11 +445,11 @@ class BridgeService:
             return
         n = len(self._pending)
         while self._pending:
-            topic, rs = self._pending.take(self.cfg.batch.max_flows)
+            route, rs = self._pending.take(self.cfg.batch.max_flows)
             try:
-                await transport.publish_results(topic, rs)
+                await transport.publish_results(route, rs)
             except TransportClosed:
-                self._pending.put_back(topic, rs)
+                self._pending.put_back(route, rs)
                 self.metrics.pending_results.set(len(self._pending))
                 raise
             self.metrics.flows_out.inc(len(rs))

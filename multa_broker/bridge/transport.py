@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 from multa_broker.bridge.events import FlowsMessage
 from multa_broker.protocol import Result
@@ -26,6 +26,14 @@ class TransportClosed(Exception):
     def __init__(self, msg: str, *, dropped: str | None = None) -> None:
         super().__init__(msg)
         self.dropped = dropped
+
+
+class Route(NamedTuple):
+    """Where a batch of results goes: the topic, and whether as ``Multa::packed_results``
+    (the node sent packed flows of version 2 or later) or as ``Multa::results``."""
+
+    topic: str
+    packed: bool = False
 
 
 @dataclass(slots=True)
@@ -65,8 +73,9 @@ class Transport(abc.ABC):
         """The next thing Zeek sent; raises TransportClosed when the connection ends."""
 
     @abc.abstractmethod
-    async def publish_results(self, topic: str, results: Sequence[Result]) -> None:
-        """Send ``Multa::results(results)`` on ``topic``; raises TransportClosed if it cannot."""
+    async def publish_results(self, route: Route, results: Sequence[Result]) -> None:
+        """Send ``results`` on ``route.topic``, as ``Multa::packed_results`` where ``route.packed``
+        else as ``Multa::results``; raises TransportClosed if it cannot."""
 
     @abc.abstractmethod
     async def close(self) -> None:

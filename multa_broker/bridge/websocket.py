@@ -16,7 +16,7 @@ from typing import Sequence
 from multa_broker.bridge import events, packed, wire
 from multa_broker.bridge.codec import CodecError
 from multa_broker.bridge.config import WebSocketConfig
-from multa_broker.bridge.transport import Inbound, Transport, TransportClosed
+from multa_broker.bridge.transport import Inbound, Route, Transport, TransportClosed
 from multa_broker.protocol import FLOWS_EVENT, PACKED_FLOWS_EVENT, Result
 
 
@@ -173,13 +173,14 @@ class WebSocketTransport(Transport):
             return Inbound("error", code=str(msg.code) or "unknown", detail=str(msg.context))
         return Inbound("malformed", code="unexpected_type", detail=f"message of type {msg.type!r}")
 
-    async def publish_results(self, topic: str, results: Sequence[Result]) -> None:
+    async def publish_results(self, route: Route, results: Sequence[Result]) -> None:
         from websockets.exceptions import ConnectionClosed
 
         if self._ws is None:
             raise TransportClosed("not connected")
+        render = events.packed_results_message_text if route.packed else events.results_message_text
         try:
-            await self._ws.send(events.results_message_text(topic, results))
+            await self._ws.send(render(route.topic, results))
         except ConnectionClosed as e:
             raise TransportClosed(self._dead or f"connection closed: {e}") from None
         if self._dead:

@@ -2,8 +2,9 @@
 
 Connects to Zeek's WebSocket API, subscribes to the flow topic and answers
 every flow of every Multa::flows or Multa::packed_flows event (the package's
-default encoding) with a canned Multa::results verdict
-on the sending node's result topic. Writes one line per received batch
+default encoding) with a canned verdict on the sending node's result topic:
+Multa::packed_results to packed flows of version 2 or later, as the real
+bridge answers, Multa::results to the others. Writes one line per received batch
 ("<node> <flows>") to the file named on the command line, and exits when
 Zeek closes the connection.
 
@@ -64,6 +65,14 @@ def verdict(flow) -> list:
             [service[0], threat[0], "bulk"], [service[1], threat[1], 0.25]]
 
 
+def packed_results_message(topic: str, verdicts: list) -> str:
+    text = json.dumps([{"uid": uid, "model": model, "tasks": tasks, "labels": labels, "scores": scores}
+                       for uid, model, tasks, labels, scores in verdicts])
+    event = vector([typed("string", "Multa::packed_results"), vector([typed("count", 1), typed("string", text)])])
+    envelope = vector([typed("count", 1), typed("count", 1), event])
+    return json.dumps({"type": "data-message", "topic": topic, **envelope})
+
+
 def results_message(topic: str, verdicts: list) -> str:
     records = vector(
         vector([typed("string", uid), typed("string", model),
@@ -100,17 +109,20 @@ async def run(url: str, batch_file: str) -> None:
                 if msg.get("type") != "data-message":
                     continue
                 name, args = plain(msg)[2][:2]
+                render = results_message
                 if name == "Multa::flows":
                     node, flows = args
                 elif name == "Multa::packed_flows":
-                    node, _version, flows = args
+                    node, version, flows = args
+                    if version >= 2:
+                        render = packed_results_message
                 else:
                     continue
                 out.write(f"{node} {len(flows)}\n")
                 out.flush()
                 if SILENT:
                     continue
-                reply = results_message(RESULT_TOPIC_PREFIX + node, [verdict(f) for f in flows])
+                reply = render(RESULT_TOPIC_PREFIX + node, [verdict(f) for f in flows])
                 await ws.send(reply)
         except websockets.ConnectionClosed:
             pass
