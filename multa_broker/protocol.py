@@ -131,16 +131,43 @@ def pack_sequences(sizes: Sequence[int], dirs: Sequence[bool], iats: Sequence[in
     return "|".join(parts)
 
 
-def _result_object(r: Result) -> dict[str, object]:
-    # Scores rounded to six decimals as the typed encoding sends them ("%.6f"), so both
-    # encodings give Zeek the same numbers and multa.log the same text.
-    return {"uid": r.uid, "model": r.model, "tasks": list(r.tasks), "labels": list(r.labels),
-            "scores": [round(float(s), 6) for s in r.scores]}
-
-
 def pack_results(results: Sequence[Result]) -> str:
     """Results in the packed encoding, version 1: one JSON array of objects keyed by the
     ``Multa::Result`` field names, which Zeek turns into a ``vector of Multa::Result`` with
     ``from_json`` in C++ (``[{"uid":"C1","model":"m/1","tasks":["service"],"labels":["tls"],
-    "scores":[0.98]}]``). Scores are JSON numbers, rounded to six decimals."""
-    return _JSON_ENCODE([_result_object(r) for r in results]).decode()
+    "scores":[0.981234]}]``). Scores are written as the typed encoding writes them, with six
+    decimals ("%.6f"), so both encodings give Zeek the same numbers and multa.log the same text.
+    Model, task and label strings repeat from result to result: their JSON is rendered once."""
+    return "[" + ",".join([_packed_result(r) for r in results]) + "]"
+
+
+def _packed_result(r: Result) -> str:
+    head = _HEADS.get((r.model, r.tasks))
+    if head is None:
+        head = _cached(_HEADS, (r.model, r.tasks), ',"model":' + _json(r.model) + ',"tasks":['
+                       + ",".join(map(_json, r.tasks)) + '],"labels":[')
+    labels = _LABELS.get(r.labels)
+    if labels is None:
+        labels = _cached(_LABELS, r.labels, ",".join(map(_json, r.labels)) + '],"scores":[')
+    fmt = _SCORES_FMT.get(len(r.scores))
+    if fmt is None:
+        fmt = _cached(_SCORES_FMT, len(r.scores), ",".join(["%.6f"] * len(r.scores)) + "]}")
+    # Zeek uids are letters and digits: no escaping needed.
+    uid = '{"uid":"' + r.uid + '"' if r.uid.isalnum() and r.uid.isascii() else '{"uid":' + _json(r.uid)
+    return uid + head + labels + fmt % tuple(r.scores)
+
+
+def _json(text: str) -> str:
+    return _JSON_ENCODE(text).decode()
+
+
+def _cached(cache: dict, key: object, value: str) -> str:
+    if len(cache) >= 4096:  # labels are few; a bound all the same
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+_HEADS: dict[tuple[str, tuple[str, ...]], str] = {}
+_LABELS: dict[tuple[str, ...], str] = {}
+_SCORES_FMT: dict[int, str] = {}
