@@ -167,7 +167,8 @@ def _metrics(port: int) -> dict[str, float]:
 
 class ResultObserver(threading.Thread):
     """A WebSocket client on the manager subscribed to ``multa/results``: records
-    the topic of every ``Multa::results`` event and the uids it carried."""
+    the topic of every ``Multa::results`` or ``Multa::packed_results`` event and the
+    uids it carried."""
 
     def __init__(self, url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
         super().__init__(daemon=True)
@@ -201,9 +202,12 @@ class ResultObserver(threading.Thread):
             if msg.get("type") != "data-message":
                 continue
             name, args = msg["data"][2]["data"][0]["data"], msg["data"][2]["data"][1]["data"]
-            if name != "Multa::results":
+            if name == "Multa::results":
+                uids = [r["data"][0]["data"] for r in args[0]["data"]]
+            elif name == "Multa::packed_results":  # the bridge's answer to packed flows
+                uids = [r["uid"] for r in json.loads(args[1]["data"])]
+            else:
                 continue
-            uids = [r["data"][0]["data"] for r in args[0]["data"]]
             self.by_topic.setdefault(msg["topic"], []).extend(uids)
 
     def close(self) -> None:
