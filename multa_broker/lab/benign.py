@@ -108,7 +108,8 @@ def dns(ctx: Context) -> None:
     for _ in range(ctx.count(40, 120, minimum=6)):
         name = ctx.choice(qnames) if ctx.rng.random() < 0.85 else f"nx{ctx.rng.randrange(10**6)}.{LAB_DOMAIN}"
         qtype = ctx.choice(["A", "A", "A", "AAAA", "TXT", "MX", "SRV", "ANY", "CNAME"])
-        argv = ["dig", f"@{RESOLVER}", name, qtype, "+time=2", "+tries=1"]
+        # Three tries: a drawn path loss (Conditions.with_path) must not fail the run.
+        argv = ["dig", f"@{RESOLVER}", name, qtype, "+time=2", "+tries=3"]
         if ctx.rng.random() < 0.1:
             argv.append("+tcp")
         if ctx.rng.random() < 0.3:

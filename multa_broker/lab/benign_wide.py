@@ -394,7 +394,7 @@ def _dns_clients(ctx: Context, names: dict[str, str], txt: dict[str, str]) -> No
         elif k < 0.35 and find_tool("nslookup"):
             ctx.client("cli", ["nslookup", f"-type={qtype}", "-timeout=2", name, RESOLVER], timeout=10)
         else:
-            argv = ["dig", f"@{RESOLVER}", name, qtype, "+time=2", "+tries=1"]
+            argv = ["dig", f"@{RESOLVER}", name, qtype, "+time=2", "+tries=3"]
             if ctx.rng.random() < 0.1:
                 argv.append("+tcp")
             if ctx.rng.random() < 0.3:
