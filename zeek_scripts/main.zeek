@@ -28,8 +28,9 @@ export {
 		## A connection was classified as a threat other than benign
 		## with a score at or above its class threshold
 		## (:zeek:see:`Multa::threat_thresholds`). ``$sub`` holds the
-		## class. The identifier is originator, responder and class, or
-		## originator and class for :zeek:see:`Multa::host_classes`.
+		## class. The identifier is originator, responder and class;
+		## originator and class for :zeek:see:`Multa::host_classes`;
+		## responder and class for :zeek:see:`Multa::target_classes`.
 		Threat,
 		## A connection was classified as a tunnel or VPN with a score at
 		## or above :zeek:see:`Multa::tunnel_threshold`. ``$sub`` holds
@@ -299,6 +300,12 @@ export {
 	## :zeek:see:`Multa::Threat` notices are identified by source and
 	## class only, so suppression collapses them.
 	option host_classes: set[string] = { "scan", "bruteforce" };
+
+	## Threat classes whose per-flow :zeek:see:`Multa::Threat` notices
+	## are identified by responder and class: a flood comes from many,
+	## often spoofed, sources, so suppression collapses it into one
+	## notice per target instead of one per source.
+	option target_classes: set[string] = { "dos" };
 
 	## Flows of one class from one source within
 	## :zeek:see:`Multa::host_window` that raise

@@ -68,7 +68,8 @@ function threat_notice(info: Info)
 	local label = info$threat;
 	local host_level = label in host_classes;
 	local identifier = host_level ? cat(info$id$orig_h, label)
-	                              : cat(info$id$orig_h, info$id$resp_h, label);
+	    : label in target_classes ? cat(info$id$resp_h, label)
+	    : cat(info$id$orig_h, info$id$resp_h, label);
 
 	if ( ! suppressed(Threat, identifier) )
 		raise(Notice::Info($note=Threat,
