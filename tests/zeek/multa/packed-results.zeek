@@ -1,6 +1,6 @@
 # @TEST-DOC: Multa::packed_results read with from_json: the same multa.log and notices as the same verdicts sent as Multa::results (results.zeek's canned verdicts, packed by to_json here); batches from_json cannot read are dropped whole, each with a warning and counted.
 # @TEST-REQUIRES: test -f "$TRACES/ndpi/pcap/tcp_scan.pcapng"
-# @TEST-EXEC: zeek -b -C -r $TRACES/ndpi/pcap/tcp_scan.pcapng $PACKAGE %INPUT > output 2> stderr
+# @TEST-EXEC: zeek -b -C -r $TRACES/ndpi/pcap/tcp_scan.pcapng $PACKAGE $SCRIPTS/canned-verdicts.zeek %INPUT > output 2> stderr
 # @TEST-EXEC: sed -n 's/.*\(multa: .*\)/\1/p' stderr > warnings
 # @TEST-EXEC: btest-diff output
 # @TEST-EXEC: btest-diff warnings
@@ -18,32 +18,6 @@ global classified = 0;
 hook Multa::flow_policy(f: Multa::Flow)
 	{
 	sent += f;
-	}
-
-# The verdicts of results.zeek.
-function canned(f: Multa::Flow, i: count): Multa::Result
-	{
-	local threat = |f$sizes| <= 2 ? "scan" : "benign";
-	local threat_score = |f$sizes| <= 2 ? 0.95 : 0.99;
-	local tunnel = "none";
-	local tunnel_score = 0.99;
-
-	if ( i == 3 )
-		{
-		tunnel = "vpn";
-		tunnel_score = 0.97;
-		}
-
-	if ( i == 4 )
-		{
-		threat = "bruteforce";
-		threat_score = 0.5;
-		}
-
-	return Multa::Result($uid=f$uid, $model="canned-1",
-	    $tasks=vector("service", "encrypted", "tunnel", "threat", "qos"),
-	    $labels=vector(f$resp_p == 80/tcp ? "http" : "other", "cleartext", tunnel, threat, "bulk"),
-	    $scores=vector(0.8, 0.7, tunnel_score, threat_score, 0.25));
 	}
 
 event Multa::classified(info: Multa::Info, r: Multa::Result)
