@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
-from multa_broker.bench.fakezeek import flow_values, flows_event_values
+from multa_broker.bench.fakezeek import flow_values, flows_event_values, packed_flows_event_values
 from multa_broker.bridge import codec
-from multa_broker.protocol import FLOWS_EVENT, RESULTS_EVENT, Port
+from multa_broker.protocol import (FLOWS_EVENT, PACKED_FLOWS_EVENT, PACKED_RESULT_VERSION, PACKED_RESULTS_EVENT,
+                                   RESULTS_EVENT, Port)
 
 from support.bridge import bridge_config, expected_labels, make_flow, running, wait_until, write_tiny_model
 
@@ -68,21 +70,31 @@ class ZeekEndpoint:
             await asyncio.sleep(0.02)
         raise AssertionError("bridge never peered")
 
-    def publish_flows(self, flows, node="worker-1", topic="multa/flows") -> None:
+    def publish_flows(self, flows, node="worker-1", topic="multa/flows", packed=False) -> None:
         from multa_broker.bridge.native import from_values
 
-        args = from_values(self.b, flows_event_values(node, flows))
-        self.ep.publish(topic, self.b.zeek.Event(FLOWS_EVENT, *args))
+        if packed:
+            args = from_values(self.b, packed_flows_event_values(node, flows))
+            self.ep.publish(topic, self.b.zeek.Event(PACKED_FLOWS_EVENT, *args))
+        else:
+            args = from_values(self.b, flows_event_values(node, flows))
+            self.ep.publish(topic, self.b.zeek.Event(FLOWS_EVENT, *args))
 
-    async def collect(self, n: int, timeout: float = 10.0) -> list[tuple]:
+    async def collect(self, n: int, timeout: float = 10.0, event: str = RESULTS_EVENT) -> list[tuple]:
         got: list[tuple] = []
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while len(got) < n and loop.time() < end:
             for topic, data in self.results.poll():
                 ev = self.b.zeek.Event(data)
-                assert ev.name() == RESULTS_EVENT
-                got.extend(ev.args()[0])
+                assert ev.name() == event
+                if event == PACKED_RESULTS_EVENT:
+                    version, text = ev.args()
+                    assert isinstance(version, self.b.Count) and version.value == PACKED_RESULT_VERSION
+                    got.extend((r["uid"], r["model"], tuple(r["tasks"]), tuple(r["labels"]), tuple(r["scores"]))
+                               for r in json.loads(text))
+                else:
+                    got.extend(ev.args()[0])
             await asyncio.sleep(0.02)
         return got
 
@@ -111,6 +123,27 @@ def test_flows_and_results_over_real_broker(broker, tmp_path):
             assert svc.metrics.value("multa_bridge_flows_out_total") == 50
         zeek.shutdown()
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_packed_flows_get_packed_results_over_real_broker(broker, tmp_path):
+    model = write_tiny_model(tmp_path / "m")
+
+    async def main():
+        zeek = ZeekEndpoint(broker)
+        flows = [make_flow(i) for i in range(20)]
+        async with running(_native_cfg(zeek.port, model)):
+            await zeek.wait_peer()
+            zeek.publish_flows(flows, packed=True)
+            got = await zeek.collect(20, event=PACKED_RESULTS_EVENT)
+        zeek.shutdown()
+        return flows, got
+
+    flows, got = asyncio.run(asyncio.wait_for(main(), 60))
+    by_uid = {r[0]: r for r in got}
+    assert len(by_uid) == 20
+    for f in flows:
+        uid, model_name, tasks, labels, scores = by_uid[f.uid]
+        assert model_name == "tiny/1" and dict(zip(tasks, labels)) == expected_labels(f)
 
 
 def test_bad_flows_and_foreign_events_over_broker(broker, tmp_path):

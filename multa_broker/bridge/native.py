@@ -173,8 +173,8 @@ class NativeTransport(Transport):
         if self._lost:
             raise TransportClosed(f"peer lost: {self._lost}")
         if route.packed:
-            event = self.broker.zeek.Event(PACKED_RESULTS_EVENT,
-                                           [self.broker.Count(PACKED_RESULT_VERSION), pack_results(results)])
+            event = self.broker.zeek.Event(PACKED_RESULTS_EVENT, self.broker.Count(PACKED_RESULT_VERSION),
+                                           pack_results(results))
         else:
             event = self.broker.zeek.Event(RESULTS_EVENT,
                                            [from_values(self.broker, events.result_values(r)) for r in results])
