@@ -548,6 +548,19 @@ def test_pending_results_keep_the_newest_and_group_by_topic():
     assert p.take(1) == ("b", [rs[3]]) and len(p) == 1
 
 
+def test_pending_results_keep_each_batchs_encoding():
+    """Results kept while Zeek was away go out later in the encoding their node reads."""
+    from multa_broker.bridge.transport import Route
+    from multa_broker.protocol import Result
+
+    p = PendingResults(10)
+    rs = [Result(f"C{i}", "m", (), (), ()) for i in range(4)]
+    p.add(Route("multa/results/w1", packed=True), rs[:2])
+    p.add(Route("multa/results/w1", packed=False), rs[2:])
+    assert p.take(10) == (Route("multa/results/w1", True), rs[:2])
+    assert p.take(10) == (Route("multa/results/w1", False), rs[2:])
+
+
 # ------------------------------------------------------------ model in a worker process
 
 
