@@ -465,8 +465,9 @@ def run(args: argparse.Namespace) -> int:
           + (", encodings alternating" if len(encodings) > 1 else f", {encodings[0]} encoding"))
     for enc in encodings:
         if len(encodings) > 1:
-            events = "packed_flows, packed_results" if enc == "packed" else "flows, results"
-            print(f"encoding {enc} (Multa::{events.replace(', ', ', Multa::')}):")
+            events = ("Multa::packed_flows, Multa::packed_results" if enc == "packed"
+                      else "Multa::flows, Multa::results")
+            print(f"encoding {enc} ({events}):")
         _print_summary(args, summaries[enc], by_encoding[enc])
     if len(encodings) > 1:
         t, p = summaries["typed"], summaries["packed"]

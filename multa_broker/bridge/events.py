@@ -386,29 +386,30 @@ def result_json_text(r: Result) -> str:
             + _jstrs(r.tasks) + "," + _jstrs(r.labels) + "," + _jreals(tuple(r.scores)) + "]}")
 
 
-def results_message_text(topic: str, results: Iterable[Result]) -> str:
-    """A complete WebSocket data-message carrying ``Multa::results(results)``."""
-    body = ",".join(result_json_text(r) for r in results)
+def _event_message_text(topic: str, event: str, args: str) -> str:
+    """A complete WebSocket data-message carrying Zeek event ``event``; ``args`` is its
+    arguments' Broker JSON values, comma-separated."""
     return (
         '{"type":"data-message","topic":' + json.dumps(topic) + ","
         '"@data-type":"vector","data":['
         '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
-        '{"@data-type":"vector","data":[' + _jstr(RESULTS_EVENT) + ","
-        '{"@data-type":"vector","data":[{"@data-type":"vector","data":[' + body + "]}]}]}]}"
+        '{"@data-type":"vector","data":[' + _jstr(event) + ","
+        '{"@data-type":"vector","data":[' + args + "]}]}]}"
     )
+
+
+def results_message_text(topic: str, results: Iterable[Result]) -> str:
+    """A complete WebSocket data-message carrying ``Multa::results(results)``."""
+    body = ",".join(result_json_text(r) for r in results)
+    return _event_message_text(topic, RESULTS_EVENT, '{"@data-type":"vector","data":[' + body + "]}")
 
 
 def packed_results_message_text(topic: str, results: Sequence[Result]) -> str:
     """A complete WebSocket data-message carrying ``Multa::packed_results(version, text)``:
     two Broker values for the whole batch instead of about 18 per result."""
-    return (
-        '{"type":"data-message","topic":' + json.dumps(topic) + ","
-        '"@data-type":"vector","data":['
-        '{"@data-type":"count","data":1},{"@data-type":"count","data":1},'
-        '{"@data-type":"vector","data":[' + _jstr(PACKED_RESULTS_EVENT) + ","
-        '{"@data-type":"vector","data":[{"@data-type":"count","data":' + str(PACKED_RESULT_VERSION) + "},"
-        '{"@data-type":"string","data":' + json.dumps(pack_results(results)) + "}]}]}]}"
-    )
+    return _event_message_text(topic, PACKED_RESULTS_EVENT,
+                               '{"@data-type":"count","data":' + str(PACKED_RESULT_VERSION) + "},"
+                               '{"@data-type":"string","data":' + json.dumps(pack_results(results)) + "}")
 
 
 def result_values(r: Result) -> tuple[Any, ...]:
