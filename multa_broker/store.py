@@ -103,7 +103,9 @@ def export(model: "torch.nn.Module", manifest: dict[str, Any], dest: str | Path)
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    scripted = script(model.eval())
+    # A model may have a faster form of the same function for inference (the LMMoE's fused heads).
+    form = getattr(model, "export_form", None)
+    scripted = script((form() if callable(form) else model).eval())
     inner = {k: v for k, v in manifest.items() if k not in SIDE_ONLY}
     inner.update(format=MANIFEST_FORMAT, feature_spec=FEATURE_SPEC, weights_sha256=weights_sha256(scripted))
     if getattr(model, "context", False):

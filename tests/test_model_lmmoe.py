@@ -92,17 +92,18 @@ def test_preprocess_scales_reverses_and_clamps_bad_values() -> None:
     dirs = torch.tensor([[1.0, 0.0, 0.0]])
     iats = torch.tensor([[0.0, 1e6, 0.0]])
     x, summary, last = pre(sizes, dirs, iats, torch.tensor([2]), torch.tensor([7]))
-    assert x.shape == (1, 3, INPUT_DIM)
+    assert x.shape == (3, 1, INPUT_DIM)  # time-major, as the LSTMs read it
+    x = x[:, 0]
     assert last.tolist() == [1]
     # Last packet first: step 0 is the 65535-byte responder packet, step 1 the first packet.
-    assert x[0, 1, 0].item() == pytest.approx(1.0)  # 1500 bytes -> 1.0
-    assert x[0, 0, 0].item() == pytest.approx(2.0)  # jumbo frames saturate
-    assert x[0, 1, 2].item() == 1.0 and x[0, 0, 2].item() == -1.0  # direction +-1
-    assert torch.all(x[0, 2, :-3] == 0)  # padding zeroed and left at the end
-    assert x[0, 0, -3:].tolist() == [0.0, 0.0, 1.0]  # protocol index clamped into range
-    code = x[0, 1, STEP_FEATURES:STEP_FEATURES + SIZE_RAMPS]
+    assert x[1, 0].item() == pytest.approx(1.0)  # 1500 bytes -> 1.0
+    assert x[0, 0].item() == pytest.approx(2.0)  # jumbo frames saturate
+    assert x[1, 2].item() == 1.0 and x[0, 2].item() == -1.0  # direction +-1
+    assert torch.all(x[2, :-3] == 0)  # padding zeroed and left at the end
+    assert x[0, -3:].tolist() == [0.0, 0.0, 1.0]  # protocol index clamped into range
+    code = x[1, STEP_FEATURES:STEP_FEATURES + SIZE_RAMPS]
     assert torch.all(code[:-1] >= code[1:]) and code[0] == 1.0 and code[-1] < 1.0  # thermometer
-    gap = x[0, 0, STEP_FEATURES + SIZE_RAMPS:STEP_FEATURES + SIZE_RAMPS + IAT_RAMPS]
+    gap = x[0, STEP_FEATURES + SIZE_RAMPS:STEP_FEATURES + SIZE_RAMPS + IAT_RAMPS]
     assert 0 < gap.sum() < IAT_RAMPS and torch.all(gap[:-1] >= gap[1:])
     assert summary[0, -1].item() == pytest.approx(2 / 3)
     _, _, last0 = pre(sizes, dirs, iats, torch.tensor([0]), torch.tensor([0]))
@@ -125,6 +126,47 @@ def test_torchscript_matches_eager(lmmoe: LMMoE) -> None:
     x = _inputs(b=5)
     for a, b in zip(lmmoe(*x), scripted(*x)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("stats,context,bins", [(True, False, 0), (False, False, 0), (True, True, 0), (True, True, 4)])
+def test_fused_export_form_is_the_same_function(stats: bool, context: bool, bins: int) -> None:
+    """What store.export scripts (the heads fused) gives the trained LMMoE's probabilities, tasks of
+    16, 2, 5 and 6 classes, with and without statistics, host context and the summary code."""
+    from multa_broker.model.lmmoe import FusedLMMoE
+    from multa_broker.model.preprocess import SUMMARY_DIM
+
+    torch.manual_seed(1)
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=3, hidden=8, tower=8, stats=stats, context=context,
+                           summary_bins=bins))
+    if bins:
+        lm.summary_code.fit(torch.rand(50, lm.summary_dim))
+    lm.temperature.copy_(torch.tensor([0.5, 1.0, 2.0, 7.0]))
+    lm.eval()
+    fused = torch.jit.script(lm.export_form())
+    assert isinstance(lm.export_form(), FusedLMMoE) and fused.task_names == lm.task_names and fused.n == lm.n
+    x = _inputs(b=7)
+    extra = (torch.randint(0, 50, (7, 6)), torch.tensor([1, 0, 1, 1, 0, 1, 1])) if context else ()
+    wide = [torch.cat([a, torch.full_like(a, 3.0)], dim=1) for a in x[:3]]
+    for inputs in (x, (*wide, x[3], x[4])):
+        got, want = fused(*inputs, *extra), lm(*inputs, *extra)
+        assert [g.shape for g in got] == [w.shape for w in want]
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    assert SUMMARY_DIM <= lm.summary_dim
+
+
+def test_export_scripts_the_fused_form(tmp_path) -> None:
+    from multa_broker import store
+
+    torch.manual_seed(2)
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8)).eval()
+    manifest = {"name": "t", "version": "1", "n": 20, "kind": "lmmoe",
+                "tasks": [{"name": t, "classes": c, "threshold": 0.5} for t, c in ALL_TASKS.items()]}
+    loaded = store.load(store.export(lm, manifest, tmp_path / "t" / "1"))
+    assert loaded.module.original_name == "FusedLMMoE"
+    x = _inputs(b=5)
+    for g, w in zip(loaded.module(*x), lm(*x)):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_single_task_model_contract_and_masking() -> None:
@@ -163,7 +205,7 @@ def test_block_diagonal_lstm_is_exactly_separate_experts() -> None:
                         full[rows, i * h:(i + 1) * h] = src
                     else:
                         full[rows] = src
-    x = torch.rand(5, 20, d)
+    x = torch.rand(20, 5, d)  # time-major
     last = torch.tensor([0, 5, 19, 3, 10])
     torch.testing.assert_close(blk(x, last), sep(x, last))
 

@@ -61,6 +61,13 @@ def _single_dirs(model_dir: Path, tasks: list[str]) -> list[Path]:
     return dirs
 
 
+def _params(model: Any) -> int:
+    """Trained parameters, as the manifest records them: an archive in its inference form holds some
+    of them as buffers (the LMMoE's fused heads), with padding that was never trained."""
+    recorded = (model.manifest.get("architecture") or {}).get("params")
+    return int(recorded) if recorded is not None else sum(p.numel() for p in model.module.parameters())
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
@@ -96,10 +103,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": main.ident, "threads": args.threads, "machine": platform.processor() or platform.machine(),
         "torch": torch.__version__, "tasks": tasks,
-        "lmmoe": {"params": sum(p.numel() for p in main.module.parameters()),
+        "lmmoe": {"params": _params(main),
                   "bytes": (main.path / store.MODEL_FILE).stat().st_size,
                   "architecture": main.manifest.get("architecture")},
-        "single": {"params": sum(sum(p.numel() for p in s.module.parameters()) for s in singles),
+        "single": {"params": sum(_params(s) for s in singles),
                    "bytes": sum((s.path / store.MODEL_FILE).stat().st_size for s in singles),
                    "architecture": singles[0].manifest.get("architecture")},
         "flows_s": {},
@@ -234,7 +241,7 @@ def expert_implementations(experts: int, hidden: int, n: int, batches: list[int]
     out: dict[str, Any] = {}
     for b in batches:
         x = take(pool, b, seed=b)
-        feats = torch.rand(b, n, INPUT_DIM)
+        feats = torch.rand(n, b, INPUT_DIM)  # time-major, as the experts read it
         out[str(b)] = flows_per_second(scripted, (feats, x[3] - 1), repeats=repeats)
     return out
 

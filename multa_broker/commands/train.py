@@ -127,6 +127,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ablate-distill", action="store_true",
                         help="--eval loso with --with-old-recipe: also train the LMMoE without distillation "
                              "(one more model per fold)")
+    parser.add_argument("--reexport", type=Path, metavar="MODEL_DIR",
+                        help="train nothing: store the model in MODEL_DIR (and its baselines) again with "
+                             "today's model code, as --version beside it, after checking it computes the "
+                             "same probabilities")
     parser.add_argument("--set-default", action="store_true", help="make this the store's default model")
     parser.add_argument("--force", action="store_true", help="overwrite an existing name/version")
 
@@ -195,10 +199,26 @@ def run_loso(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_reexport(args: argparse.Namespace) -> int:
+    from multa_broker import store
+    from multa_broker.errors import MultaError
+    from multa_broker.model.reexport import reexport
+
+    if not args.version:
+        raise MultaError("--reexport needs --version (the new version's name)")
+    dest = reexport(args.reexport, args.version, force=args.force)
+    if args.set_default:
+        store.set_default(dest.parent.parent, dest.parent.name, dest.name)
+    print(f"stored {dest}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from multa_broker.model.experiment import RunSpec, run as run_experiment
 
     setup_torch(args.threads)
+    if args.reexport:
+        return run_reexport(args)
     if args.eval == "loso":
         return run_loso(args)
     spec = RunSpec(

@@ -1,6 +1,6 @@
 """Three ways to run E LSTM experts on one batch, kept for ``multa bench model --impl``.
 
-The LMMoE uses :class:`Separate`. All three map x [B, N, D] and the last
+The LMMoE uses :class:`Separate`. All three map the time-major steps x [N, B, D] and the last
 valid index [B] to the experts' states [B, E, H].
 
 * :class:`Separate` -- E ``nn.LSTM`` calls, each a fused oneDNN kernel on CPU;
@@ -25,7 +25,7 @@ from multa_broker.model.preprocess import last_valid
 class Separate(nn.Module):
     def __init__(self, width_in: int, experts: int, hidden: int) -> None:
         super().__init__()
-        self.lstms = nn.ModuleList([nn.LSTM(width_in, hidden, batch_first=True) for _ in range(experts)])
+        self.lstms = nn.ModuleList([nn.LSTM(width_in, hidden) for _ in range(experts)])
 
     def forward(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         outs: List[torch.Tensor] = []
@@ -39,14 +39,14 @@ class BlockDiagonal(nn.Module):
     def __init__(self, width_in: int, experts: int, hidden: int) -> None:
         super().__init__()
         self.experts, self.hidden = experts, hidden
-        self.lstm = nn.LSTM(width_in, experts * hidden, batch_first=True)
+        self.lstm = nn.LSTM(width_in, experts * hidden)
         mask = torch.block_diag(*[torch.ones(hidden, hidden)] * experts).repeat(4, 1)
         with torch.no_grad():
             self.lstm.weight_hh_l0.mul_(mask)
 
     def forward(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         o, _ = self.lstm(x)
-        return last_valid(o, last).view(x.shape[0], self.experts, self.hidden)
+        return last_valid(o, last).view(x.shape[1], self.experts, self.hidden)
 
 
 class Grouped(nn.Module):
@@ -58,8 +58,8 @@ class Grouped(nn.Module):
         self.w_hh = nn.Parameter(torch.randn(experts, hidden, 4 * hidden) * 0.1)
 
     def forward(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        b, steps, e, h = x.shape[0], x.shape[1], self.experts, self.hidden
-        xw = (x @ self.w_ih + self.b).view(b, steps, e, 4 * h).permute(1, 2, 0, 3)
+        steps, b, e, h = x.shape[0], x.shape[1], self.experts, self.hidden
+        xw = (x @ self.w_ih + self.b).view(steps, b, e, 4 * h).permute(0, 2, 1, 3)
         hid = torch.zeros(e, b, h)
         cell = torch.zeros(e, b, h)
         states: List[torch.Tensor] = []

@@ -20,6 +20,7 @@ tensor per task, in task order; ``logits`` is the same before softmax.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Any, List, Optional, Tuple
 
@@ -138,14 +139,26 @@ class FlowModel(nn.Module):
         return probabilities(self.logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx), self.temperature)
 
 
-class LMMoE(FlowModel):
+class ExpertModel(FlowModel):
+    """A flow model with E expert LSTMs over the same steps (``self.experts``, set by the subclass)."""
+
+    def expert_states(self, x: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """Every expert over the steps x [N, B, D]; their states at each flow's last step, [B, E, H]."""
+        states: List[torch.Tensor] = []
+        for expert in self.experts:
+            out, _ = expert(x)
+            states.append(last_valid(out, last))
+        return torch.stack(states, dim=1)
+
+
+class LMMoE(ExpertModel):
     def __init__(self, cfg: LMMoEConfig) -> None:
         if not cfg.tasks:
             raise ValueError("an LMMoE needs at least one task")
         super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, len(cfg.tasks))
         self.task_names: List[str] = list(cfg.tasks)
         self.experts = nn.ModuleList(
-            [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True)) for _ in range(cfg.experts)])
+            [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden)) for _ in range(cfg.experts)])  # time-major input
         self.heads = nn.ModuleList(
             [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, self.summary_dim,
                       self.summary_code.dim)
@@ -155,13 +168,89 @@ class LMMoE(FlowModel):
                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         x, summary, last = self.features(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
+        expert_out = self.expert_states(x, last)
         code = self.summary_code(summary)
-        states: List[torch.Tensor] = []
-        for expert in self.experts:
-            out, _ = expert(x)
-            states.append(last_valid(out, last))
-        expert_out = torch.stack(states, dim=1)                   # [B, E, H]
         return [head(summary, expert_out, code) for head in self.heads]
+
+    def export_form(self) -> "FusedLMMoE":
+        """The module ``store.export`` scripts: the same function with the task heads fused."""
+        return FusedLMMoE(self)
+
+
+class FusedLMMoE(ExpertModel):
+    """An LMMoE for inference, its task heads run as one batch of matrix products.
+
+    Exactly the function of the :class:`LMMoE` it is built from (eval mode: the
+    towers' dropout is off), up to float rounding: the gates are one linear map
+    with a softmax per task, the towers' first layers one ``bmm`` over the
+    mixtures plus one product with the shared summary, their last layers one
+    ``bmm`` into the widest task's classes, the narrower tasks' extra logits
+    held at -1e30 so the softmax gives them 0. Per task the heads are a dozen
+    small ops each; fused, all four cost about what one did (docs/model.md,
+    "Running the experts fast"). Training keeps the per-task :class:`TaskHead`
+    modules, which the separate paradigm updates one task at a time.
+    """
+
+    def __init__(self, source: LMMoE) -> None:
+        heads = list(source.heads)
+        super().__init__(source.n, source.context, source.summary_code.bins, len(heads))
+        self.task_names: List[str] = list(source.task_names)
+        self.load_state_dict({k: v for k, v in source.state_dict().items()
+                              if k.split(".")[0] in ("pre", "summary_code", "temperature")})
+        self.experts = nn.ModuleList([copy.deepcopy(e) for e in source.experts])
+        first = [h.tower.net[1] for h in heads]
+        final = [h.tower.net[3] for h in heads]
+        hidden = source.experts[0].hidden_size
+        self.n_tasks, self.n_experts = len(heads), len(source.experts)
+        self.stats = heads[0].stats
+        self.classes: List[int] = [f.out_features for f in final]
+        width = max(self.classes)
+        with torch.no_grad():
+            self.register_buffer("gate_w", torch.cat([h.gate.weight for h in heads]).t().contiguous())
+            self.register_buffer("gate_b", torch.cat([h.gate.bias for h in heads]))
+            self.register_buffer("mix_w", torch.stack([f.weight[:, :hidden].t() for f in first]).contiguous())
+            side = [f.weight[:, hidden:] for f in first] if self.stats else [f.weight[:, :0] for f in first]
+            self.register_buffer("side_w", torch.cat(side).t().contiguous())  # [summary + code, T * tower]
+            self.register_buffer("first_b", torch.stack([f.bias for f in first]).unsqueeze(1))
+            out_w = torch.zeros(len(heads), first[0].out_features, width)
+            out_b = torch.full((len(heads), 1, width), -1e30)
+            for t, f in enumerate(final):
+                out_w[t, :, :f.out_features] = f.weight.t()
+                out_b[t, 0, :f.out_features] = f.bias
+            self.register_buffer("out_w", out_w)
+            self.register_buffer("out_b", out_b)
+        self.eval()
+
+    def padded_logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+                      lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+                      has_ctx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every task's logits, [T, B, widest task's classes]; a narrower task's extra columns -1e30."""
+        x, summary, last = self.features(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
+        expert_out = self.expert_states(x, last)                                     # [B, E, H]
+        b = summary.shape[0]
+        gates = torch.softmax(torch.addmm(self.gate_b, summary, self.gate_w).view(b, self.n_tasks, self.n_experts), 2)
+        # A broadcast product, not bmm: B products of [T, E] x [E, H] are too small for a GEMM each.
+        mixed = (gates.transpose(0, 1).unsqueeze(3) * expert_out.unsqueeze(0)).sum(dim=2)  # [T, B, H]
+        hid = torch.bmm(mixed, self.mix_w) + self.first_b                                   # [T, B, tower]
+        if self.stats:
+            side = torch.cat([summary, self.summary_code(summary)], dim=1)
+            hid = hid + torch.mm(side, self.side_w).view(b, self.n_tasks, -1).transpose(0, 1)
+        return torch.baddbmm(self.out_b, torch.relu(hid), self.out_w)
+
+    @torch.jit.export
+    def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+               lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+               has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        # Exported: the forward below does not call it, and evaluation reads a stored model's logits.
+        z = self.padded_logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
+        return [z[t, :, :c] for t, c in enumerate(self.classes)]
+
+    def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
+                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
+                has_ctx: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
+        z = self.padded_logits(sizes, dirs, iats, lengths, proto, ctx, has_ctx)
+        p = torch.softmax(z / self.temperature.view(-1, 1, 1), dim=2)
+        return [p[t, :, :c] for t, c in enumerate(self.classes)]
 
 
 def count_params(model: nn.Module) -> int:

@@ -112,7 +112,7 @@ def _masked_stats(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 class Preprocess(nn.Module):
-    """Raw tensors -> (steps [B,N,INPUT_DIM], summary [B,SUMMARY_DIM], last index [B])."""
+    """Raw tensors -> (steps [N,B,INPUT_DIM], time-major, summary [B,SUMMARY_DIM], last index [B])."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -139,24 +139,29 @@ class Preprocess(nn.Module):
         lengths = lengths.clamp(1, n)
         last = lengths - 1
         steps = torch.arange(n, device=sizes.device).unsqueeze(0)
-        mask = (steps < lengths.unsqueeze(1)).to(sizes.dtype).unsqueeze(2)
+        valid = (steps < lengths.unsqueeze(1)).to(sizes.dtype)  # [B, N]
         s = sizes.clamp(0.0, self.max_size)
         size_lin = (s / 1500.0).clamp(max=2.0)
         log_s = torch.log1p(s)
         d = dirs * 2.0 - 1.0
         log_i = torch.log1p(iats.clamp(0.0, self.max_iat))
-        feats = torch.stack([size_lin, log_s / self.log_size, d, log_i / self.log_iat, d * size_lin], dim=2) * mask
-        size_code = ((log_s.unsqueeze(2) - self.size_knots) / self.size_step).clamp(0.0, 1.0)
-        iat_code = ((log_i.unsqueeze(2) - self.iat_knots) / self.iat_step).clamp(0.0, 1.0)
-        onehot = nn.functional.one_hot(proto.clamp(0, self.n_protos - 1), self.n_protos).to(sizes.dtype)
-        x = torch.cat([feats, size_code * mask, iat_code * mask, onehot.unsqueeze(1).expand(-1, n, -1)], dim=2)
-        # Reverse each flow within its length; padding stays behind it.
-        rev = torch.where(steps <= last.unsqueeze(1), last.unsqueeze(1) - steps, steps)
-        x = x.gather(1, rev.unsqueeze(2).expand(-1, -1, x.shape[2]))
+        ls, li = log_s / self.log_size, log_i / self.log_iat
+        scalars = torch.stack([size_lin, ls, d, li, d * size_lin]) * valid  # [5, B, N], arrival order
         lf = lengths.to(sizes.dtype)
-        mean = feats.sum(dim=1) / lf.unsqueeze(1)
-        stats = self.flow_stats(log_s / self.log_size, dirs, log_i / self.log_iat, mask.squeeze(2), lf)
-        summary = torch.cat([mean, stats, onehot, (lf / float(self.n)).clamp(max=1.0).unsqueeze(1)], dim=1)
+        onehot = nn.functional.one_hot(proto.clamp(0, self.n_protos - 1), self.n_protos).to(sizes.dtype)
+        summary = torch.cat([scalars.sum(dim=2).t() / lf.unsqueeze(1), self.flow_stats(ls, dirs, li, valid, lf),
+                             onehot, (lf / float(self.n)).clamp(max=1.0).unsqueeze(1)], dim=1)
+        # Steps: each flow reversed within its length (padding stays behind it), time-major
+        # [N, B, D] as the LSTMs read it. Reversing the few per-packet values before they are
+        # expanded into the codes moves 7 numbers per packet instead of INPUT_DIM.
+        rev = torch.where(steps <= last.unsqueeze(1), last.unsqueeze(1) - steps, steps)
+        per_step = torch.cat([scalars, log_s.unsqueeze(0), log_i.unsqueeze(0)])
+        per_step = per_step.gather(2, rev.unsqueeze(0).expand(per_step.shape[0], -1, -1)).transpose(1, 2)  # [7, N, B]
+        mask = valid.t().unsqueeze(2)  # a prefix of each flow, so reversal leaves it as it is
+        size_code = ((per_step[5].unsqueeze(2) - self.size_knots) / self.size_step).clamp(0.0, 1.0)
+        iat_code = ((per_step[6].unsqueeze(2) - self.iat_knots) / self.iat_step).clamp(0.0, 1.0)
+        x = torch.cat([per_step[:5].permute(1, 2, 0), size_code * mask, iat_code * mask,
+                       onehot.unsqueeze(0).expand(n, -1, -1)], dim=2)
         return x, summary, last
 
     def flow_stats(self, ls: torch.Tensor, dirs: torch.Tensor, li: torch.Tensor, valid: torch.Tensor,
@@ -191,13 +196,12 @@ class Preprocess(nn.Module):
 
 
 def last_valid(out: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-    """The LSTM output at each flow's last real step: out [B,N,H], last [B] -> [B,H].
+    """The LSTM output at each flow's last real step: out [N,B,H] (time-major), last [B] -> [B,H].
 
     An LSTM is causal, so this state is exactly what running on the unpadded
     flow gives: padding cannot change it, and no packing is needed.
     """
-    idx = last.view(-1, 1, 1).expand(-1, 1, out.shape[2])
-    return out.gather(1, idx).squeeze(1)
+    return out[last, torch.arange(out.shape[1], device=out.device)]
 
 
 class SummaryCode(nn.Module):

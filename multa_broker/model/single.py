@@ -46,7 +46,7 @@ class SingleTaskLSTM(FlowModel):
             raise ValueError("a single-task model has exactly one task")
         super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, 1)
         self.task_names: List[str] = list(cfg.tasks)
-        self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden, batch_first=True))
+        self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden))  # time-major input
         self.stats = bool(cfg.stats)
         self.tower = Tower(cfg.hidden + (self.summary_dim + self.summary_code.dim if cfg.stats else 0), cfg.tower,
                            len(next(iter(cfg.tasks.values()))), cfg.dropout)
