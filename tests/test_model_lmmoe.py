@@ -65,6 +65,17 @@ def test_wider_batch_with_same_flows_gives_same_outputs(lmmoe: LMMoE) -> None:
         torch.testing.assert_close(a, b)
 
 
+def test_a_flow_scores_the_same_alone_or_beside_longer_ones(lmmoe: LMMoE) -> None:
+    """Steps past a batch's longest flow are left out; that must not change any flow's output."""
+    x = _inputs(b=6)
+    x[3][:] = torch.tensor([2, 20, 5, 1, 13, 3])
+    together = lmmoe(*x)
+    for i in (0, 2, 3, 5):
+        alone = lmmoe(*(a[i:i + 1] for a in x))
+        for a, b in zip(alone, together):
+            torch.testing.assert_close(a[0], b[i])
+
+
 def test_inputs_matter(lmmoe: LMMoE) -> None:
     """Not a constant function: sizes, direction, gaps and protocol all move the output."""
     x = list(_inputs(b=4))
@@ -92,14 +103,16 @@ def test_preprocess_scales_reverses_and_clamps_bad_values() -> None:
     dirs = torch.tensor([[1.0, 0.0, 0.0]])
     iats = torch.tensor([[0.0, 1e6, 0.0]])
     x, summary, last = pre(sizes, dirs, iats, torch.tensor([2]), torch.tensor([7]))
-    assert x.shape == (3, 1, INPUT_DIM)  # time-major, as the LSTMs read it
+    assert x.shape == (2, 1, INPUT_DIM)  # time-major, as the LSTMs read it; no step past the longest flow
     x = x[:, 0]
     assert last.tolist() == [1]
     # Last packet first: step 0 is the 65535-byte responder packet, step 1 the first packet.
     assert x[1, 0].item() == pytest.approx(1.0)  # 1500 bytes -> 1.0
     assert x[0, 0].item() == pytest.approx(2.0)  # jumbo frames saturate
     assert x[1, 2].item() == 1.0 and x[0, 2].item() == -1.0  # direction +-1
-    assert torch.all(x[2, :-3] == 0)  # padding zeroed and left at the end
+    two, _, _ = pre(sizes.repeat(2, 1), dirs.repeat(2, 1), iats.repeat(2, 1), torch.tensor([2, 3]), torch.tensor([7, 0]))
+    assert two.shape == (3, 2, INPUT_DIM)
+    assert torch.all(two[2, 0, :-3] == 0) and torch.all(two[:2, 0] == x)  # padding zeroed and left at the end
     assert x[0, -3:].tolist() == [0.0, 0.0, 1.0]  # protocol index clamped into range
     code = x[1, STEP_FEATURES:STEP_FEATURES + SIZE_RAMPS]
     assert torch.all(code[:-1] >= code[1:]) and code[0] == 1.0 and code[-1] < 1.0  # thermometer

@@ -112,7 +112,8 @@ def _masked_stats(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
 
 class Preprocess(nn.Module):
-    """Raw tensors -> (steps [N,B,INPUT_DIM], time-major, summary [B,SUMMARY_DIM], last index [B])."""
+    """Raw tensors -> (steps [S,B,INPUT_DIM], time-major, S the longest flow's length; summary [B,SUMMARY_DIM];
+    last index [B])."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -154,14 +155,17 @@ class Preprocess(nn.Module):
         # Steps: each flow reversed within its length (padding stays behind it), time-major
         # [N, B, D] as the LSTMs read it. Reversing the few per-packet values before they are
         # expanded into the codes moves 7 numbers per packet instead of INPUT_DIM.
-        rev = torch.where(steps <= last.unsqueeze(1), last.unsqueeze(1) - steps, steps)
+        # Steps past the batch's longest flow reach no state the experts hand on (each is read at
+        # its flow's last packet): they are left out, so a batch of short flows costs short runs.
+        span = int(lengths.max()) if lengths.numel() > 0 else n
+        rev = torch.where(steps <= last.unsqueeze(1), last.unsqueeze(1) - steps, steps)[:, :span]
         per_step = torch.cat([scalars, log_s.unsqueeze(0), log_i.unsqueeze(0)])
-        per_step = per_step.gather(2, rev.unsqueeze(0).expand(per_step.shape[0], -1, -1)).transpose(1, 2)  # [7, N, B]
-        mask = valid.t().unsqueeze(2)  # a prefix of each flow, so reversal leaves it as it is
+        per_step = per_step.gather(2, rev.unsqueeze(0).expand(per_step.shape[0], -1, -1)).transpose(1, 2)  # [7, S, B]
+        mask = valid[:, :span].t().unsqueeze(2)  # a prefix of each flow, so reversal leaves it as it is
         size_code = ((per_step[5].unsqueeze(2) - self.size_knots) / self.size_step).clamp(0.0, 1.0)
         iat_code = ((per_step[6].unsqueeze(2) - self.iat_knots) / self.iat_step).clamp(0.0, 1.0)
         x = torch.cat([per_step[:5].permute(1, 2, 0), size_code * mask, iat_code * mask,
-                       onehot.unsqueeze(0).expand(n, -1, -1)], dim=2)
+                       onehot.unsqueeze(0).expand(span, -1, -1)], dim=2)
         return x, summary, last
 
     def flow_stats(self, ls: torch.Tensor, dirs: torch.Tensor, li: torch.Tensor, valid: torch.Tensor,
