@@ -2,7 +2,7 @@
 
     multa lab setup [--ci]                   install the Debian packages (apt-get)
     multa lab list                           scenarios and whether they can run here
-    multa lab run --out DIR [--scenario NAME ...] [--seed S] [--repeat K] [--quick]
+    multa lab run --out DIR [--scenario NAME ...] [--seed S] [--repeat K] [--quick] [--resume]
     multa lab clean                          remove leftover lab namespaces (mlab-*)
 """
 
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="run every scenario K times, with seeds SEED..SEED+K-1 (default 1)")
     p.add_argument("--quick", action="store_true", help="shrink counts and durations (CI-sized runs)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary work folder (configs, keys)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the scenario runs an earlier, stopped run of the same --out finished "
+                        "(listed in its outcomes.jsonl) and run only the others")
     sub.add_parser("list", help="list scenarios and whether each can run here")
     c = sub.add_parser("clean", help="remove leftover lab namespaces and their processes")
     c.add_argument("--prefix", default=None, help="namespace prefix (default: mlab-, every lab run)")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from multa_broker.lab import runner
     manifest = runner.run(args.out, args.scenario, seed=args.seed, scale=0.25 if args.quick else 1.0,
-                          keep_work=args.keep_work, repeat=args.repeat)
+                          keep_work=args.keep_work, repeat=args.repeat, resume=args.resume)
     for s in manifest["scenarios"]:
         if s["status"] == "ran":
             print(f"{s['name']:15} s{s['seed']:<3} ran      {s['labelled']:6d} flows labelled ({s['unmatched']} unmatched, "

@@ -70,6 +70,8 @@ class Outcome:
     loss: float = 0.0
     notes: list[str] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: The run's --quick scale (1.0 full): a resumed run keeps only runs of its own scale.
+    scale: float = 1.0
 
 
 def scenario_names(requested: Sequence[str] | None) -> list[str]:
@@ -251,11 +253,53 @@ def _run_one(name: str, net: Network, out: Path, work: Path, seed: int, scale: f
     return o
 
 
+#: One line per finished scenario run (its Outcome), written after its labels: what --resume keeps.
+OUTCOMES_FILE = "outcomes.jsonl"
+
+
+def _resumable(out: Path, scale: float) -> dict[tuple[str, int], Outcome]:
+    """The scenario runs an earlier, unfinished run of OUT completed, by (name, seed); labels.jsonl is
+    cut back to their captures (a run stopped while writing one capture's labels leaves a partial
+    set, and that scenario runs again)."""
+    done: dict[tuple[str, int], Outcome] = {}
+    path = out / OUTCOMES_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            o = Outcome(**json.loads(line))
+        except (ValueError, TypeError):
+            continue  # a line cut short by the stop
+        if o.status == "ran" and o.capture and (out / o.capture).is_file() and o.scale == scale:
+            done[(o.name, o.seed)] = o
+    captures = {o.capture for o in done.values()}
+    kept = [r for r in _read_labels(out / "labels.jsonl") if r.get("capture") in captures]
+    per_capture: dict[str, int] = {}
+    for r in kept:
+        per_capture[r["capture"]] = per_capture.get(r["capture"], 0) + 1
+    done = {k: o for k, o in done.items() if per_capture.get(o.capture, 0) == o.labelled}
+    captures = {o.capture for o in done.values()}
+    lab_labels.write(out / "labels.jsonl", [r for r in kept if r["capture"] in captures], append=False)
+    path.write_text("".join(json.dumps(asdict(o)) + "\n" for o in done.values()))
+    return done
+
+
+def _read_labels(path: Path) -> list[dict[str, Any]]:
+    """labels.jsonl's complete lines (the last may be cut short by a stop)."""
+    out = []
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def run(out: Path, requested: Sequence[str] | None = None, seed: int = 1, scale: float = 1.0,
-        keep_work: bool = False, repeat: int = 1) -> dict[str, Any]:
+        keep_work: bool = False, repeat: int = 1, resume: bool = False) -> dict[str, Any]:
     """Run the lab; write OUT/<scenario>-s<seed>.pcap, OUT/labels.jsonl, OUT/manifest.json; return the manifest.
 
-    With ``repeat`` > 1 every scenario runs once per seed ``seed .. seed+repeat-1``.
+    With ``repeat`` > 1 every scenario runs once per seed ``seed .. seed+repeat-1``. With ``resume``
+    the scenario runs an earlier run of OUT finished (same scale) are kept, not run again.
     """
     names = scenario_names(requested)
     if repeat < 1:
@@ -263,8 +307,13 @@ def run(out: Path, requested: Sequence[str] | None = None, seed: int = 1, scale:
     seeds = list(range(seed, seed + repeat))
     preflight()
     out.mkdir(parents=True, exist_ok=True)
-    (out / "labels.jsonl").write_text("")
-    shutil.rmtree(out / "logs", ignore_errors=True)
+    done = _resumable(out, scale) if resume else {}
+    if done:
+        log.info("resuming %s: %d scenario runs kept", out, len(done))
+    else:
+        (out / "labels.jsonl").write_text("")
+        (out / OUTCOMES_FILE).write_text("")
+        shutil.rmtree(out / "logs", ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix="multa-lab-"))
     work.chmod(0o755)
     (work / "home").mkdir()
@@ -278,7 +327,14 @@ def run(out: Path, requested: Sequence[str] | None = None, seed: int = 1, scale:
                     if name in UNAVAILABLE:
                         outcomes.append(Outcome(name, UNAVAILABLE[name][0], "skipped", s, UNAVAILABLE[name][1]))
                         continue
-                    outcomes.append(_run_one(name, net, out, work, s, scale))
+                    if (name, s) in done:
+                        outcomes.append(done[(name, s)])
+                        continue
+                    outcome = _run_one(name, net, out, work, s, scale)
+                    outcome.scale = scale
+                    with (out / OUTCOMES_FILE).open("a") as f:
+                        f.write(json.dumps(asdict(outcome)) + "\n")
+                    outcomes.append(outcome)
     finally:
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)
