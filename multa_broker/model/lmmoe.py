@@ -185,10 +185,10 @@ class FusedLMMoE(ExpertModel):
     with a softmax per task, the towers' first layers one ``bmm`` over the
     mixtures plus one product with the shared summary, their last layers one
     ``bmm`` into the widest task's classes, the narrower tasks' extra logits
-    held at -1e30 so the softmax gives them 0. Per task the heads are a dozen
-    small ops each; fused, all four cost about what one did (docs/model.md,
-    "Running the experts fast"). Training keeps the per-task :class:`TaskHead`
-    modules, which the separate paradigm updates one task at a time.
+    held at -1e30 so the softmax gives them 0: a few ops instead of a dozen
+    per task (docs/model.md, "Running the experts fast"). Training keeps the
+    per-task :class:`TaskHead` modules, which the separate paradigm updates
+    one task at a time.
     """
 
     def __init__(self, source: LMMoE) -> None:
