@@ -3,13 +3,14 @@
 Modules, one concept each:
 
 * :mod:`.preprocess` -- raw flow tensors to model features, inside the model;
-* :mod:`.lmmoe` -- the LSTM multi-gate mixture-of-experts;
+* :mod:`.lmmoe` -- the LSTM multi-gate mixture-of-experts (and its fused form for export);
 * :mod:`.single` -- the single-task LSTM baseline (the status quo);
 * :mod:`.classical` -- per-flow statistics + gradient boosting baseline;
 * :mod:`.training` -- joint and separate training paradigms, early stopping;
 * :mod:`.metrics`, :mod:`.calibration` -- macro-F1, ECE, temperature scaling;
 * :mod:`.speed` -- CPU throughput measurement shared by tune and ``multa bench model``;
 * :mod:`.tune` -- the size search (``multa bench model`` lives in :mod:`multa_broker.bench.model`);
+* :mod:`.reexport` -- a stored model written again with today's code (``multa train --reexport``);
 * :mod:`.synthetic` -- tiny learnable datasets for tests.
 
 Nothing here is imported by ``multa --help``; torch loads only when a model
