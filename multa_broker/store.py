@@ -90,6 +90,13 @@ def script(model: "torch.nn.Module") -> "torch.jit.ScriptModule":
         return torch.jit.script(model)
 
 
+def script_for_export(model: "torch.nn.Module") -> "torch.jit.ScriptModule":
+    """The scripted module :func:`export` stores for ``model``: its ``export_form()`` where it has one (a
+    faster form of the same function for inference, as the LMMoE's fused heads), in eval mode."""
+    form = getattr(model, "export_form", None)
+    return script((form() if callable(form) else model).eval())
+
+
 def _dumps(manifest: dict[str, Any]) -> str:
     return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
@@ -103,9 +110,7 @@ def export(model: "torch.nn.Module", manifest: dict[str, Any], dest: str | Path)
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
-    # A model may have a faster form of the same function for inference (the LMMoE's fused heads).
-    form = getattr(model, "export_form", None)
-    scripted = script((form() if callable(form) else model).eval())
+    scripted = script_for_export(model)
     inner = {k: v for k, v in manifest.items() if k not in SIDE_ONLY}
     inner.update(format=MANIFEST_FORMAT, feature_spec=FEATURE_SPEC, weights_sha256=weights_sha256(scripted))
     if getattr(model, "context", False):

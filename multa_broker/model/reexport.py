@@ -58,8 +58,7 @@ def rebuild(stored: store.StoredModel) -> FlowModel:
 
 def _check_same(source: store.StoredModel, model: FlowModel) -> float:
     """Largest probability difference between the archive and the rebuilt model's export form."""
-    form = getattr(model, "export_form", None)
-    fresh = store.script((form() if callable(form) else model).eval())
+    fresh = store.script_for_export(model)
     worst = 0.0
     with torch.inference_mode():
         for b in (1, 64, 1024):
