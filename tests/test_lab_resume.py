@@ -89,3 +89,20 @@ def test_without_resume_a_run_starts_afresh(tmp_path, fake_lab):
     ran.clear()
     runner.run(out, ["http"], seed=1)
     assert ran == [("http", 1)] and len(_labels(out)) == 3
+
+
+def test_resume_refuses_labels_it_has_no_outcomes_for(tmp_path, fake_lab):
+    """A folder from before --resume (labels, no outcomes.jsonl) is left exactly as it was."""
+    from multa_broker.errors import MultaError
+
+    ran, _ = fake_lab
+    out = tmp_path / "lab"
+    out.mkdir()
+    old = '{"capture": "http-s1.pcap", "n": 0}\n'
+    (out / "labels.jsonl").write_text(old)
+    (out / "http-s1.pcap").write_bytes(b"pcap")
+    with pytest.raises(MultaError, match="no outcomes.jsonl"):
+        runner.run(out, ["http"], seed=1, resume=True)
+    assert ran == []
+    assert (out / "labels.jsonl").read_text() == old
+    assert not (out / "outcomes.jsonl").exists()

@@ -264,6 +264,11 @@ def _resumable(out: Path, scale: float) -> dict[tuple[str, int], Outcome]:
     done: dict[tuple[str, int], Outcome] = {}
     path = out / OUTCOMES_FILE
     lines = path.read_text().splitlines() if path.is_file() else []
+    if not any(line.strip() for line in lines) and _read_labels(out / "labels.jsonl"):
+        # Labels with no outcome records: a finished run, or one made before --resume existed.
+        # Starting afresh would delete them, and the lab cannot remake them without the traffic.
+        raise MultaError(f"{out} has labels but no {OUTCOMES_FILE} to resume from (a finished run, or one "
+                         f"made before --resume): nothing was changed; use another --out, or move it away")
     for line in lines:
         try:
             o = Outcome(**json.loads(line))
