@@ -310,3 +310,49 @@ def test_summary_code_is_fitted_on_training_flows_and_travels_in_the_archive(tmp
     loaded = torch.jit.load(str(path))
     torch.testing.assert_close(loaded.summary_code.lo, lm.summary_code.lo)
     torch.testing.assert_close(loaded(*inputs)[0], lm(*inputs)[0])
+
+
+def test_size_buckets_are_exact_below_256_then_16_bytes_wide() -> None:
+    from multa_broker.model.preprocess import SIZE_BUCKETS, size_bucket
+
+    got = size_bucket(torch.tensor([0.0, 40.0, 76.0, 255.0, 256.0, 271.0, 272.0, 1535.0, 1536.0, 65535.0]))
+    assert got.tolist() == [0, 40, 76, 255, 256, 256, 257, 335, 336, 336]
+    assert SIZE_BUCKETS == 337 and got.dtype == torch.int64
+
+
+def test_size_embedding_widens_the_steps_and_keeps_the_masking_exact(tmp_path) -> None:
+    """With --size-embed the experts read one learnt vector per packet size: the steps get wider,
+    padding and a batch's longer flows still change nothing, two sizes in one bucket look alike
+    where other sizes do not, and the scripted archive (the fused form) is the same function."""
+    torch.manual_seed(3)
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8, size_embed=4)).eval()
+    single = SingleTaskLSTM(SingleConfig(tasks={"service": ALL_TASKS["service"]}, hidden=8, size_embed=4))
+    assert lm.experts[0].input_size == INPUT_DIM + 4 and single.lstm.input_size == INPUT_DIM + 4
+    plain = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8))
+    assert "pre.size_embed.0.weight" in lm.state_dict() and not any("size_embed" in k for k in plain.state_dict())
+    x = _inputs(b=6)
+    x[3][:] = torch.tensor([2, 20, 5, 1, 13, 3])
+    steps, _summary, _last = lm.pre(*x)
+    assert steps.shape == (20, 6, INPUT_DIM + 4)
+    emb = steps[:, :, INPUT_DIM:]
+    assert torch.all(emb[2:, 0] == 0) and emb[:2, 0].abs().sum() > 0  # flow 0 has 2 packets
+    assert torch.all(emb[1:, 3] == 0) and emb[0, 3].abs().sum() > 0  # flow 3 has 1
+    together = lm(*x)
+    for i in (0, 3, 5):
+        alone = lm(*(a[i:i + 1] for a in x))
+        for a, b in zip(alone, together):
+            torch.testing.assert_close(a[0], b[i])
+    one = [a[:1].clone() for a in x]
+    one[3][:] = 1
+    vec = []
+    for size in (300.0, 303.0, 400.0):
+        one[0][0, 0] = size
+        vec.append(lm.pre(*one)[0][0, 0, INPUT_DIM:])
+    assert torch.equal(vec[0], vec[1]) and not torch.equal(vec[0], vec[2])
+    scripted = torch.jit.script(lm.export_form())
+    for a, b in zip(lm(*x), scripted(*x)):
+        torch.testing.assert_close(a, b)
+    path = tmp_path / "m.pt"
+    scripted.save(str(path))
+    for a, b in zip(lm(*x), torch.jit.load(str(path))(*x)):
+        torch.testing.assert_close(a, b)

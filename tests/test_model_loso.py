@@ -137,6 +137,8 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     assert loso.recipe_key(spec) != loso.recipe_key(cosine)
     binned = loso.LosoSpec(**{**spec.__dict__, "summary_bins": 8})
     assert loso.recipe_key(spec) != loso.recipe_key(binned)
+    embedded = loso.LosoSpec(**{**spec.__dict__, "size_embed": 8})
+    assert loso.recipe_key(spec) != loso.recipe_key(embedded)
     balanced = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, capture_balance=0.5)})
     assert loso.recipe_key(spec) != loso.recipe_key(balanced)
     from multa_broker.model.augment import AugmentConfig
@@ -155,6 +157,7 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     del d["train"]["augment"]["rtt_p"]
     del d["train"]["augment"]["rtt_ms"]
     del d["summary_bins"]
+    del d["size_embed"]
     d["dataset_sha256"] = loso._sha256(spec.dataset)
     old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert loso.recipe_key(spec) == old

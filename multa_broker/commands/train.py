@@ -97,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--summary-bins", type=int, default=0, metavar="K",
                         help="towers also read each per-flow statistic coded piecewise-linearly over K bins at "
                              "its training quantiles (LMMoE and single-task alike; default 0: off)")
+    parser.add_argument("--size-embed", type=int, default=0, metavar="D",
+                        help="experts also read a learnt D-wide vector per packet size (exact below 256 bytes, "
+                             "16-byte steps to 1535; LMMoE and single-task alike; default 0: off)")
     parser.add_argument("--baselines", action="store_true",
                         help="also train and store the single-task LSTMs and the classical models")
     parser.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
@@ -191,7 +194,8 @@ def run_loso(args: argparse.Namespace) -> int:
     spec = loso.LosoSpec(
         dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
         tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,
-        summary_bins=args.summary_bins, context=context_choice(args), train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
+        summary_bins=args.summary_bins, size_embed=args.size_embed, context=context_choice(args), train=cfg,
+        baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
         summarise_only=args.summarise_only)
     summary = loso.run(spec)
     print(loso.markdown(summary), end="")
@@ -216,7 +220,11 @@ def run_reexport(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from multa_broker.model.experiment import RunSpec, run as run_experiment
 
+    from multa_broker.errors import MultaError
+
     setup_torch(args.threads)
+    if args.size_embed < 0 or args.summary_bins < 0:
+        raise MultaError("--size-embed and --summary-bins take a width of 0 (off) or more")
     if args.reexport:
         return run_reexport(args)
     if args.eval == "loso":
@@ -226,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
         tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
         experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
         single_hidden=args.single_hidden, stats=not args.no_stats, summary_bins=args.summary_bins,
-        context=context_choice(args), train=train_config(args), baselines=args.baselines,
+        size_embed=args.size_embed, context=context_choice(args), train=train_config(args), baselines=args.baselines,
         calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
         calibration=args.calibration,
         command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])

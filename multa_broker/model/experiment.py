@@ -54,6 +54,8 @@ class RunSpec:
     stats: bool = True
     #: Bins of the summary statistics' piecewise-linear code (0: off; LMMoEConfig.summary_bins).
     summary_bins: int = 0
+    #: Width of the per-packet size embedding (0: off; LMMoEConfig.size_embed), for both.
+    size_embed: int = 0
     #: Gates and towers (and the baselines) read the host context: True, False, or None for
     #: "where the dataset carries it".
     context: bool | None = None
@@ -273,13 +275,15 @@ def run(spec: RunSpec) -> Path:
     teachers = [classical[t][0] for t in tasks] if classical and spec.train.distill > 0 else None
     cfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden,
                       tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
-                      summary_bins=spec.summary_bins)
+                      summary_bins=spec.summary_bins, size_embed=spec.size_embed)
     lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
     arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
             "dropout": spec.dropout, "stats": spec.stats, "context": context, "summary_bins": spec.summary_bins}
+    if spec.size_embed:
+        arch["size_embed"] = spec.size_embed
     manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
@@ -290,7 +294,7 @@ def run(spec: RunSpec) -> Path:
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
                                 tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
-                                summary_bins=spec.summary_bins)
+                                summary_bins=spec.summary_bins, size_embed=spec.size_embed)
             one = {task: classes[task]}
             tsplits = load_splits(ds, [task], spec.n)
             trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
@@ -299,6 +303,8 @@ def run(spec: RunSpec) -> Path:
             sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower,
                      "dropout": spec.dropout, "stats": spec.stats, "context": context,
                      "summary_bins": spec.summary_bins}
+            if spec.size_embed:
+                sarch["size_embed"] = spec.size_embed
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
                                      spec.n, sarch, training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")

@@ -49,6 +49,9 @@ class LMMoEConfig:
     #: With ``stats``, towers also read each summary feature's piecewise-linear code over this
     #: many bins at its training quantiles (preprocess.SummaryCode); 0 turns it off.
     summary_bins: int = 0
+    #: Width of the learnt per-packet size embedding the experts read (preprocess.size_bucket);
+    #: 0 turns it off.
+    size_embed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,10 +112,10 @@ class FlowModel(nn.Module):
     flow summary when the model reads it, the summary's code, and a temperature-scaled ``forward``.
     Subclasses build their experts and towers on ``summary_dim`` and define ``logits``."""
 
-    def __init__(self, n: int, context: bool, summary_bins: int, temperatures: int) -> None:
+    def __init__(self, n: int, context: bool, summary_bins: int, temperatures: int, size_embed: int = 0) -> None:
         super().__init__()
         self.n = int(n)
-        self.pre = Preprocess(n)
+        self.pre = Preprocess(n, size_embed)
         self.context = bool(context)
         self.ctx_in = ContextInput()
         self.summary_dim = SUMMARY_DIM + (CONTEXT_DIM if context else 0)
@@ -155,10 +158,10 @@ class LMMoE(ExpertModel):
     def __init__(self, cfg: LMMoEConfig) -> None:
         if not cfg.tasks:
             raise ValueError("an LMMoE needs at least one task")
-        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, len(cfg.tasks))
+        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, len(cfg.tasks), cfg.size_embed)
         self.task_names: List[str] = list(cfg.tasks)
         self.experts = nn.ModuleList(
-            [init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden)) for _ in range(cfg.experts)])  # time-major input
+            [init_lstm(nn.LSTM(self.pre.step_dim, cfg.hidden)) for _ in range(cfg.experts)])  # time-major input
         self.heads = nn.ModuleList(
             [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, self.summary_dim,
                       self.summary_code.dim)
@@ -193,7 +196,8 @@ class FusedLMMoE(ExpertModel):
 
     def __init__(self, source: LMMoE) -> None:
         heads = list(source.heads)
-        super().__init__(source.n, source.context, source.summary_code.bins, len(heads))
+        super().__init__(source.n, source.context, source.summary_code.bins, len(heads),
+                         source.pre.step_dim - INPUT_DIM)
         self.task_names: List[str] = list(source.task_names)
         self.load_state_dict({k: v for k, v in source.state_dict().items()
                               if k.split(".")[0] in ("pre", "summary_code", "temperature")})

@@ -55,6 +55,7 @@ class LosoSpec:
     single_hidden: int = 64
     stats: bool = True
     summary_bins: int = 0
+    size_embed: int = 0
     #: Host context for every model (None: where the dataset carries it).
     context: bool | None = None
     train: Any = None  # TrainConfig
@@ -177,7 +178,7 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     for name, cfg in recipes.items():
         mcfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden, tower=spec.tower,
                            dropout=spec.dropout, stats=spec.stats, context=context,
-                           summary_bins=spec.summary_bins)
+                           summary_bins=spec.summary_bins, size_embed=spec.size_embed)
         cfg = dataclasses.replace(cfg, progress=False)
         trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
                               teachers=teachers_for(cfg, tasks))
@@ -191,7 +192,7 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
         for task in tasks:
             scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
                                 tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
-                                summary_bins=spec.summary_bins)
+                                summary_bins=spec.summary_bins, size_embed=spec.size_embed)
             tsplits = load_splits(work, [task], spec.n)
             trained = train_model(make_single(scfg, single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
                                   desc=f"{fold} single {task}", teachers=teachers_for(single_cfg, [task]))
@@ -226,8 +227,9 @@ def recipe_key(spec: LosoSpec) -> str:
         if isinstance(aug, dict) and not aug.get("rtt_p"):
             aug.pop("rtt_p", None)
             aug.pop("rtt_ms", None)
-    if not d["summary_bins"]:
-        del d["summary_bins"]
+    for later in ("summary_bins", "size_embed"):
+        if not d[later]:
+            del d[later]
     if any(r.get("max_steps") for r in recipes):
         d["max_steps_per"] = "stream"  # the cap was per epoch before; those runs trained otherwise
     d["dataset_sha256"] = _sha256(spec.dataset)

@@ -60,8 +60,11 @@ STEP_FEATURES = 5
 SIZE_RAMPS = 16
 IAT_RAMPS = 12
 N_PROTOS = len(PROTOS)
-#: Width of the per-step LSTM input.
+#: Width of the per-step LSTM input (without the size embedding, which adds its own width).
 INPUT_DIM = STEP_FEATURES + SIZE_RAMPS + IAT_RAMPS + N_PROTOS
+#: Buckets of the size embedding (:func:`size_bucket`): one per byte below 256, one per 16 bytes
+#: up to 1535, one for anything larger.
+SIZE_BUCKETS = 256 + (1536 - 256) // 16 + 1  # 337; size_bucket's last bucket is written out for TorchScript
 #: Packets whose own signed size and gap enter the summary.
 FIRST = 8
 #: Per direction: share, mean/std/min/max of log size, log bytes.
@@ -111,11 +114,25 @@ def _masked_stats(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     return torch.stack([mean, std, torch.where(some, lo, zero), torch.where(some, hi, zero)], dim=1)
 
 
-class Preprocess(nn.Module):
-    """Raw tensors -> (steps [S,B,INPUT_DIM], time-major, S the longest flow's length; summary [B,SUMMARY_DIM];
-    last index [B])."""
+def size_bucket(sizes: torch.Tensor) -> torch.Tensor:
+    """Each size's bucket of the size embedding, int64: exact below 256 bytes, where control
+    packets, DNS and NTP messages and handshakes differ by a few bytes; 16-byte steps to 1535; one
+    bucket above (jumbo and offloaded frames)."""
+    s = sizes.clamp(min=0.0)
+    coarse = (256.0 + torch.floor((s - 256.0) / 16.0)).clamp(max=336.0)  # SIZE_BUCKETS - 1
+    return torch.where(s < 256.0, torch.floor(s), coarse).long()
 
-    def __init__(self, n: int) -> None:
+
+class Preprocess(nn.Module):
+    """Raw tensors -> (steps [S,B,step_dim], time-major, S the longest flow's length; summary [B,SUMMARY_DIM];
+    last index [B]).
+
+    ``size_embed`` > 0 appends to every step a learnt vector of that width for the packet's
+    size bucket (:func:`size_bucket`): the exact-size handle a tree gets by splitting, which
+    the log-spaced ramps give only coarsely.
+    """
+
+    def __init__(self, n: int, size_embed: int = 0) -> None:
         super().__init__()
         # The model's N, not the batch's width: a flow padded further is the same flow.
         self.n = int(n)
@@ -132,6 +149,13 @@ class Preprocess(nn.Module):
         # Buffers, not parameters: fixed, and saved inside the TorchScript archive.
         self.register_buffer("size_knots", size_knots)
         self.register_buffer("iat_knots", iat_knots)
+        self.embed_sizes = size_embed > 0
+        # A list of none or one: TorchScript scripts a loop over it, and a model without the
+        # embedding keeps the state dict it always had.
+        self.size_embed = nn.ModuleList([nn.Embedding(SIZE_BUCKETS, size_embed)] if size_embed > 0 else [])
+        for emb in self.size_embed:
+            nn.init.normal_(emb.weight, std=0.1)  # the scale of the other step features
+        self.step_dim = INPUT_DIM + max(size_embed, 0)
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                 lengths: torch.Tensor, proto: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -164,8 +188,13 @@ class Preprocess(nn.Module):
         mask = valid[:, :span].t().unsqueeze(2)  # a prefix of each flow, so reversal leaves it as it is
         size_code = ((per_step[5].unsqueeze(2) - self.size_knots) / self.size_step).clamp(0.0, 1.0)
         iat_code = ((per_step[6].unsqueeze(2) - self.iat_knots) / self.iat_step).clamp(0.0, 1.0)
-        x = torch.cat([per_step[:5].permute(1, 2, 0), size_code * mask, iat_code * mask,
-                       onehot.unsqueeze(0).expand(span, -1, -1)], dim=2)
+        parts = [per_step[:5].permute(1, 2, 0), size_code * mask, iat_code * mask,
+                 onehot.unsqueeze(0).expand(span, -1, -1)]
+        if self.embed_sizes:
+            buckets = size_bucket(s.gather(1, rev).t())  # [S, B], reversed like the other steps
+            for emb in self.size_embed:
+                parts.append(emb(buckets) * mask)
+        x = torch.cat(parts, dim=2)
         return x, summary, last
 
     def flow_stats(self, ls: torch.Tensor, dirs: torch.Tensor, li: torch.Tensor, valid: torch.Tensor,

@@ -39,7 +39,8 @@ def rebuild(stored: store.StoredModel) -> FlowModel:
     classes = {t["name"]: list(t["classes"]) for t in m["tasks"]}
     common = dict(tasks=classes, n=int(m["n"]), tower=int(arch.get("tower", 32)),
                   dropout=float(arch.get("dropout", 0.1)), stats=bool(arch.get("stats", True)),
-                  context=bool(arch.get("context", False)), summary_bins=int(arch.get("summary_bins", 0)))
+                  context=bool(arch.get("context", False)), summary_bins=int(arch.get("summary_bins", 0)),
+                  size_embed=int(arch.get("size_embed", 0)))
     model: FlowModel
     if m.get("kind") == "lmmoe":
         model = LMMoE(LMMoEConfig(experts=int(arch["experts"]), hidden=int(arch["hidden"]), **common))

@@ -17,7 +17,7 @@ from torch import nn
 
 from multa_broker.flow import DEFAULT_N
 from multa_broker.model.lmmoe import FlowModel, Tower, init_lstm
-from multa_broker.model.preprocess import INPUT_DIM, last_valid
+from multa_broker.model.preprocess import last_valid
 
 
 @dataclass
@@ -35,6 +35,8 @@ class SingleConfig:
     context: bool = False
     #: ... and the summary's piecewise-linear code (LMMoEConfig.summary_bins).
     summary_bins: int = 0
+    #: ... and the per-packet size embedding (LMMoEConfig.size_embed).
+    size_embed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,9 +46,9 @@ class SingleTaskLSTM(FlowModel):
     def __init__(self, cfg: SingleConfig) -> None:
         if len(cfg.tasks) != 1:
             raise ValueError("a single-task model has exactly one task")
-        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, 1)
+        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, 1, cfg.size_embed)
         self.task_names: List[str] = list(cfg.tasks)
-        self.lstm = init_lstm(nn.LSTM(INPUT_DIM, cfg.hidden))  # time-major input
+        self.lstm = init_lstm(nn.LSTM(self.pre.step_dim, cfg.hidden))  # time-major input
         self.stats = bool(cfg.stats)
         self.tower = Tower(cfg.hidden + (self.summary_dim + self.summary_code.dim if cfg.stats else 0), cfg.tower,
                            len(next(iter(cfg.tasks.values()))), cfg.dropout)
