@@ -72,3 +72,35 @@ def test_bench_refuses_a_model_without_baselines(tmp_path: Path) -> None:
     bench.add_arguments(p)
     with pytest.raises(MultaError, match="train the model with `multa train --baselines`"):
         bench.measure(p.parse_args(["--model", str(dest), "--dataset", str(tmp_path / "x.npz")]))
+
+
+def test_tune_trains_with_the_recipe_it_is_given(tmp_path: Path, monkeypatch) -> None:
+    """Host context (by default where the dataset carries it) and the trees as teacher reach every
+    model tune trains, single-task and LMMoE alike, as they would in `multa train`."""
+    import numpy as np
+
+    ds = make_dataset(240, partial=True, seed=0)
+    ds.ctx[:] = np.random.default_rng(0).integers(0, 30, ds.ctx.shape)
+    ds.has_ctx[:] = True
+    data = tmp_path / "d.npz"
+    ds.save(data)
+    seen = []
+    real_fit = tune.fit
+
+    def spy(model, *args, teachers=None, **kwargs):
+        seen.append((type(model).__name__, model.context, teachers is not None and all(teachers)))
+        return real_fit(model, *args, teachers=teachers, **kwargs)
+
+    monkeypatch.setattr(tune, "fit", spy)
+    cfg = TrainConfig(epochs=1, min_epochs=1, batch_size=64, lr=1e-2, progress=False, distill=0.5)
+    result = tune.run(data, tmp_path / "tune", cfg, tasks=None, n=20,
+                      grid={"experts": (1,), "hidden": (4,), "tower": (4,)}, tolerance=1.0,
+                      single_hidden=4, single_tower=4, repeats=1)
+    assert result["context"] is True
+    assert {name for name, _c, _t in seen} == {"SingleTaskLSTM", "LMMoE"}
+    assert all(ctx and taught for _n, ctx, taught in seen)
+    seen.clear()
+    tune.run(data, tmp_path / "tune2", TrainConfig(epochs=1, min_epochs=1, batch_size=64, progress=False),
+             tasks=None, n=20, grid={"experts": (1,), "hidden": (4,), "tower": (4,)}, tolerance=1.0,
+             single_hidden=4, single_tower=4, repeats=1, context=False)
+    assert seen and not any(ctx or taught for _n, ctx, taught in seen)

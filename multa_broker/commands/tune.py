@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from multa_broker.commands.train import add_model_arguments, setup_torch, train_config
+from multa_broker.commands.train import add_model_arguments, context_choice, setup_torch, train_config
 
 HELP = "search model sizes for the smallest LMMoE that keeps accuracy"
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     tune.run(args.dataset, args.out, train_config(args),
              tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
              grid=grid, tolerance=args.tolerance, single_hidden=args.single_hidden,
-             single_tower=args.single_tower, repeats=args.repeats, seeds=args.seeds)
+             single_tower=args.single_tower, repeats=args.repeats, seeds=args.seeds, context=context_choice(args))
     print((args.out / "tune.md").read_text(), end="")
     print(f"wrote {args.out}/tune.csv, tune.md, tune.png, tune.json")
     return 0

@@ -11,7 +11,9 @@ batch-1024 flows/s). ``seeds`` > 1 averages validation F1 over seeds
 macro-F1) is written as CSV, markdown and a PNG.
 
 Validation, never test, drives the choice; the test split stays for the
-final report.
+final report. Every model is trained with the recipe ``multa train`` would
+use for the same options: host context where asked (or where the dataset
+carries it), and with ``distill`` > 0 the classical trees as teacher.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from multa_broker.model.experiment import choose_tasks, load_dataset, load_splits, make_lmmoe, make_single
+from multa_broker.model.experiment import (choose_tasks, fit_classical, load_dataset, load_splits, make_lmmoe,
+                                           make_single, use_context)
 from multa_broker.model.lmmoe import LMMoEConfig, count_params
 from multa_broker.model.metrics import mean_macro_f1
 from multa_broker.model.single import SingleConfig
@@ -71,10 +74,15 @@ def pareto_front(points: Sequence[Point]) -> list[int]:
 
 def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, n: int,
         grid: dict[str, Sequence[int]], tolerance: float, single_hidden: int, single_tower: int,
-        repeats: int = 7, seeds: int = 1) -> dict[str, Any]:
+        repeats: int = 7, seeds: int = 1, context: bool | None = None) -> dict[str, Any]:
     ds = load_dataset(dataset)
     tasks = choose_tasks(ds, tasks)
     classes = {t: list(ds.tasks[t]) for t in tasks}
+    ctx = use_context(ds, context)
+    teachers: dict[str, Any] = {}
+    if cfg.distill > 0:
+        classical = fit_classical(ds, tasks, classes, n, cfg.seed, cfg.class_weights, ctx)
+        teachers = {t: classical[t][0] for t in tasks}
     splits = load_splits(ds, tasks, n)
     bench_inputs = {b: take(ds.split_rows("val").encoded(n), b, seed=b) for b in (64, 1024)}
 
@@ -87,9 +95,11 @@ def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, 
         tsplits = load_splits(ds, [task], n)
         scores = []
         for seed in seed_list:
-            model = make_single(SingleConfig(tasks=one, n=n, hidden=single_hidden, tower=single_tower), seed)
+            model = make_single(SingleConfig(tasks=one, n=n, hidden=single_hidden, tower=single_tower,
+                                             context=ctx), seed)
             res = fit(model, tsplits["train"], tsplits["val"], one,
-                      dataclasses.replace(single_cfg, seed=seed), desc=f"single {task} s{seed}")
+                      dataclasses.replace(single_cfg, seed=seed), desc=f"single {task} s{seed}",
+                      teachers=[teachers[task]] if teachers else None)
             scores.append(res.val[task]["macro_f1"])
         reference[task] = float(np.mean(scores))
         single_models.append(model)
@@ -102,10 +112,11 @@ def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, 
     for k, (e, h, t) in enumerate(combos, 1):
         runs = []
         for seed in seed_list:
-            model = make_lmmoe(LMMoEConfig(tasks=classes, n=n, experts=e, hidden=h, tower=t), seed)
+            model = make_lmmoe(LMMoEConfig(tasks=classes, n=n, experts=e, hidden=h, tower=t, context=ctx), seed)
             runs.append(fit(model, splits["train"], splits["val"], classes,
                             dataclasses.replace(cfg, seed=seed),
-                            desc=f"[{k}/{len(combos)}] E{e} H{h} T{t} s{seed}").val)
+                            desc=f"[{k}/{len(combos)}] E{e} H{h} T{t} s{seed}",
+                            teachers=[teachers[task] for task in tasks] if teachers else None).val)
         scripted = script(model.eval())
         speed = {b: flows_per_second({"m": [scripted], "s": scripted_single}, x, repeats=repeats)
                  for b, x in bench_inputs.items()}
@@ -126,6 +137,7 @@ def run(dataset: Path, out: Path, cfg: TrainConfig, *, tasks: list[str] | None, 
                     for b, x in bench_inputs.items()}
     result = {
         "dataset": str(dataset), "tasks": tasks, "tolerance": tolerance, "train": cfg.to_json(), "seeds": seed_list,
+        "context": ctx,
         "single": {"hidden": single_hidden, "tower": single_tower, "params": single_params,
                    "val_f1": reference, "mean_f1": float(np.mean(list(reference.values()))),
                    "flows_s_64": single_speed[64], "flows_s_1024": single_speed[1024]},
