@@ -280,10 +280,10 @@ def run(spec: RunSpec) -> Path:
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
-    arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower,
-            "dropout": spec.dropout, "stats": spec.stats, "context": context, "summary_bins": spec.summary_bins}
-    if spec.size_embed:
-        arch["size_embed"] = spec.size_embed
+    # What the LMMoE and its baselines share; size_embed only where used, so other manifests stay as they were.
+    inputs = {"dropout": spec.dropout, "stats": spec.stats, "context": context, "summary_bins": spec.summary_bins,
+              **({"size_embed": spec.size_embed} if spec.size_embed else {})}
+    arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower, **inputs}
     manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
@@ -300,11 +300,7 @@ def run(spec: RunSpec) -> Path:
             trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
                                   teachers=[classical[task][0]] if teachers else None)
-            sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower,
-                     "dropout": spec.dropout, "stats": spec.stats, "context": context,
-                     "summary_bins": spec.summary_bins}
-            if spec.size_embed:
-                sarch["size_embed"] = spec.size_embed
+            sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower, **inputs}
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
                                      spec.n, sarch, training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")

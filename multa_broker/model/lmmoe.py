@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from multa_broker.flow import DEFAULT_N
-from multa_broker.model.preprocess import (CONTEXT_DIM, INPUT_DIM, SUMMARY_DIM, ContextInput, Preprocess, SummaryCode,
+from multa_broker.model.preprocess import (CONTEXT_DIM, SUMMARY_DIM, ContextInput, Preprocess, SummaryCode,
                                            last_valid)
 
 
@@ -196,8 +196,7 @@ class FusedLMMoE(ExpertModel):
 
     def __init__(self, source: LMMoE) -> None:
         heads = list(source.heads)
-        super().__init__(source.n, source.context, source.summary_code.bins, len(heads),
-                         source.pre.step_dim - INPUT_DIM)
+        super().__init__(source.n, source.context, source.summary_code.bins, len(heads), source.pre.embed_dim)
         self.task_names: List[str] = list(source.task_names)
         self.load_state_dict({k: v for k, v in source.state_dict().items()
                               if k.split(".")[0] in ("pre", "summary_code", "temperature")})

@@ -149,13 +149,13 @@ class Preprocess(nn.Module):
         # Buffers, not parameters: fixed, and saved inside the TorchScript archive.
         self.register_buffer("size_knots", size_knots)
         self.register_buffer("iat_knots", iat_knots)
-        self.embed_sizes = size_embed > 0
+        self.embed_dim = max(int(size_embed), 0)
         # A list of none or one: TorchScript scripts a loop over it, and a model without the
         # embedding keeps the state dict it always had.
-        self.size_embed = nn.ModuleList([nn.Embedding(SIZE_BUCKETS, size_embed)] if size_embed > 0 else [])
+        self.size_embed = nn.ModuleList([nn.Embedding(SIZE_BUCKETS, self.embed_dim)] if self.embed_dim else [])
         for emb in self.size_embed:
             nn.init.normal_(emb.weight, std=0.1)  # the scale of the other step features
-        self.step_dim = INPUT_DIM + max(size_embed, 0)
+        self.step_dim = INPUT_DIM + self.embed_dim
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                 lengths: torch.Tensor, proto: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -190,7 +190,7 @@ class Preprocess(nn.Module):
         iat_code = ((per_step[6].unsqueeze(2) - self.iat_knots) / self.iat_step).clamp(0.0, 1.0)
         parts = [per_step[:5].permute(1, 2, 0), size_code * mask, iat_code * mask,
                  onehot.unsqueeze(0).expand(span, -1, -1)]
-        if self.embed_sizes:
+        if self.embed_dim > 0:
             buckets = size_bucket(s.gather(1, rev).t())  # [S, B], reversed like the other steps
             for emb in self.size_embed:
                 parts.append(emb(buckets) * mask)
