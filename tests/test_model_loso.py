@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,8 +10,11 @@ import pytest
 
 from multa_broker.dataset.format import SPLITS
 from multa_broker.model import loso
+from multa_broker.model.arch import Arch
 from multa_broker.model.synthetic import make_dataset
 from multa_broker.model.training import TrainConfig
+
+TINY = Arch(experts=2, hidden=8, tower=8)
 
 CAPTURE_SOURCES = ["ndpi/pcap/a.pcap", "zeek-traces/http/b.pcap", "lab:lab/scan-syn-s1.pcap",
                    "lab:lab/http-s1.pcap", "lab:lab/dns-s2.pcap", "lab:lab/openvpn-udp-s1.pcap"]
@@ -50,8 +54,8 @@ def test_fold_split_keeps_the_left_out_source_out_of_training(tmp_path) -> None:
 
 def test_run_scores_every_model_on_each_left_out_fold(tmp_path) -> None:
     _dataset(tmp_path / "d.npz")
-    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", experts=2, hidden=8, tower=8,
-                         single_hidden=8, train=TrainConfig(epochs=2, min_epochs=1, batch_size=64, progress=False),
+    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out",
+                         arch=Arch(experts=2, hidden=8, tower=8, single_hidden=8), train=TrainConfig(epochs=2, min_epochs=1, batch_size=64, progress=False),
                          folds=["ndpi", "lab/scan"], variants={"old": TrainConfig(epochs=1, progress=False)})
     summary = loso.run(spec)
     assert set(summary["per_fold"]) == {"ndpi", "lab/scan"}
@@ -73,11 +77,11 @@ def test_training_with_loso_calibration_ships_its_thresholds_and_reports_it(tmp_
 
     _dataset(tmp_path / "d.npz")
     tiny = TrainConfig(epochs=2, min_epochs=1, batch_size=64, progress=False)
-    loso.run(loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "loso", experts=2, hidden=8, tower=8,
-                           baselines=False, train=tiny, folds=["ndpi", "lab/scan"]))
+    loso.run(loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "loso", arch=TINY, baselines=False,
+                           train=tiny, folds=["ndpi", "lab/scan"]))
     calib = json.loads((tmp_path / "loso" / "thresholds.json").read_text())
-    dest = run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", name="t", version="1", experts=2,
-                       hidden=8, tower=8, train=tiny, calibration=tmp_path / "loso" / "thresholds.json"))
+    dest = run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", name="t", version="1", arch=TINY,
+                       train=tiny, calibration=tmp_path / "loso" / "thresholds.json"))
     manifest = json.loads((dest / "manifest.json").read_text())
     for task in manifest["tasks"]:
         if task["name"] in calib["open_set"]:
@@ -95,13 +99,13 @@ def test_a_broken_calibration_file_is_one_clear_error(tmp_path) -> None:
     _dataset(tmp_path / "d.npz")
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(MultaError, match="bad.json: not a thresholds.json"):
-        run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", experts=2, hidden=8, tower=8,
+        run(RunSpec(dataset=tmp_path / "d.npz", out=tmp_path / "store", arch=TINY,
                     train=TrainConfig(epochs=1, progress=False), calibration=tmp_path / "bad.json"))
 
 
 def test_finished_folds_are_kept_and_reused_by_a_rerun(tmp_path, monkeypatch) -> None:
     _dataset(tmp_path / "d.npz")
-    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", experts=2, hidden=8, tower=8,
+    spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", arch=TINY,
                          baselines=False, train=TrainConfig(epochs=1, min_epochs=1, batch_size=64, progress=False),
                          folds=["ndpi"])
     first = loso.run(spec)
@@ -114,7 +118,7 @@ def test_finished_folds_are_kept_and_reused_by_a_rerun(tmp_path, monkeypatch) ->
     again = loso.run(spec)
     assert again["per_fold"] == first["per_fold"]
     # Another recipe does not reuse them; summarise-only reports what is finished and trains nothing.
-    other = loso.LosoSpec(**{**spec.__dict__, "hidden": 6})
+    other = loso.LosoSpec(**{**spec.__dict__, "arch": dataclasses.replace(TINY, hidden=6)})
     with pytest.raises(AssertionError, match="trained again"):
         loso.run(other)
     only = loso.LosoSpec(**{**spec.__dict__, "folds": ["ndpi", "lab/scan"], "summarise_only": True})
@@ -135,20 +139,21 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     spec = loso.LosoSpec(dataset=tmp_path / "d.npz", out=tmp_path / "out", train=TrainConfig(progress=False))
     cosine = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, lr_schedule="cosine")})
     assert loso.recipe_key(spec) != loso.recipe_key(cosine)
-    binned = loso.LosoSpec(**{**spec.__dict__, "summary_bins": 8})
+    binned = loso.LosoSpec(**{**spec.__dict__, "arch": Arch(summary_bins=8)})
     assert loso.recipe_key(spec) != loso.recipe_key(binned)
-    embedded = loso.LosoSpec(**{**spec.__dict__, "size_embed": 8})
+    embedded = loso.LosoSpec(**{**spec.__dict__, "arch": Arch(size_embed=8)})
     assert loso.recipe_key(spec) != loso.recipe_key(embedded)
     balanced = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, capture_balance=0.5)})
     assert loso.recipe_key(spec) != loso.recipe_key(balanced)
     from multa_broker.model.augment import AugmentConfig
     delayed = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, augment=AugmentConfig(rtt_p=0.3))})
     assert loso.recipe_key(spec) != loso.recipe_key(delayed)
-    # The key as it was before the option existed: runs made then are still found.
-    import dataclasses
+    # The key as it was before the option existed, and the architecture had a dataclass of its own:
+    # runs made then are still found.
     import hashlib
 
     d = dataclasses.asdict(spec)
+    d.update(d.pop("arch"))
     for k in ("folds", "jobs", "out", "summarise_only"):
         d.pop(k)
     del d["train"]["lr_schedule"]

@@ -9,6 +9,10 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from multa_broker.model.arch import Arch
 
 HELP = "train an LMMoE (joint or separate paradigm) and its baselines"
 
@@ -173,6 +177,14 @@ def context_choice(args: argparse.Namespace) -> bool | None:
     return {"auto": None, "on": True, "off": False}[args.context]
 
 
+def arch_of(args: argparse.Namespace) -> Arch:
+    from multa_broker.model.arch import Arch
+
+    return Arch(n=args.n, experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
+                single_hidden=args.single_hidden, stats=not args.no_stats, summary_bins=args.summary_bins,
+                size_embed=args.size_embed, context=context_choice(args))
+
+
 def setup_torch(threads: int) -> None:
     import torch
 
@@ -192,10 +204,7 @@ def run_loso(args: argparse.Namespace) -> int:
         if cfg.distill > 0 and args.ablate_distill:
             variants["no-distill"] = dataclasses.replace(cfg, distill=0.0)
     spec = loso.LosoSpec(
-        dataset=args.dataset, out=args.loso_out, n=args.n, experts=args.experts, hidden=args.hidden,
-        tower=args.tower, dropout=args.dropout, single_hidden=args.single_hidden, stats=not args.no_stats,
-        summary_bins=args.summary_bins, size_embed=args.size_embed, context=context_choice(args), train=cfg,
-        baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
+        dataset=args.dataset, out=args.loso_out, arch=arch_of(args), train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
         summarise_only=args.summarise_only)
     summary = loso.run(spec)
     print(loso.markdown(summary), end="")
@@ -231,10 +240,8 @@ def run(args: argparse.Namespace) -> int:
         return run_loso(args)
     spec = RunSpec(
         dataset=args.dataset, out=args.out, name=args.name, version=args.version,
-        tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, n=args.n,
-        experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
-        single_hidden=args.single_hidden, stats=not args.no_stats, summary_bins=args.summary_bins,
-        size_embed=args.size_embed, context=context_choice(args), train=train_config(args), baselines=args.baselines,
+        tasks=[t.strip() for t in args.tasks.split(",")] if args.tasks else None, arch=arch_of(args),
+        train=train_config(args), baselines=args.baselines,
         calibrate=not args.no_calibrate, reject=args.reject, set_default=args.set_default, force=args.force,
         calibration=args.calibration,
         command="multa train " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("train") + 1:])

@@ -25,8 +25,9 @@ from torch import nn
 from multa_broker import store
 from multa_broker.dataset.format import SPLITS, FlowDataset
 from multa_broker.errors import MultaError
-from multa_broker.flow import DEFAULT_N, MAX_N
+from multa_broker.flow import MAX_N
 from multa_broker.model.calibration import DEFAULT_REJECT, fit_temperature, pick_threshold, softmax
+from multa_broker.model.arch import LMMOE, SINGLE, Arch
 from multa_broker.model.lmmoe import LMMoE, LMMoEConfig, count_params
 from multa_broker.model.metrics import ece, mean_macro_f1
 from multa_broker.model.single import SingleConfig, SingleTaskLSTM
@@ -44,21 +45,7 @@ class RunSpec:
     name: str = "multa"
     version: str | None = None
     tasks: list[str] | None = None
-    n: int = DEFAULT_N
-    experts: int = 3
-    hidden: int = 32
-    tower: int = 32
-    dropout: float = 0.1
-    single_hidden: int = 64
-    #: Towers read the per-flow statistics too (LMMoE and single-task alike).
-    stats: bool = True
-    #: Bins of the summary statistics' piecewise-linear code (0: off; LMMoEConfig.summary_bins).
-    summary_bins: int = 0
-    #: Width of the per-packet size embedding (0: off; LMMoEConfig.size_embed), for both.
-    size_embed: int = 0
-    #: Gates and towers (and the baselines) read the host context: True, False, or None for
-    #: "where the dataset carries it".
-    context: bool | None = None
+    arch: Arch = field(default_factory=Arch)
     train: TrainConfig = field(default_factory=TrainConfig)
     baselines: bool = False
     calibrate: bool = True
@@ -248,7 +235,8 @@ def _finite(obj: Any) -> Any:
 
 def run(spec: RunSpec) -> Path:
     """Train, evaluate and export; returns the model's store directory."""
-    if not 1 <= spec.n <= MAX_N:
+    arch = spec.arch
+    if not 1 <= arch.n <= MAX_N:
         raise MultaError(f"--n must be within 1..{MAX_N}")
     started = time.perf_counter()
     ds = load_dataset(spec.dataset)
@@ -258,7 +246,7 @@ def run(spec: RunSpec) -> Path:
     dest = spec.out / spec.name / version
     if (dest / store.MODEL_FILE).exists() and not spec.force:
         raise MultaError(f"{dest}: a model is already stored there (use another --version or --force)")
-    splits = load_splits(ds, tasks, spec.n)
+    splits = load_splits(ds, tasks, arch.n)
     log.info("dataset %s: %s flows (train/val/test), tasks %s", spec.dataset,
              "/".join(str(len(splits[s])) for s in SPLITS), ", ".join(tasks))
     data = dataset_summary(ds, spec.dataset, tasks)
@@ -268,23 +256,17 @@ def run(spec: RunSpec) -> Path:
     training = {"paradigm": spec.train.paradigm, "seed": spec.train.seed, "config": spec.train.to_json(),
                 "dataset": data, "command": spec.command}
 
-    context = use_context(ds, spec.context)
+    context = use_context(ds, arch.context)
     classical = None
     if spec.baselines or spec.train.distill > 0:
-        classical = fit_classical(ds, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights, context)
+        classical = fit_classical(ds, tasks, classes, arch.n, spec.train.seed, spec.train.class_weights, context)
     teachers = [classical[t][0] for t in tasks] if classical and spec.train.distill > 0 else None
-    cfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden,
-                      tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
-                      summary_bins=spec.summary_bins, size_embed=spec.size_embed)
-    lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
+    lmmoe = train_model(make_lmmoe(arch.lmmoe(classes, context), spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
-    # What the LMMoE and its baselines share; size_embed only where used, so other manifests stay as they were.
-    inputs = {"dropout": spec.dropout, "stats": spec.stats, "context": context, "summary_bins": spec.summary_bins,
-              **({"size_embed": spec.size_embed} if spec.size_embed else {})}
-    arch = {"type": "lmmoe", "experts": spec.experts, "hidden": spec.hidden, "tower": spec.tower, **inputs}
-    manifest = manifest_for(spec.name, version, "lmmoe", lmmoe, classes, spec.n, arch, training)
+    manifest = manifest_for(spec.name, version, LMMOE, lmmoe, classes, arch.n, arch.manifest(LMMOE, context),
+                            training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
     if spec.baselines:
@@ -292,17 +274,14 @@ def run(spec: RunSpec) -> Path:
         # The single-task models see only their task's rows: both paradigms are the same for them.
         single_cfg = dataclasses.replace(spec.train, paradigm="separate")
         for task in tasks:
-            scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
-                                summary_bins=spec.summary_bins, size_embed=spec.size_embed)
             one = {task: classes[task]}
-            tsplits = load_splits(ds, [task], spec.n)
-            trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
+            tsplits = load_splits(ds, [task], arch.n)
+            trained = train_model(make_single(arch.single(task, classes[task], context), spec.train.seed), tsplits,
+                                  one, single_cfg,
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
                                   teachers=[classical[task][0]] if teachers else None)
-            sarch = {"type": "single-lstm", "hidden": spec.single_hidden, "tower": spec.tower, **inputs}
-            smanifest = manifest_for(f"{spec.name}-single-{task}", version, "single-lstm", trained, one,
-                                     spec.n, sarch, training)
+            smanifest = manifest_for(f"{spec.name}-single-{task}", version, SINGLE, trained, one, arch.n,
+                                     arch.manifest(SINGLE, context), training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")
             metrics["single"][task] = trained.summary()
         metrics["classical"] = {task: r for task, (_m, r) in classical.items()}

@@ -33,7 +33,7 @@ import numpy as np
 
 from multa_broker.dataset.format import SPLITS, FlowDataset
 from multa_broker.errors import MultaError
-from multa_broker.flow import DEFAULT_N
+from multa_broker.model.arch import Arch
 from multa_broker.model.experiment import _finite
 
 log = logging.getLogger("multa.model.loso")
@@ -47,17 +47,8 @@ MODELS = ("lmmoe", "single", "classical")
 class LosoSpec:
     dataset: Path
     out: Path
-    n: int = DEFAULT_N
-    experts: int = 3
-    hidden: int = 32
-    tower: int = 32
-    dropout: float = 0.1
-    single_hidden: int = 64
-    stats: bool = True
-    summary_bins: int = 0
-    size_embed: int = 0
-    #: Host context for every model (None: where the dataset carries it).
-    context: bool | None = None
+    #: Every fold's models (host context, where ``arch.context`` is None: where the dataset carries it).
+    arch: Arch = field(default_factory=Arch)
     train: Any = None  # TrainConfig
     baselines: bool = True
     #: Leave out only these folds (default: every fold with MIN_FOLD_ROWS labelled rows).
@@ -141,12 +132,11 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
 
     from multa_broker.model.experiment import (choose_tasks, load_splits, make_lmmoe, make_single, train_model,
                                                use_context)
-    from multa_broker.model.lmmoe import LMMoEConfig
-    from multa_broker.model.single import SingleConfig
     from multa_broker.model.training import predict_logits
     from multa_broker.model.calibration import softmax
 
     torch.set_num_threads(1)
+    arch = spec.arch
     started = time.perf_counter()
     ds = FlowDataset.load(spec.dataset)
     rest, held = _fold_datasets(ds, fold)
@@ -154,7 +144,7 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     tasks = choose_tasks(rest, None)
     held_tasks = [t for t in tasks if (held.task_labels(t) >= 0).any()]
     classes = {t: list(ds.tasks[t]) for t in tasks}
-    splits = load_splits(work, tasks, spec.n)
+    splits = load_splits(work, tasks, arch.n)
     result: dict[str, Any] = {"fold": fold, "rows": {t: int((held.task_labels(t) >= 0).sum()) for t in held_tasks},
                               "train_rows": int((rest.split == 0).sum()), "models": {}, "oos": {}}
 
@@ -165,10 +155,10 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     from multa_broker.model.classical import dataset_features
     from multa_broker.model.experiment import fit_classical
 
-    context = use_context(ds, spec.context)
+    context = use_context(ds, arch.context)
     result["context"] = context
-    classical = fit_classical(work, tasks, classes, spec.n, spec.train.seed, spec.train.class_weights, context)
-    test_feats = dataset_features(work.split_rows("test"), spec.n, context)
+    classical = fit_classical(work, tasks, classes, arch.n, spec.train.seed, spec.train.class_weights, context)
+    test_feats = dataset_features(work.split_rows("test"), arch.n, context)
     models = {t: m for t, (m, _r) in classical.items()}
 
     def teachers_for(cfg: Any, task_list: list[str]) -> list[Any] | None:
@@ -176,11 +166,8 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
 
     recipes = {"lmmoe": spec.train, **{f"lmmoe:{k}": v for k, v in spec.variants.items()}}
     for name, cfg in recipes.items():
-        mcfg = LMMoEConfig(tasks=classes, n=spec.n, experts=spec.experts, hidden=spec.hidden, tower=spec.tower,
-                           dropout=spec.dropout, stats=spec.stats, context=context,
-                           summary_bins=spec.summary_bins, size_embed=spec.size_embed)
         cfg = dataclasses.replace(cfg, progress=False)
-        trained = train_model(make_lmmoe(mcfg, cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
+        trained = train_model(make_lmmoe(arch.lmmoe(classes, context), cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
                               teachers=teachers_for(cfg, tasks))
         result["models"][name] = {t: trained.test[t] for t in held_tasks}
         result["oos"][name] = oos(trained.model, trained, tasks)
@@ -190,11 +177,8 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
         result["models"]["single"] = {}
         result["oos"]["single"] = {}
         for task in tasks:
-            scfg = SingleConfig(tasks={task: classes[task]}, n=spec.n, hidden=spec.single_hidden,
-                                tower=spec.tower, dropout=spec.dropout, stats=spec.stats, context=context,
-                                summary_bins=spec.summary_bins, size_embed=spec.size_embed)
-            tsplits = load_splits(work, [task], spec.n)
-            trained = train_model(make_single(scfg, single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
+            tsplits = load_splits(work, [task], arch.n)
+            trained = train_model(make_single(arch.single(task, classes[task], context), single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
                                   desc=f"{fold} single {task}", teachers=teachers_for(single_cfg, [task]))
             if task in held_tasks:
                 result["models"]["single"][task] = trained.test[task]
@@ -227,6 +211,8 @@ def recipe_key(spec: LosoSpec) -> str:
         if isinstance(aug, dict) and not aug.get("rtt_p"):
             aug.pop("rtt_p", None)
             aug.pop("rtt_ms", None)
+    # The architecture's options sat in the spec itself before Arch: flattened, keys stay as they were.
+    d.update(d.pop("arch"))
     for later in ("summary_bins", "size_embed"):
         if not d[later]:
             del d[later]

@@ -21,8 +21,9 @@ import torch
 
 from multa_broker import store
 from multa_broker.errors import MultaError
+from multa_broker.model.arch import config_from_manifest
 from multa_broker.model.lmmoe import FlowModel, LMMoE, LMMoEConfig
-from multa_broker.model.single import SingleConfig, SingleTaskLSTM
+from multa_broker.model.single import SingleTaskLSTM
 from multa_broker.model.speed import synthetic_inputs, take
 
 log = logging.getLogger(__name__)
@@ -35,19 +36,11 @@ TOLERANCE = 1e-5
 
 def rebuild(stored: store.StoredModel) -> FlowModel:
     """The trainable module a stored archive was exported from, with its weights."""
-    m, arch = stored.manifest, stored.manifest.get("architecture") or {}
-    classes = {t["name"]: list(t["classes"]) for t in m["tasks"]}
-    common = dict(tasks=classes, n=int(m["n"]), tower=int(arch.get("tower", 32)),
-                  dropout=float(arch.get("dropout", 0.1)), stats=bool(arch.get("stats", True)),
-                  context=bool(arch.get("context", False)), summary_bins=int(arch.get("summary_bins", 0)),
-                  size_embed=int(arch.get("size_embed", 0)))
-    model: FlowModel
-    if m.get("kind") == "lmmoe":
-        model = LMMoE(LMMoEConfig(experts=int(arch["experts"]), hidden=int(arch["hidden"]), **common))
-    elif m.get("kind") == "single-lstm":
-        model = SingleTaskLSTM(SingleConfig(hidden=int(arch["hidden"]), **common))
-    else:
-        raise MultaError(f"{stored.path}: cannot re-export a model of kind {m.get('kind')!r}")
+    try:
+        cfg = config_from_manifest(stored.manifest)
+    except ValueError:
+        raise MultaError(f"{stored.path}: cannot re-export a model of kind {stored.manifest.get('kind')!r}") from None
+    model: FlowModel = LMMoE(cfg) if isinstance(cfg, LMMoEConfig) else SingleTaskLSTM(cfg)
     try:
         model.load_state_dict(stored.module.state_dict())
     except RuntimeError as e:

@@ -77,6 +77,7 @@ def make_dataset(flows: int = 600, tasks: dict[str, list[str]] | None = None, *,
 def train_tiny(workdir: str | Path, *, name: str = "tiny", epochs: int = 3, baselines: bool = False,
                flows: int = 300, seed: int = 0, summary_bins: int = 0, size_embed: int = 0) -> Path:
     """Train and export a tiny LMMoE on a synthetic dataset (for tests); returns its store dir."""
+    from multa_broker.model.arch import Arch
     from multa_broker.model.experiment import RunSpec, run
     from multa_broker.model.training import TrainConfig
 
@@ -84,8 +85,9 @@ def train_tiny(workdir: str | Path, *, name: str = "tiny", epochs: int = 3, base
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / f"{name}-dataset.npz"
     make_dataset(flows, partial=True, seed=seed).save(data)
-    spec = RunSpec(dataset=data, out=workdir / "store", name=name, version="1", experts=2, hidden=8, tower=8,
-                   single_hidden=8, baselines=baselines, summary_bins=summary_bins, size_embed=size_embed,
+    spec = RunSpec(dataset=data, out=workdir / "store", name=name, version="1", baselines=baselines,
+                   arch=Arch(experts=2, hidden=8, tower=8, single_hidden=8, summary_bins=summary_bins,
+                             size_embed=size_embed),
                    train=TrainConfig(epochs=epochs, patience=epochs, batch_size=64, lr=1e-2, seed=seed,
                                      progress=False))
     return run(spec)

@@ -1,0 +1,82 @@
+"""The architecture a training run builds: the LMMoE and its single-task baselines.
+
+``multa train`` (one run, :mod:`experiment`) and ``multa train --eval loso``
+(:mod:`loso`) take the same architecture options, and both build an LMMoE and
+a single-task LSTM per task that read the same inputs. :class:`Arch` holds
+those options once; it builds each model's config, writes the manifest's
+``architecture`` and reads it back (:mod:`reexport`), so an option added here
+reaches every model, every manifest and every rebuild alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from multa_broker.flow import DEFAULT_N
+from multa_broker.model.lmmoe import LMMoEConfig
+from multa_broker.model.single import SingleConfig
+
+#: Manifest ``kind`` of each model this module builds.
+LMMOE, SINGLE = "lmmoe", "single-lstm"
+
+
+@dataclass
+class Arch:
+    n: int = DEFAULT_N
+    experts: int = 3
+    hidden: int = 32
+    tower: int = 32
+    dropout: float = 0.1
+    #: The single-task LSTMs' width (the baselines).
+    single_hidden: int = 64
+    #: Towers read the per-flow statistics too (LMMoE and single-task alike).
+    stats: bool = True
+    #: Bins of the summary statistics' piecewise-linear code (0: off; LMMoEConfig.summary_bins).
+    summary_bins: int = 0
+    #: Width of the per-packet size embedding (0: off; LMMoEConfig.size_embed).
+    size_embed: int = 0
+    #: Gates and towers read the host context: True, False, or None for "where the dataset
+    #: carries it" (the run decides, :func:`experiment.use_context`).
+    context: bool | None = None
+
+    def _inputs(self, context: bool) -> dict[str, Any]:
+        """What every model of the run reads alike."""
+        return dict(n=self.n, tower=self.tower, dropout=self.dropout, stats=self.stats, context=context,
+                    summary_bins=self.summary_bins, size_embed=self.size_embed)
+
+    def lmmoe(self, classes: dict[str, list[str]], context: bool) -> LMMoEConfig:
+        return LMMoEConfig(tasks=classes, experts=self.experts, hidden=self.hidden, **self._inputs(context))
+
+    def single(self, task: str, classes: list[str], context: bool) -> SingleConfig:
+        return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **self._inputs(context))
+
+    def manifest(self, kind: str, context: bool) -> dict[str, Any]:
+        """The manifest's ``architecture`` of the run's model of ``kind`` (LMMOE or SINGLE).
+
+        Options added later are written only where used, so other manifests stay as they were.
+        """
+        shared: dict[str, Any] = {"tower": self.tower, "dropout": self.dropout, "stats": self.stats,
+                                  "context": context, "summary_bins": self.summary_bins}
+        if self.size_embed:
+            shared["size_embed"] = self.size_embed
+        if kind == LMMOE:
+            return {"type": kind, "experts": self.experts, "hidden": self.hidden, **shared}
+        return {"type": kind, "hidden": self.single_hidden, **shared}
+
+
+def config_from_manifest(manifest: dict[str, Any]) -> LMMoEConfig | SingleConfig:
+    """The config a stored model was built with, from its manifest (the inverse of
+    :meth:`Arch.manifest`; manifests older than an option lack it and get its default)."""
+    arch = manifest.get("architecture") or {}
+    classes = {t["name"]: list(t["classes"]) for t in manifest["tasks"]}
+    common = dict(tasks=classes, n=int(manifest["n"]), tower=int(arch.get("tower", 32)),
+                  dropout=float(arch.get("dropout", 0.1)), stats=bool(arch.get("stats", True)),
+                  context=bool(arch.get("context", False)), summary_bins=int(arch.get("summary_bins", 0)),
+                  size_embed=int(arch.get("size_embed", 0)))
+    kind = manifest.get("kind")
+    if kind == LMMOE:
+        return LMMoEConfig(experts=int(arch["experts"]), hidden=int(arch["hidden"]), **common)
+    if kind == SINGLE:
+        return SingleConfig(hidden=int(arch["hidden"]), **common)
+    raise ValueError(f"no architecture of kind {kind!r}")
