@@ -356,3 +356,46 @@ def test_size_embedding_widens_the_steps_and_keeps_the_masking_exact(tmp_path) -
     scripted.save(str(path))
     for a, b in zip(lm(*x), torch.jit.load(str(path))(*x)):
         torch.testing.assert_close(a, b)
+
+
+def test_size_bag_widens_the_summary_and_keeps_the_masking_exact(tmp_path) -> None:
+    """With --size-bag the summary gains the mean of a learnt vector per packet direction and size
+    bucket and the first packet's own: padding and a batch's longer flows change nothing, a
+    packet's direction and size change it, length/N stays last, and the fused archive agrees."""
+    from multa_broker.model.preprocess import SIZE_BUCKETS, SUMMARY_DIM
+
+    torch.manual_seed(4)
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8, size_bag=4)).eval()
+    single = SingleTaskLSTM(SingleConfig(tasks={"service": ALL_TASKS["service"]}, hidden=8, size_bag=4))
+    assert lm.summary_dim == single.summary_dim == SUMMARY_DIM + 8
+    assert lm.state_dict()["pre.size_bag.0.weight"].shape == (2 * SIZE_BUCKETS, 4)
+    assert lm.heads[0].gate.in_features == SUMMARY_DIM + 8
+    x = _inputs(b=6)
+    x[3][:] = torch.tensor([2, 20, 5, 1, 13, 3])
+    _steps, summary, _last = lm.pre(*x)
+    assert summary.shape == (6, SUMMARY_DIM + 8)
+    assert summary[0, -1].item() == pytest.approx(2 / 20)  # length/N still last
+    garbage = [a.clone() for a in x]
+    garbage[0][0, 2:] = 999.0  # past flow 0's two packets
+    garbage[1][0, 2:] = 1.0
+    torch.testing.assert_close(lm.pre(*garbage)[1], summary)
+    together = lm(*x)
+    for i in (0, 3, 5):
+        alone = lm(*(a[i:i + 1] for a in x))
+        for a, b in zip(alone, together):
+            torch.testing.assert_close(a[0], b[i])
+    one = [a[3:4].clone() for a in x]  # one packet: its vector is both the mean and the first
+    bag = slice(SUMMARY_DIM - 4, SUMMARY_DIM + 4)  # before the protocol one-hot and length/N
+    first = lm.pre(*one)[1][0, bag]
+    assert torch.equal(first[:4], first[4:])
+    one[1][0, 0] = 1.0 - one[1][0, 0]
+    flipped = lm.pre(*one)[1][0, bag]
+    one[0][0, 0] += 300.0
+    resized = lm.pre(*one)[1][0, bag]
+    assert not torch.equal(first, flipped) and not torch.equal(flipped, resized)
+    scripted = torch.jit.script(lm.export_form())
+    path = tmp_path / "m.pt"
+    scripted.save(str(path))
+    for a, b, c in zip(lm(*x), scripted(*x), torch.jit.load(str(path))(*x)):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)

@@ -168,17 +168,20 @@ def test_summary_bins_are_fitted_and_shipped_with_the_model_and_its_baselines(tm
         assert lo.shape[1] == 4 and not torch.allclose(lo, torch.linspace(0, 1, 5)[:-1].expand_as(lo))
 
 
-def test_the_size_embedding_is_trained_and_shipped_with_the_model_and_its_baselines(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option, rows", [("size_embed", 337), ("size_bag", 2 * 337)])
+def test_the_size_embeddings_are_trained_and_shipped_with_the_model_and_its_baselines(
+        tmp_path: Path, option: str, rows: int) -> None:
     from multa_broker.model.reexport import rebuild
 
-    dest = train_tiny(tmp_path, epochs=1, baselines=True, size_embed=4)
+    dest = train_tiny(tmp_path, epochs=1, baselines=True, **{option: 4})
+    weight = f"pre.{option}.0.weight"
     for path in (dest, *(dest / "baselines").iterdir()):
         loaded = store.load(path)
-        assert loaded.manifest["architecture"]["size_embed"] == 4
-        assert loaded.module.state_dict()["pre.size_embed.0.weight"].shape == (337, 4)
+        assert loaded.manifest["architecture"][option] == 4
+        assert loaded.module.state_dict()[weight].shape == (rows, 4)
         if loaded.manifest["kind"] == "single-lstm":  # the LMMoE is stored fused: --reexport refuses it
             # What --reexport rebuilds from the manifest has the same embedding.
-            assert rebuild(loaded).state_dict()["pre.size_embed.0.weight"].shape == (337, 4)
+            assert rebuild(loaded).state_dict()[weight].shape == (rows, 4)
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:

@@ -104,6 +104,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size-embed", type=int, default=0, metavar="D",
                         help="experts also read a learnt D-wide vector per packet size (exact below 256 bytes, "
                              "16-byte steps to 1535; LMMoE and single-task alike; default 0: off)")
+    parser.add_argument("--size-bag", type=int, default=0, metavar="D",
+                        help="gates and towers also read learnt D-wide vectors per packet direction and size, "
+                             "averaged over the flow, and the first packet's (LMMoE and single-task alike; "
+                             "default 0: off)")
     parser.add_argument("--baselines", action="store_true",
                         help="also train and store the single-task LSTMs and the classical models")
     parser.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
@@ -182,7 +186,7 @@ def arch_of(args: argparse.Namespace) -> Arch:
 
     return Arch(n=args.n, experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
                 single_hidden=args.single_hidden, stats=not args.no_stats, summary_bins=args.summary_bins,
-                size_embed=args.size_embed, context=context_choice(args))
+                size_embed=args.size_embed, size_bag=args.size_bag, context=context_choice(args))
 
 
 def setup_torch(threads: int) -> None:
@@ -232,8 +236,8 @@ def run(args: argparse.Namespace) -> int:
     from multa_broker.errors import MultaError
 
     setup_torch(args.threads)
-    if args.size_embed < 0 or args.summary_bins < 0:
-        raise MultaError("--size-embed and --summary-bins take a width of 0 (off) or more")
+    if min(args.size_embed, args.size_bag, args.summary_bins) < 0:
+        raise MultaError("--size-embed, --size-bag and --summary-bins take a width of 0 (off) or more")
     if args.reexport:
         return run_reexport(args)
     if args.eval == "loso":

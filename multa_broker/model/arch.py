@@ -36,6 +36,8 @@ class Arch:
     summary_bins: int = 0
     #: Width of the per-packet size embedding (0: off; LMMoEConfig.size_embed).
     size_embed: int = 0
+    #: Width of the bag of packet sizes in the summary (0: off; LMMoEConfig.size_bag).
+    size_bag: int = 0
     #: Gates and towers read the host context: True, False, or None for "where the dataset
     #: carries it" (the run decides, :func:`experiment.use_context`).
     context: bool | None = None
@@ -43,7 +45,7 @@ class Arch:
     def _inputs(self, context: bool) -> dict[str, Any]:
         """What every model of the run reads alike."""
         return dict(n=self.n, tower=self.tower, dropout=self.dropout, stats=self.stats, context=context,
-                    summary_bins=self.summary_bins, size_embed=self.size_embed)
+                    summary_bins=self.summary_bins, size_embed=self.size_embed, size_bag=self.size_bag)
 
     def lmmoe(self, classes: dict[str, list[str]], context: bool) -> LMMoEConfig:
         return LMMoEConfig(tasks=classes, experts=self.experts, hidden=self.hidden, **self._inputs(context))
@@ -58,8 +60,9 @@ class Arch:
         """
         shared: dict[str, Any] = {"tower": self.tower, "dropout": self.dropout, "stats": self.stats,
                                   "context": context, "summary_bins": self.summary_bins}
-        if self.size_embed:
-            shared["size_embed"] = self.size_embed
+        for later in ("size_embed", "size_bag"):
+            if getattr(self, later):
+                shared[later] = getattr(self, later)
         if kind == LMMOE:
             return {"type": kind, "experts": self.experts, "hidden": self.hidden, **shared}
         return {"type": kind, "hidden": self.single_hidden, **shared}
@@ -73,7 +76,7 @@ def config_from_manifest(manifest: dict[str, Any]) -> LMMoEConfig | SingleConfig
     common = dict(tasks=classes, n=int(manifest["n"]), tower=int(arch.get("tower", 32)),
                   dropout=float(arch.get("dropout", 0.1)), stats=bool(arch.get("stats", True)),
                   context=bool(arch.get("context", False)), summary_bins=int(arch.get("summary_bins", 0)),
-                  size_embed=int(arch.get("size_embed", 0)))
+                  size_embed=int(arch.get("size_embed", 0)), size_bag=int(arch.get("size_bag", 0)))
     kind = manifest.get("kind")
     if kind == LMMOE:
         return LMMoEConfig(experts=int(arch["experts"]), hidden=int(arch["hidden"]), **common)

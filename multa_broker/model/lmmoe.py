@@ -52,6 +52,9 @@ class LMMoEConfig:
     #: Width of the learnt per-packet size embedding the experts read (preprocess.size_bucket);
     #: 0 turns it off.
     size_embed: int = 0
+    #: Width of the learnt bag of packet sizes the gates and towers read (preprocess.Preprocess);
+    #: 0 turns it off.
+    size_bag: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,13 +115,14 @@ class FlowModel(nn.Module):
     flow summary when the model reads it, the summary's code, and a temperature-scaled ``forward``.
     Subclasses build their experts and towers on ``summary_dim`` and define ``logits``."""
 
-    def __init__(self, n: int, context: bool, summary_bins: int, temperatures: int, size_embed: int = 0) -> None:
+    def __init__(self, n: int, context: bool, summary_bins: int, temperatures: int, size_embed: int = 0,
+                 size_bag: int = 0) -> None:
         super().__init__()
         self.n = int(n)
-        self.pre = Preprocess(n, size_embed)
+        self.pre = Preprocess(n, size_embed, size_bag)
         self.context = bool(context)
         self.ctx_in = ContextInput()
-        self.summary_dim = SUMMARY_DIM + (CONTEXT_DIM if context else 0)
+        self.summary_dim = self.pre.summary_dim + (CONTEXT_DIM if context else 0)
         self.summary_code = SummaryCode(self.summary_dim, summary_bins)
         self.register_buffer("temperature", torch.ones(temperatures))
 
@@ -158,7 +162,8 @@ class LMMoE(ExpertModel):
     def __init__(self, cfg: LMMoEConfig) -> None:
         if not cfg.tasks:
             raise ValueError("an LMMoE needs at least one task")
-        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, len(cfg.tasks), cfg.size_embed)
+        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, len(cfg.tasks), cfg.size_embed,
+                         cfg.size_bag)
         self.task_names: List[str] = list(cfg.tasks)
         self.experts = nn.ModuleList(
             [init_lstm(nn.LSTM(self.pre.step_dim, cfg.hidden)) for _ in range(cfg.experts)])  # time-major input
@@ -196,7 +201,8 @@ class FusedLMMoE(ExpertModel):
 
     def __init__(self, source: LMMoE) -> None:
         heads = list(source.heads)
-        super().__init__(source.n, source.context, source.summary_code.bins, len(heads), source.pre.embed_dim)
+        super().__init__(source.n, source.context, source.summary_code.bins, len(heads), source.pre.embed_dim,
+                         source.pre.bag_dim)
         self.task_names: List[str] = list(source.task_names)
         self.load_state_dict({k: v for k, v in source.state_dict().items()
                               if k.split(".")[0] in ("pre", "summary_code", "temperature")})

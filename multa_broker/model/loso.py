@@ -213,7 +213,7 @@ def recipe_key(spec: LosoSpec) -> str:
             aug.pop("rtt_ms", None)
     # The architecture's options sat in the spec itself before Arch: flattened, keys stay as they were.
     d.update(d.pop("arch"))
-    for later in ("summary_bins", "size_embed"):
+    for later in ("summary_bins", "size_embed", "size_bag"):
         if not d[later]:
             del d[later]
     if any(r.get("max_steps") for r in recipes):

@@ -31,8 +31,10 @@ computed here from the same raw tensors: the masked mean of the five scalar
 step features; per direction (all, originator, responder) the packet share,
 mean/std/min/max of log size and log byte total; mean/std/min/max of log gap
 and the log duration; the first FIRST signed log sizes and log gaps in
-arrival order; the protocol one-hot; and the flow's length / N (the model's N,
-always last). Ports are never an input.
+arrival order; with ``size_bag`` D > 0, a learnt D-wide vector per packet
+(direction, size bucket), averaged over the flow's packets, and the first
+packet's own (:class:`Preprocess`); the protocol one-hot; and the flow's
+length / N (the model's N, always last). Ports are never an input.
 
 A model with host context (:mod:`multa_broker.context`) appends
 :class:`ContextInput`'s features to that summary: each count as
@@ -69,7 +71,8 @@ SIZE_BUCKETS = 256 + (1536 - 256) // 16 + 1  # 337; size_bucket's last bucket is
 FIRST = 8
 #: Per direction: share, mean/std/min/max of log size, log bytes.
 DIR_STATS = 6
-#: Width of the per-flow summary the gates (and towers) read.
+#: Width of the per-flow summary the gates (and towers) read, without the size bag (which adds
+#: twice its width).
 SUMMARY_DIM = STEP_FEATURES + 3 * DIR_STATS + 5 + 2 * FIRST + N_PROTOS + 1
 
 
@@ -124,15 +127,20 @@ def size_bucket(sizes: torch.Tensor) -> torch.Tensor:
 
 
 class Preprocess(nn.Module):
-    """Raw tensors -> (steps [S,B,step_dim], time-major, S the longest flow's length; summary [B,SUMMARY_DIM];
+    """Raw tensors -> (steps [S,B,step_dim], time-major, S the longest flow's length; summary [B,summary_dim];
     last index [B]).
 
     ``size_embed`` > 0 appends to every step a learnt vector of that width for the packet's
     size bucket (:func:`size_bucket`): the exact-size handle a tree gets by splitting, which
     the log-spaced ramps give only coarsely.
+
+    ``size_bag`` > 0 appends to the summary a learnt vector of that width per packet direction
+    and size bucket, averaged over the flow's packets (a bag of sizes), and the first packet's
+    own: the same handle where the towers and gates read it directly, each size's vector a
+    class's evidence, instead of through the experts' recurrence.
     """
 
-    def __init__(self, n: int, size_embed: int = 0) -> None:
+    def __init__(self, n: int, size_embed: int = 0, size_bag: int = 0) -> None:
         super().__init__()
         # The model's N, not the batch's width: a flow padded further is the same flow.
         self.n = int(n)
@@ -156,6 +164,12 @@ class Preprocess(nn.Module):
         for emb in self.size_embed:
             nn.init.normal_(emb.weight, std=0.1)  # the scale of the other step features
         self.step_dim = INPUT_DIM + self.embed_dim
+        self.bag_dim = max(int(size_bag), 0)
+        self.n_buckets = SIZE_BUCKETS
+        self.size_bag = nn.ModuleList([nn.Embedding(2 * SIZE_BUCKETS, self.bag_dim)] if self.bag_dim else [])
+        for emb in self.size_bag:
+            nn.init.normal_(emb.weight, std=0.1)
+        self.summary_dim = SUMMARY_DIM + 2 * self.bag_dim
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                 lengths: torch.Tensor, proto: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -174,8 +188,12 @@ class Preprocess(nn.Module):
         scalars = torch.stack([size_lin, ls, d, li, d * size_lin]) * valid  # [5, B, N], arrival order
         lf = lengths.to(sizes.dtype)
         onehot = nn.functional.one_hot(proto.clamp(0, self.n_protos - 1), self.n_protos).to(sizes.dtype)
-        summary = torch.cat([scalars.sum(dim=2).t() / lf.unsqueeze(1), self.flow_stats(ls, dirs, li, valid, lf),
-                             onehot, (lf / float(self.n)).clamp(max=1.0).unsqueeze(1)], dim=1)
+        stats = [scalars.sum(dim=2).t() / lf.unsqueeze(1), self.flow_stats(ls, dirs, li, valid, lf)]
+        for emb in self.size_bag:
+            # Responder sizes in the upper half of the table.
+            bag = emb(size_bucket(s) + self.n_buckets * (dirs <= 0.5).long()) * valid.unsqueeze(2)  # [B, N, D]
+            stats += [bag.sum(dim=1) / lf.unsqueeze(1), bag[:, 0]]
+        summary = torch.cat(stats + [onehot, (lf / float(self.n)).clamp(max=1.0).unsqueeze(1)], dim=1)
         # Steps: each flow reversed within its length (padding stays behind it), time-major
         # [N, B, D] as the LSTMs read it. Reversing the few per-packet values before they are
         # expanded into the codes moves 7 numbers per packet instead of INPUT_DIM.

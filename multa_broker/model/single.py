@@ -37,6 +37,8 @@ class SingleConfig:
     summary_bins: int = 0
     #: ... and the per-packet size embedding (LMMoEConfig.size_embed).
     size_embed: int = 0
+    #: ... and the bag of packet sizes (LMMoEConfig.size_bag).
+    size_bag: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,7 +48,7 @@ class SingleTaskLSTM(FlowModel):
     def __init__(self, cfg: SingleConfig) -> None:
         if len(cfg.tasks) != 1:
             raise ValueError("a single-task model has exactly one task")
-        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, 1, cfg.size_embed)
+        super().__init__(cfg.n, cfg.context, cfg.summary_bins if cfg.stats else 0, 1, cfg.size_embed, cfg.size_bag)
         self.task_names: List[str] = list(cfg.tasks)
         self.lstm = init_lstm(nn.LSTM(self.pre.step_dim, cfg.hidden))  # time-major input
         self.stats = bool(cfg.stats)

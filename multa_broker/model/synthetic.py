@@ -17,6 +17,7 @@ from other captures). Splits are per synthetic capture of 10 flows.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,8 +76,9 @@ def make_dataset(flows: int = 600, tasks: dict[str, list[str]] | None = None, *,
 
 
 def train_tiny(workdir: str | Path, *, name: str = "tiny", epochs: int = 3, baselines: bool = False,
-               flows: int = 300, seed: int = 0, summary_bins: int = 0, size_embed: int = 0) -> Path:
-    """Train and export a tiny LMMoE on a synthetic dataset (for tests); returns its store dir."""
+               flows: int = 300, seed: int = 0, **arch: Any) -> Path:
+    """Train and export a tiny LMMoE on a synthetic dataset (for tests); returns its store dir.
+    ``arch``: options of :class:`multa_broker.model.arch.Arch` beside the tiny widths."""
     from multa_broker.model.arch import Arch
     from multa_broker.model.experiment import RunSpec, run
     from multa_broker.model.training import TrainConfig
@@ -86,8 +88,7 @@ def train_tiny(workdir: str | Path, *, name: str = "tiny", epochs: int = 3, base
     data = workdir / f"{name}-dataset.npz"
     make_dataset(flows, partial=True, seed=seed).save(data)
     spec = RunSpec(dataset=data, out=workdir / "store", name=name, version="1", baselines=baselines,
-                   arch=Arch(experts=2, hidden=8, tower=8, single_hidden=8, summary_bins=summary_bins,
-                             size_embed=size_embed),
+                   arch=Arch(**{"experts": 2, "hidden": 8, "tower": 8, "single_hidden": 8, **arch}),
                    train=TrainConfig(epochs=epochs, patience=epochs, batch_size=64, lr=1e-2, seed=seed,
                                      progress=False))
     return run(spec)
