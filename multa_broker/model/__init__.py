@@ -6,6 +6,7 @@ Modules, one concept each:
 * :mod:`.lmmoe` -- the LSTM multi-gate mixture-of-experts (and its fused form for export);
 * :mod:`.single` -- the single-task LSTM baseline (the status quo);
 * :mod:`.classical` -- per-flow statistics + gradient boosting baseline;
+* :mod:`.arch` -- the architecture options a run shares between the LMMoE and its baselines;
 * :mod:`.augment` -- training-time variants of flows as other networks and stacks would show them;
 * :mod:`.training` -- joint and separate training paradigms, early stopping;
 * :mod:`.experiment` -- one ``multa train`` run: dataset to stored model, baselines, report;
