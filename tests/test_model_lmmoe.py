@@ -399,3 +399,31 @@ def test_size_bag_widens_the_summary_and_keeps_the_masking_exact(tmp_path) -> No
     for a, b, c in zip(lm(*x), scripted(*x), torch.jit.load(str(path))(*x)):
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(a, c)
+
+
+@pytest.mark.parametrize("bins", [0, 3])
+def test_tasks_left_out_of_the_bag_never_read_it(bins: int) -> None:
+    """With --size-bag-tasks, the other tasks' gates and towers (and their summary code) do not
+    see the bag: changing its vectors moves only the tasks that read it, in the fused form too."""
+    from multa_broker.model.lmmoe import FusedLMMoE
+    from multa_broker.model.experiment import fit_summary_code
+
+    torch.manual_seed(5)
+    lm = LMMoE(LMMoEConfig(tasks=ALL_TASKS, experts=2, hidden=8, tower=8, size_bag=4, summary_bins=bins,
+                           size_bag_tasks=["service"])).eval()
+    x = _inputs(b=8)
+    fit_summary_code(lm, x)
+    before = [z.clone() for z in lm.logits(*x)]
+    fused_before = FusedLMMoE(lm).logits(*x)
+    with torch.no_grad():
+        lm.pre.size_bag[0].weight.add_(torch.randn_like(lm.pre.size_bag[0].weight))
+    after = lm.logits(*x)
+    fused_after = torch.jit.script(FusedLMMoE(lm)).logits(*x)
+    names = list(ALL_TASKS)
+    for i, task in enumerate(names):
+        torch.testing.assert_close(fused_before[i], before[i])
+        torch.testing.assert_close(fused_after[i], after[i])
+        if task == "service":
+            assert not torch.allclose(after[i], before[i])
+        else:
+            torch.testing.assert_close(after[i], before[i])

@@ -145,6 +145,8 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     assert loso.recipe_key(spec) != loso.recipe_key(embedded)
     bagged = loso.LosoSpec(**{**spec.__dict__, "arch": Arch(size_bag=8)})
     assert loso.recipe_key(spec) != loso.recipe_key(bagged)
+    for_some = loso.LosoSpec(**{**spec.__dict__, "arch": Arch(size_bag=8, size_bag_tasks=["service"])})
+    assert loso.recipe_key(bagged) != loso.recipe_key(for_some)
     balanced = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, capture_balance=0.5)})
     assert loso.recipe_key(spec) != loso.recipe_key(balanced)
     from multa_broker.model.augment import AugmentConfig
@@ -166,6 +168,7 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     del d["summary_bins"]
     del d["size_embed"]
     del d["size_bag"]
+    del d["size_bag_tasks"]
     d["dataset_sha256"] = loso._sha256(spec.dataset)
     old = hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
     assert loso.recipe_key(spec) == old

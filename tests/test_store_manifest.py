@@ -184,6 +184,31 @@ def test_the_size_embeddings_are_trained_and_shipped_with_the_model_and_its_base
             assert rebuild(loaded).state_dict()[weight].shape == (rows, 4)
 
 
+def test_tasks_left_out_of_the_bag_are_stored_without_it(tmp_path: Path) -> None:
+    from multa_broker.model.arch import config_from_manifest
+
+    dest = train_tiny(tmp_path, epochs=1, baselines=True, size_bag=4, size_bag_tasks=["service"])
+    lmmoe = store.load(dest)
+    assert lmmoe.manifest["architecture"]["size_bag_tasks"] == ["service"]
+    assert config_from_manifest(lmmoe.manifest).size_bag_tasks == ["service"]
+    service = store.load(dest / "baselines" / "single-service")
+    assert service.manifest["architecture"]["size_bag"] == 4
+    for other in (p for p in (dest / "baselines").iterdir() if p.name != "single-service"):
+        loaded = store.load(other)
+        assert "size_bag" not in loaded.manifest["architecture"]
+        assert not any("size_bag" in k for k in loaded.module.state_dict())
+
+
+def test_bag_tasks_must_be_tasks_and_need_the_bag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from multa_broker.cli import main
+
+    for args, says in ((["--size-bag", "4", "--size-bag-tasks", "service,colour"], "colour"),
+                       (["--size-bag-tasks", "service"], "needs --size-bag")):
+        assert main(["train", "--dataset", str(tmp_path / "none.npz"), *args]) != 0
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     a = store.load(train_tiny(tmp_path / "a", epochs=1, flows=150)).manifest["weights_sha256"]
     b = store.load(train_tiny(tmp_path / "b", epochs=1, flows=150)).manifest["weights_sha256"]

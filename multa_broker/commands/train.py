@@ -108,6 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gates and towers also read learnt D-wide vectors per packet direction and size, "
                              "averaged over the flow, and the first packet's (LMMoE and single-task alike; "
                              "default 0: off)")
+    parser.add_argument("--size-bag-tasks", default="", metavar="TASKS",
+                        help="comma-separated tasks whose gates and towers read the bag of sizes, and whose "
+                             "single-task models get it (default: every task)")
     parser.add_argument("--baselines", action="store_true",
                         help="also train and store the single-task LSTMs and the classical models")
     parser.add_argument("--no-calibrate", action="store_true", help="skip temperature scaling")
@@ -186,7 +189,23 @@ def arch_of(args: argparse.Namespace) -> Arch:
 
     return Arch(n=args.n, experts=args.experts, hidden=args.hidden, tower=args.tower, dropout=args.dropout,
                 single_hidden=args.single_hidden, stats=not args.no_stats, summary_bins=args.summary_bins,
-                size_embed=args.size_embed, size_bag=args.size_bag, context=context_choice(args))
+                size_embed=args.size_embed, size_bag=args.size_bag, size_bag_tasks=bag_tasks(args),
+                context=context_choice(args))
+
+
+def bag_tasks(args: argparse.Namespace) -> list[str] | None:
+    from multa_broker.errors import MultaError
+    from multa_broker.taxonomy import TASKS
+
+    if not args.size_bag_tasks:
+        return None
+    tasks = [t.strip() for t in args.size_bag_tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:
+        raise MultaError(f"--size-bag-tasks {args.size_bag_tasks!r}: tasks are {', '.join(TASKS)}")
+    if not args.size_bag:
+        raise MultaError("--size-bag-tasks needs --size-bag D")
+    return tasks
 
 
 def setup_torch(threads: int) -> None:
@@ -208,8 +227,8 @@ def run_loso(args: argparse.Namespace) -> int:
         if cfg.distill > 0 and args.ablate_distill:
             variants["no-distill"] = dataclasses.replace(cfg, distill=0.0)
     spec = loso.LosoSpec(
-        dataset=args.dataset, out=args.loso_out, arch=arch_of(args), train=cfg, baselines=args.baselines, folds=args.fold or None, jobs=args.jobs, variants=variants,
-        summarise_only=args.summarise_only)
+        dataset=args.dataset, out=args.loso_out, arch=arch_of(args), train=cfg, baselines=args.baselines,
+        folds=args.fold or None, jobs=args.jobs, variants=variants, summarise_only=args.summarise_only)
     summary = loso.run(spec)
     print(loso.markdown(summary), end="")
     print(f"wrote {args.loso_out}/loso.md, loso.json, oos.npz")

@@ -38,6 +38,9 @@ class Arch:
     size_embed: int = 0
     #: Width of the bag of packet sizes in the summary (0: off; LMMoEConfig.size_bag).
     size_bag: int = 0
+    #: Tasks that read the bag (None: every task; LMMoEConfig.size_bag_tasks); a single-task
+    #: model of another task is built without it.
+    size_bag_tasks: list[str] | None = None
     #: Gates and towers read the host context: True, False, or None for "where the dataset
     #: carries it" (the run decides, :func:`experiment.use_context`).
     context: bool | None = None
@@ -48,23 +51,35 @@ class Arch:
                     summary_bins=self.summary_bins, size_embed=self.size_embed, size_bag=self.size_bag)
 
     def lmmoe(self, classes: dict[str, list[str]], context: bool) -> LMMoEConfig:
-        return LMMoEConfig(tasks=classes, experts=self.experts, hidden=self.hidden, **self._inputs(context))
+        return LMMoEConfig(tasks=classes, experts=self.experts, hidden=self.hidden,
+                           size_bag_tasks=self.size_bag_tasks, **self._inputs(context))
+
+    def reads_bag(self, task: str) -> bool:
+        return self.size_bag_tasks is None or task in self.size_bag_tasks
 
     def single(self, task: str, classes: list[str], context: bool) -> SingleConfig:
-        return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **self._inputs(context))
+        inputs = self._inputs(context)
+        if not self.reads_bag(task):
+            inputs["size_bag"] = 0
+        return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **inputs)
 
-    def manifest(self, kind: str, context: bool) -> dict[str, Any]:
-        """The manifest's ``architecture`` of the run's model of ``kind`` (LMMOE or SINGLE).
+    def manifest(self, kind: str, context: bool, task: str = "") -> dict[str, Any]:
+        """The manifest's ``architecture`` of the run's model of ``kind`` (LMMOE, or SINGLE for ``task``).
 
         Options added later are written only where used, so other manifests stay as they were.
         """
         shared: dict[str, Any] = {"tower": self.tower, "dropout": self.dropout, "stats": self.stats,
                                   "context": context, "summary_bins": self.summary_bins}
-        for later in ("size_embed", "size_bag"):
-            if getattr(self, later):
-                shared[later] = getattr(self, later)
+        if self.size_embed:
+            shared["size_embed"] = self.size_embed
         if kind == LMMOE:
+            if self.size_bag:
+                shared["size_bag"] = self.size_bag
+                if self.size_bag_tasks is not None:
+                    shared["size_bag_tasks"] = list(self.size_bag_tasks)
             return {"type": kind, "experts": self.experts, "hidden": self.hidden, **shared}
+        if self.size_bag and self.reads_bag(task):
+            shared["size_bag"] = self.size_bag
         return {"type": kind, "hidden": self.single_hidden, **shared}
 
 
@@ -79,7 +94,9 @@ def config_from_manifest(manifest: dict[str, Any]) -> LMMoEConfig | SingleConfig
                   size_embed=int(arch.get("size_embed", 0)), size_bag=int(arch.get("size_bag", 0)))
     kind = manifest.get("kind")
     if kind == LMMOE:
-        return LMMoEConfig(experts=int(arch["experts"]), hidden=int(arch["hidden"]), **common)
+        bag_tasks = arch.get("size_bag_tasks")
+        return LMMoEConfig(experts=int(arch["experts"]), hidden=int(arch["hidden"]),
+                           size_bag_tasks=None if bag_tasks is None else list(bag_tasks), **common)
     if kind == SINGLE:
         return SingleConfig(hidden=int(arch["hidden"]), **common)
     raise ValueError(f"no architecture of kind {kind!r}")

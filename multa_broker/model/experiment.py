@@ -281,7 +281,7 @@ def run(spec: RunSpec) -> Path:
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
                                   teachers=[classical[task][0]] if teachers else None)
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, SINGLE, trained, one, arch.n,
-                                     arch.manifest(SINGLE, context), training)
+                                     arch.manifest(SINGLE, context, task), training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")
             metrics["single"][task] = trained.summary()
         metrics["classical"] = {task: r for task, (_m, r) in classical.items()}

@@ -55,6 +55,8 @@ class LMMoEConfig:
     #: Width of the learnt bag of packet sizes the gates and towers read (preprocess.Preprocess);
     #: 0 turns it off.
     size_bag: int = 0
+    #: Tasks whose gate and tower read the bag (None: every task).
+    size_bag_tasks: Optional[List[str]] = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,17 +86,50 @@ class Tower(nn.Module):
         return self.net(h)
 
 
+class ColumnMask(nn.Module):
+    """Zeroes summary columns [start, stop) and, where the summary is coded over ``bins``, their code."""
+
+    def __init__(self, summary_dim: int, code_dim: int, start: int, stop: int, bins: int) -> None:
+        super().__init__()
+        keep, keep_code = torch.ones(summary_dim), torch.ones(code_dim)
+        keep[start:stop] = 0.0
+        keep_code[start * bins:stop * bins] = 0.0
+        self.register_buffer("keep", keep)
+        self.register_buffer("keep_code", keep_code)
+
+    def forward(self, summary: torch.Tensor, code: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return summary * self.keep, code * self.keep_code
+
+
 class TaskHead(nn.Module):
-    """One task's gate (softmax over experts, from the flow summary) and tower."""
+    """One task's gate (softmax over experts, from the flow summary) and tower.
+
+    ``hidden_columns`` (start, stop) are summary columns this task does not read (a bag of sizes
+    kept for other tasks): zeroed in its input, and in their code where the summary is coded
+    (``code_bins``)."""
 
     def __init__(self, experts: int, hidden: int, tower: int, classes: int, dropout: float,
-                 stats: bool = True, summary_dim: int = SUMMARY_DIM, code_dim: int = 0) -> None:
+                 stats: bool = True, summary_dim: int = SUMMARY_DIM, code_dim: int = 0,
+                 hidden_columns: Tuple[int, int] = (0, 0), code_bins: int = 0) -> None:
         super().__init__()
         self.stats = bool(stats)
+        self.summary_dim, self.code_dim = int(summary_dim), int(code_dim)
         self.gate = nn.Linear(summary_dim, experts)
         self.tower = Tower(hidden + (summary_dim + code_dim if stats else 0), tower, classes, dropout)
+        start, stop = hidden_columns
+        # A list of none or one, as Preprocess.size_embed: a head that reads every column keeps the
+        # state dict it always had.
+        self.mask = nn.ModuleList([ColumnMask(summary_dim, code_dim, start, stop, code_bins)] if stop > start else [])
+
+    def keeps(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """1 for each summary and code column the head reads, 0 for each it does not."""
+        for m in self.mask:
+            return m.keep, m.keep_code
+        return torch.ones(self.summary_dim), torch.ones(self.code_dim)
 
     def forward(self, summary: torch.Tensor, expert_out: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        for m in self.mask:
+            summary, code = m(summary, code)
         g = torch.softmax(self.gate(summary), dim=1)              # [B, E]
         mixed = torch.bmm(g.unsqueeze(1), expert_out).squeeze(1)  # [B, H]
         if self.stats:
@@ -167,10 +202,13 @@ class LMMoE(ExpertModel):
         self.task_names: List[str] = list(cfg.tasks)
         self.experts = nn.ModuleList(
             [init_lstm(nn.LSTM(self.pre.step_dim, cfg.hidden)) for _ in range(cfg.experts)])  # time-major input
+        bag = self.pre.bag_columns
         self.heads = nn.ModuleList(
             [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, self.summary_dim,
-                      self.summary_code.dim)
-             for c in cfg.tasks.values()])
+                      self.summary_code.dim,
+                      bag if cfg.size_bag_tasks is not None and t not in cfg.size_bag_tasks else (0, 0),
+                      self.summary_code.bins)
+             for t, c in cfg.tasks.items()])
 
     def logits(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                lengths: torch.Tensor, proto: torch.Tensor, ctx: Optional[torch.Tensor] = None,
@@ -215,10 +253,14 @@ class FusedLMMoE(ExpertModel):
         self.classes: List[int] = [f.out_features for f in final]
         width = max(self.classes)
         with torch.no_grad():
-            self.register_buffer("gate_w", torch.cat([h.gate.weight for h in heads]).t().contiguous())
+            # A column a head does not read gets a zero weight: the same as zeroing it in its input.
+            keeps = [h.keeps() for h in heads]
+            self.register_buffer("gate_w", torch.cat([h.gate.weight * k[0] for h, k in zip(heads, keeps)]).t()
+                                 .contiguous())
             self.register_buffer("gate_b", torch.cat([h.gate.bias for h in heads]))
             self.register_buffer("mix_w", torch.stack([f.weight[:, :hidden].t() for f in first]).contiguous())
-            side = [f.weight[:, hidden:] for f in first] if self.stats else [f.weight[:, :0] for f in first]
+            side = ([f.weight[:, hidden:] * torch.cat(k) for f, k in zip(first, keeps)]
+                    if self.stats else [f.weight[:, :0] for f in first])
             self.register_buffer("side_w", torch.cat(side).t().contiguous())  # [summary + code, T * tower]
             self.register_buffer("first_b", torch.stack([f.bias for f in first]).unsqueeze(1))
             out_w = torch.zeros(len(heads), first[0].out_features, width)

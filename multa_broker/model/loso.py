@@ -167,8 +167,8 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
     recipes = {"lmmoe": spec.train, **{f"lmmoe:{k}": v for k, v in spec.variants.items()}}
     for name, cfg in recipes.items():
         cfg = dataclasses.replace(cfg, progress=False)
-        trained = train_model(make_lmmoe(arch.lmmoe(classes, context), cfg.seed), splits, classes, cfg, desc=f"{fold} {name}",
-                              teachers=teachers_for(cfg, tasks))
+        trained = train_model(make_lmmoe(arch.lmmoe(classes, context), cfg.seed), splits, classes, cfg,
+                              desc=f"{fold} {name}", teachers=teachers_for(cfg, tasks))
         result["models"][name] = {t: trained.test[t] for t in held_tasks}
         result["oos"][name] = oos(trained.model, trained, tasks)
 
@@ -178,8 +178,9 @@ def run_fold(spec: LosoSpec, fold: str) -> dict[str, Any]:
         result["oos"]["single"] = {}
         for task in tasks:
             tsplits = load_splits(work, [task], arch.n)
-            trained = train_model(make_single(arch.single(task, classes[task], context), single_cfg.seed), tsplits, {task: classes[task]}, single_cfg,
-                                  desc=f"{fold} single {task}", teachers=teachers_for(single_cfg, [task]))
+            model = make_single(arch.single(task, classes[task], context), single_cfg.seed)
+            trained = train_model(model, tsplits, {task: classes[task]}, single_cfg, desc=f"{fold} single {task}",
+                                  teachers=teachers_for(single_cfg, [task]))
             if task in held_tasks:
                 result["models"]["single"][task] = trained.test[task]
             logits = predict_logits(trained.model, tsplits["test"].inputs)
@@ -213,7 +214,7 @@ def recipe_key(spec: LosoSpec) -> str:
             aug.pop("rtt_ms", None)
     # The architecture's options sat in the spec itself before Arch: flattened, keys stay as they were.
     d.update(d.pop("arch"))
-    for later in ("summary_bins", "size_embed", "size_bag"):
+    for later in ("summary_bins", "size_embed", "size_bag", "size_bag_tasks"):
         if not d[later]:
             del d[later]
     if any(r.get("max_steps") for r in recipes):

@@ -170,6 +170,8 @@ class Preprocess(nn.Module):
         for emb in self.size_bag:
             nn.init.normal_(emb.weight, std=0.1)
         self.summary_dim = SUMMARY_DIM + 2 * self.bag_dim
+        #: The bag's columns in the summary: before the protocol one-hot and length/N.
+        self.bag_columns = (SUMMARY_DIM - N_PROTOS - 1, SUMMARY_DIM - N_PROTOS - 1 + 2 * self.bag_dim)
 
     def forward(self, sizes: torch.Tensor, dirs: torch.Tensor, iats: torch.Tensor,
                 lengths: torch.Tensor, proto: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
