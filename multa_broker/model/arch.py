@@ -45,23 +45,23 @@ class Arch:
     #: carries it" (the run decides, :func:`experiment.use_context`).
     context: bool | None = None
 
-    def _inputs(self, context: bool) -> dict[str, Any]:
-        """What every model of the run reads alike."""
+    def _shared(self, context: bool) -> dict[str, Any]:
+        """What every model of the run has alike: its inputs, tower width and dropout."""
         return dict(n=self.n, tower=self.tower, dropout=self.dropout, stats=self.stats, context=context,
                     summary_bins=self.summary_bins, size_embed=self.size_embed, size_bag=self.size_bag)
 
     def lmmoe(self, classes: dict[str, list[str]], context: bool) -> LMMoEConfig:
         return LMMoEConfig(tasks=classes, experts=self.experts, hidden=self.hidden,
-                           size_bag_tasks=self.size_bag_tasks, **self._inputs(context))
+                           size_bag_tasks=self.size_bag_tasks, **self._shared(context))
 
     def reads_bag(self, task: str) -> bool:
         return self.size_bag_tasks is None or task in self.size_bag_tasks
 
     def single(self, task: str, classes: list[str], context: bool) -> SingleConfig:
-        inputs = self._inputs(context)
+        shared = self._shared(context)
         if not self.reads_bag(task):
-            inputs["size_bag"] = 0
-        return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **inputs)
+            shared["size_bag"] = 0
+        return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **shared)
 
     def manifest(self, kind: str, context: bool, task: str = "") -> dict[str, Any]:
         """The manifest's ``architecture`` of the run's model of ``kind`` (LMMOE, or SINGLE for ``task``).
