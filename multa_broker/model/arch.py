@@ -63,24 +63,23 @@ class Arch:
             shared["size_bag"] = 0
         return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **shared)
 
-    def manifest(self, kind: str, context: bool, task: str = "") -> dict[str, Any]:
-        """The manifest's ``architecture`` of the run's model of ``kind`` (LMMOE, or SINGLE for ``task``).
 
-        Options added later are written only where used, so other manifests stay as they were.
-        """
-        shared: dict[str, Any] = {"tower": self.tower, "dropout": self.dropout, "stats": self.stats,
-                                  "context": context, "summary_bins": self.summary_bins}
-        if self.size_embed:
-            shared["size_embed"] = self.size_embed
-        if kind == LMMOE:
-            if self.size_bag:
-                shared["size_bag"] = self.size_bag
-                if self.size_bag_tasks is not None:
-                    shared["size_bag_tasks"] = list(self.size_bag_tasks)
-            return {"type": kind, "experts": self.experts, "hidden": self.hidden, **shared}
-        if self.size_bag and self.reads_bag(task):
-            shared["size_bag"] = self.size_bag
-        return {"type": kind, "hidden": self.single_hidden, **shared}
+def architecture(cfg: LMMoEConfig | SingleConfig) -> dict[str, Any]:
+    """The manifest's ``architecture`` of a model built from ``cfg`` (:func:`config_from_manifest`
+    reads it back). Options added later are written only where used, so other manifests stay as
+    they were."""
+    lmmoe = isinstance(cfg, LMMoEConfig)
+    arch: dict[str, Any] = ({"type": LMMOE, "experts": cfg.experts, "hidden": cfg.hidden} if lmmoe
+                            else {"type": SINGLE, "hidden": cfg.hidden})
+    arch.update(tower=cfg.tower, dropout=cfg.dropout, stats=cfg.stats, context=cfg.context,
+                summary_bins=cfg.summary_bins)
+    if cfg.size_embed:
+        arch["size_embed"] = cfg.size_embed
+    if cfg.size_bag:
+        arch["size_bag"] = cfg.size_bag
+        if lmmoe and cfg.size_bag_tasks is not None:
+            arch["size_bag_tasks"] = list(cfg.size_bag_tasks)
+    return arch
 
 
 def config_from_manifest(manifest: dict[str, Any]) -> LMMoEConfig | SingleConfig:

@@ -27,7 +27,7 @@ from multa_broker.dataset.format import SPLITS, FlowDataset
 from multa_broker.errors import MultaError
 from multa_broker.flow import MAX_N
 from multa_broker.model.calibration import DEFAULT_REJECT, fit_temperature, pick_threshold, softmax
-from multa_broker.model.arch import LMMOE, SINGLE, Arch
+from multa_broker.model.arch import LMMOE, SINGLE, Arch, architecture
 from multa_broker.model.lmmoe import LMMoE, LMMoEConfig, count_params
 from multa_broker.model.metrics import ece, mean_macro_f1
 from multa_broker.model.single import SingleConfig, SingleTaskLSTM
@@ -261,12 +261,12 @@ def run(spec: RunSpec) -> Path:
     if spec.baselines or spec.train.distill > 0:
         classical = fit_classical(ds, tasks, classes, arch.n, spec.train.seed, spec.train.class_weights, context)
     teachers = [classical[t][0] for t in tasks] if classical and spec.train.distill > 0 else None
-    lmmoe = train_model(make_lmmoe(arch.lmmoe(classes, context), spec.train.seed), splits, classes, spec.train,
+    cfg = arch.lmmoe(classes, context)
+    lmmoe = train_model(make_lmmoe(cfg, spec.train.seed), splits, classes, spec.train,
                         calibrate=spec.calibrate, reject=spec.reject, desc="lmmoe", teachers=teachers)
     if spec.calibration:
         training["calibration"] = apply_calibration(lmmoe, splits, classes, spec.calibration)
-    manifest = manifest_for(spec.name, version, LMMOE, lmmoe, classes, arch.n, arch.manifest(LMMOE, context),
-                            training)
+    manifest = manifest_for(spec.name, version, LMMOE, lmmoe, classes, arch.n, architecture(cfg), training)
     metrics: dict[str, Any] = {"dataset": data, "lmmoe": lmmoe.summary()}
 
     if spec.baselines:
@@ -276,12 +276,12 @@ def run(spec: RunSpec) -> Path:
         for task in tasks:
             one = {task: classes[task]}
             tsplits = load_splits(ds, [task], arch.n)
-            trained = train_model(make_single(arch.single(task, classes[task], context), spec.train.seed), tsplits,
-                                  one, single_cfg,
+            scfg = arch.single(task, classes[task], context)
+            trained = train_model(make_single(scfg, spec.train.seed), tsplits, one, single_cfg,
                                   calibrate=spec.calibrate, reject=spec.reject, desc=f"single {task}",
                                   teachers=[classical[task][0]] if teachers else None)
             smanifest = manifest_for(f"{spec.name}-single-{task}", version, SINGLE, trained, one, arch.n,
-                                     arch.manifest(SINGLE, context, task), training)
+                                     architecture(scfg), training)
             store.export(trained.model, smanifest, dest / BASELINE_DIR / f"single-{task}")
             metrics["single"][task] = trained.summary()
         metrics["classical"] = {task: r for task, (_m, r) in classical.items()}

@@ -123,8 +123,8 @@ class TaskHead(nn.Module):
 
     def keeps(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """1 for each summary and code column the head reads, 0 for each it does not."""
-        for m in self.mask:
-            return m.keep, m.keep_code
+        if len(self.mask):
+            return self.mask[0].keep, self.mask[0].keep_code
         return torch.ones(self.summary_dim), torch.ones(self.code_dim)
 
     def forward(self, summary: torch.Tensor, expert_out: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
