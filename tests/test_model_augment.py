@@ -152,3 +152,27 @@ def test_augmentation_shares_outside_0_1_are_refused() -> None:
         AugmentConfig(rtt_p=1.5)
     with pytest.raises(MultaError, match="round trips"):
         AugmentConfig(rtt_ms=(0.0, 10.0))
+
+
+def test_augment_share_sets_each_named_transform_and_keeps_sizes_when_asked(capsys) -> None:
+    from multa_broker.cli import main
+    from multa_broker.commands.train import AUGMENT_SHARES, parse_augment_shares
+
+    assert parse_augment_shares("") == {}
+    kept = AugmentConfig(**parse_augment_shares("header=0, reseg=0"))
+    assert (kept.header_p, kept.reseg_p, kept.jitter_p) == (0.0, 0.0, AugmentConfig().jitter_p)
+    assert set(AUGMENT_SHARES.values()) <= set(AugmentConfig().to_json())
+    # Without the two size transforms (and without loss and cut, which drop packets) no size moves.
+    sizes, dirs, iats, lengths, proto = _batch()
+    from multa_broker.flow import PROTO_INDEX
+    proto[:] = PROTO_INDEX["tcp"]  # resegmentation touches TCP only
+    cfg = AugmentConfig(**parse_augment_shares("header=0,reseg=0,loss=0,cut=0"))
+    out = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(2), cfg)
+    np.testing.assert_array_equal(out[0], sizes)
+    assert not np.array_equal(out[2], iats)
+    moved = augment(sizes, dirs, iats, lengths, proto, np.random.default_rng(2), AugmentConfig())
+    assert not np.array_equal(moved[0], sizes)
+    for bad, says in (("hdr=0", "'hdr=0'"), ("header", "'header'"), ("cut=x", "'x'"), ("header=2", "header_p")):
+        assert main(["train", "--dataset", "none.npz", "--augment-share", bad]) != 0
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -82,6 +82,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path-delay", type=float, default=0.0, metavar="P",
                         help="with --augment on: share of flows given a longer path: a round trip of 1-300 ms "
                              "added where the direction turns (default 0)")
+    parser.add_argument("--augment-share", default="", metavar="NAME=P,...",
+                        help="with --augment on: the share of flows each transform touches, overriding its "
+                             "default (time-scale 0.5, jitter 0.5, header 0.3, reseg 0.2, loss 0.15, cut 0.15; "
+                             "docs/model.md); e.g. header=0,reseg=0 keeps every packet's size")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                         help="keep an exponential moving average of the weights with this per-step decay "
                              "(e.g. 0.99) and validate, stop and store with it (default 0: off)")
@@ -162,11 +166,33 @@ def parse_task_weights(text: str) -> dict[str, float]:
     return out
 
 
+#: ``--augment-share`` names, and the AugmentConfig field each sets.
+AUGMENT_SHARES = {"time-scale": "time_scale_p", "jitter": "jitter_p", "header": "header_p",
+                  "reseg": "reseg_p", "loss": "loss_p", "cut": "cut_p"}
+
+
+def parse_augment_shares(text: str) -> dict[str, float]:
+    from multa_broker.errors import MultaError
+
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in AUGMENT_SHARES:
+            raise MultaError(f"--augment-share: {part!r} is not NAME=P with NAME one of "
+                             f"{', '.join(AUGMENT_SHARES)}")
+        try:
+            out[AUGMENT_SHARES[name.strip()]] = float(value)
+        except ValueError:
+            raise MultaError(f"--augment-share: {part!r}: {value!r} is not a number") from None
+    return out
+
+
 def train_config(args: argparse.Namespace):
     from multa_broker.model.augment import AugmentConfig
     from multa_broker.model.training import TrainConfig
 
-    augment = (AugmentConfig(payload_p=args.payload_noise, rtt_p=args.path_delay) if args.augment == "on"
+    augment = (AugmentConfig(payload_p=args.payload_noise, rtt_p=args.path_delay,
+                             **parse_augment_shares(args.augment_share)) if args.augment == "on"
                else AugmentConfig.off())
     return TrainConfig(augment=augment,
                        label_smoothing=args.label_smoothing, distill=args.distill,
