@@ -16,7 +16,7 @@ from multa_broker.flow import FlowKey
 from multa_broker.lab import othertunnels, quic
 from multa_broker.lab.network import HOSTS, Conditions, Host, assert_lab_address
 from multa_broker.lab.procs import Result
-from multa_broker.lab.scenario import REGISTRY, Context
+from multa_broker.lab.scenario import REGISTRY, Context, ScenarioError
 from support.labfixture import assert_every_flow_labelled_once, fixture_records
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,6 +180,23 @@ def test_icmptunnel_labels_icmp_or_its_udp_mode(tmp_path):
         if any("net.ipv4.icmp_echo_ignore_all=1" in a for a in seen):
             assert ctx.cleanups
     assert modes == {True, False}
+
+
+@pytest.mark.parametrize("curl, fails", [(18, False), (7, True), (None, True)])
+def test_icmptunnel_counts_a_cut_transfer_as_carried(curl, fails, tmp_path, monkeypatch):
+    # ptunnel-ng cuts transfers short now and then (curl 18): bytes went through, so the tunnel
+    # worked; a refused connection (7) or a timeout (None) in every fetch of a session did not.
+    def run(self, ns, argv, timeout, **kw):
+        self.seen.append([str(a) for a in argv])
+        return Result([str(a) for a in argv], curl if "curl" in str(argv[0]) else 0, "", 0.0)
+
+    monkeypatch.setattr(_Procs, "run", run)
+    if fails:
+        with pytest.raises(ScenarioError, match="nothing got through ptunnel-ng"):
+            _run("icmptunnel", 2, tmp_path)
+    else:
+        ctx, _ = _run("icmptunnel", 2, tmp_path)
+        assert ctx.notes and all(n.endswith("curl 18") for n in ctx.notes)
 
 
 def test_setup_script_and_docs_list_the_packages():
