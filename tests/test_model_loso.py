@@ -163,6 +163,7 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     del d["train"]["lr_schedule"]
     del d["train"]["capture_balance"]
     del d["train"]["distill_crossfit"]
+    del d["train"]["distill_augmented"]
     del d["train"]["augment"]["rtt_p"]
     del d["train"]["augment"]["rtt_ms"]
     del d["summary_bins"]

@@ -279,6 +279,34 @@ def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
                                                           progress=False), teachers=teachers)
 
 
+def test_distillation_on_augmented_batches_asks_the_teacher_about_what_the_student_sees() -> None:
+    from multa_broker.model.augment import AugmentConfig
+    from multa_broker.model.classical import fit_task
+    from multa_broker.model.training import _teacher_features
+
+    ds = make_dataset(300, partial=True, seed=7)
+    train, val = _splits(ds)
+    feats, _ = _teacher_features([None], train.inputs)
+    y = train.labels.numpy()[:, 0]
+    ok = y >= 0
+    teacher = fit_task("service", ds.tasks[ds.task_names[0]], feats[ok], y[ok], feats[ok], y[ok], seed=1)
+    asked: list[np.ndarray] = []
+    real = teacher.predict_proba
+    teacher.predict_proba = lambda x: asked.append(x.copy()) or real(x)  # type: ignore[method-assign]
+    teachers = [teacher] + [None] * (len(ds.tasks) - 1)
+    cfg = TrainConfig(epochs=2, min_epochs=1, batch_size=32, distill=0.5, distill_augmented=True,
+                      augment=AugmentConfig(), progress=False)
+    fit(_model(ds), train, val, ds.tasks, cfg, teachers=teachers)
+    # Batch by batch (never the whole split at once), and only batches that carry service labels.
+    assert asked and all(len(a) <= 32 for a in asked)
+    assert len(asked) < 2 * sum(-(-int((train.labels[:, t] >= 0).sum()) // 32) for t in range(len(ds.tasks)))
+    captured = {r.tobytes() for r in feats}
+    asked_rows = np.concatenate(asked)
+    assert sum(r.tobytes() not in captured for r in asked_rows) > len(asked_rows) // 4
+    with pytest.raises(MultaError, match="exclude each other"):
+        TrainConfig(distill=0.5, distill_augmented=True, distill_crossfit=3)
+
+
 @pytest.mark.parametrize("flag, value, message", [("--capture-balance", "-0.5", "must be >= 0"),
                                                   ("--distill-crossfit", "1", "at least 2 folds")])
 def test_train_refuses_bad_balance_or_folds_before_training(tmp_path, capsys, flag, value, message) -> None:

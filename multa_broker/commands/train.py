@@ -68,6 +68,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --distill: the trees' soft label of each training flow comes from trees "
                              "fitted without its capture, over K capture-grouped folds (default 0: the trees' "
                              "own, nearly one-hot, view of their training flows)")
+    parser.add_argument("--distill-augmented", action="store_true",
+                        help="with --distill: the trees score every training batch after augmentation, as "
+                             "the student sees it, instead of each flow once as captured")
     parser.add_argument("--context", choices=("auto", "on", "off"), default="auto",
                         help="models read each flow's host context (what its hosts did in the 60 s before it); "
                              "auto: where the dataset carries it (default auto)")
@@ -203,7 +206,7 @@ def train_config(args: argparse.Namespace):
                        seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps,
                        context_dropout=args.context_dropout, ema=args.ema,
                        lr_schedule=args.lr_schedule, capture_balance=args.capture_balance,
-                       distill_crossfit=args.distill_crossfit)
+                       distill_crossfit=args.distill_crossfit, distill_augmented=args.distill_augmented)
 
 
 def context_choice(args: argparse.Namespace) -> bool | None:

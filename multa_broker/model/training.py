@@ -88,6 +88,10 @@ class TrainConfig:
     #: With distillation: score each training flow by trees fitted without its capture, over this
     #: many capture-grouped folds (0: the teacher's own, nearly one-hot, view of its training flows).
     distill_crossfit: int = 0
+    #: With distillation: the teacher scores every training batch as the student sees it, after
+    #: augmentation and hidden context (the student matches the trees' function on the inputs it
+    #: trains on), instead of each flow once, as captured.
+    distill_augmented: bool = False
 
     def __post_init__(self) -> None:
         # At construction, so a bad value stops before any model (or teacher tree) is trained.
@@ -96,6 +100,9 @@ class TrainConfig:
         if self.distill_crossfit < 0 or self.distill_crossfit == 1:
             raise MultaError(f"cross-fitted distillation needs at least 2 folds (or 0 for none), "
                              f"not {self.distill_crossfit}")
+        if self.distill_augmented and self.distill_crossfit:
+            raise MultaError("distillation on augmented batches and cross-fitted distillation exclude "
+                             "each other: out-of-fold scores exist only for flows as captured")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -258,6 +265,14 @@ def teacher_probs(teachers: Sequence[Any], inputs: Sequence[torch.Tensor]) -> li
         m.predict_proba(with_ctx if getattr(m, "context", False) else plain).astype(np.float32)) for m in teachers]
 
 
+def batch_teacher_probs(teachers: Sequence[Any], rows: Sequence[torch.Tensor],
+                        labels: torch.Tensor) -> list[torch.Tensor | None]:
+    """As :func:`teacher_probs` for one batch, scoring only the tasks some of its rows carry (in
+    the separate paradigm a batch is one task's)."""
+    carried = (labels >= 0).any(dim=0).tolist()
+    return teacher_probs([m if carried[t] else None for t, m in enumerate(teachers)], rows)
+
+
 def crossfit_teacher_probs(teachers: Sequence[Any], train: "SplitTensors", folds: int, seed: int,
                            class_weights: str) -> list[torch.Tensor | None]:
     """As :func:`teacher_probs` for the training rows, each labelled row scored out of fold by trees
@@ -343,7 +358,8 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps, eta_min=cfg.lr / 100)
                 if cfg.lr_schedule == "cosine" else None)
     soft_all = None
-    if teachers and cfg.distill > 0:
+    live_teacher = bool(teachers) and cfg.distill > 0 and cfg.distill_augmented
+    if teachers and cfg.distill > 0 and not live_teacher:
         soft_all = (crossfit_teacher_probs(teachers, train, cfg.distill_crossfit, cfg.seed, cfg.class_weights)
                     if cfg.distill_crossfit > 1 else teacher_probs(teachers, train.inputs))
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
@@ -370,7 +386,10 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
             if getattr(model, "context", False):
                 rows = hide_context(rows, cfg.context_dropout, rng)
             logits = model.logits(*rows)
-            soft = [None if p is None else p[idx] for p in soft_all] if soft_all else None
+            if live_teacher:
+                soft = batch_teacher_probs(teachers, rows, y)
+            else:
+                soft = [None if p is None else p[idx] for p in soft_all] if soft_all else None
             loss = torch.zeros(())
             for t in range(len(tasks)):
                 present = y[:, t] >= 0
