@@ -13,7 +13,7 @@ import importlib
 
 from multa_broker.errors import MultaError
 
-HELP = "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context, versus, conditions, seeds"
+HELP = "benchmarks: flows, model, bridge, zeek, soak, context, cluster-context, versus, conditions, seeds, tabular"
 
 BENCHES: dict[str, tuple[str, str]] = {
     "flows": ("multa_broker.bench.flows", "offline extractor packets/s on a capture corpus"),
@@ -28,6 +28,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "conditions": ("multa_broker.bench.conditions",
                    "stored models on lab captures made under drawn delay, jitter and loss, by condition"),
     "seeds": ("multa_broker.bench.seeds", "out-of-source figures of loso runs over several seeds, with their spread"),
+    "tabular": ("multa_broker.bench.tabular",
+                "the classical trees against an MLP on the same per-flow features, leave one source out"),
 }
 
 
