@@ -199,6 +199,28 @@ def test_icmptunnel_counts_a_cut_transfer_as_carried(curl, fails, tmp_path, monk
         assert ctx.notes and all(n.endswith("curl 18") for n in ctx.notes)
 
 
+def test_tunnel_fetches_may_take_curls_allowance_for_every_object(tmp_path, monkeypatch):
+    # curl's --max-time bounds each object; the run's own limit must not cut a slow tunnel
+    # (iodine over a long path) short before curl's would.
+    from multa_broker.lab import tunnels  # noqa: F401  (registers iodine)
+    from multa_broker.lab.benign import CURL_MAX_TIME
+
+    asked: list[tuple[list[str], float]] = []
+
+    def run(self, ns, argv, timeout, **kw):
+        asked.append(([str(a) for a in argv], timeout))
+        return Result([str(a) for a in argv], 0, "", 0.0)
+
+    monkeypatch.setattr(_Procs, "run", run)
+    monkeypatch.setattr(StandIn, "wait_until", lambda self, what, ok, timeout: None)
+    for seed in (1, 2, 3):
+        _run("iodine", seed, tmp_path)
+    fetches = [(argv, t) for argv, t in asked if argv[0] == "curl"]
+    assert fetches and any(argv.count("-o") > 1 for argv, _ in fetches)
+    for argv, timeout in fetches:
+        assert timeout >= CURL_MAX_TIME * argv.count("-o")
+
+
 def test_setup_script_and_docs_list_the_packages():
     text = (REPO / "scripts" / "lab-setup.sh").read_text()
     docs = (REPO / "docs" / "lab.md").read_text()

@@ -32,9 +32,13 @@ def web_name(ctx: Context, addr: str) -> str:
     return addr
 
 
+#: curl's --max-time in :func:`curl_session`, in seconds: it bounds each object of the run.
+CURL_MAX_TIME = 60
+
+
 def curl_session(ctx: Context, base: str, paths: list[str], extra: list[str] | None = None) -> list[str]:
     """One curl run fetching several objects over one keep-alive connection."""
-    argv = ["curl", "-s", "--fail", "--max-time", "60", *(extra or [])]
+    argv = ["curl", "-s", "--fail", "--max-time", str(CURL_MAX_TIME), *(extra or [])]
     for p in paths:
         argv += ["-o", "/dev/null", f"{base}{p}"]
     return argv
