@@ -67,7 +67,7 @@ class _Procs:
 
     def start(self, ns: str, argv: Sequence[Any], name: str, **kw: Any) -> SimpleNamespace:
         self.seen.append([str(a) for a in argv])
-        return SimpleNamespace(name=name, proc=_Proc(), log_path=Path("/nonexistent"))
+        return SimpleNamespace(name=name, proc=_Proc(), log_path=Path("/nonexistent"), log_text=lambda: "")
 
     def stop(self, d: Any, grace: float = 3.0) -> None:
         pass

@@ -106,3 +106,26 @@ def test_resume_refuses_labels_it_has_no_outcomes_for(tmp_path, fake_lab):
     assert ran == []
     assert (out / "labels.jsonl").read_text() == old
     assert not (out / "outcomes.jsonl").exists()
+
+
+def test_a_restarted_daemon_reads_only_its_own_output(tmp_path, monkeypatch):
+    # A resumed run starts daemons under the names an earlier attempt used, and their logs are
+    # appended to: a wait for "Connection setup complete" must not be met by the earlier attempt's.
+    import subprocess
+
+    from multa_broker.lab import procs
+
+    real = subprocess.Popen
+
+    def popen(argv, stdout, **kw):
+        stdout.write(b"Connection setup complete\n" if "first" in argv else b"Retrying upstream codec test...\n")
+        return real(["true"])
+
+    monkeypatch.setattr(procs.subprocess, "Popen", popen)
+    p = procs.Procs(tmp_path, {})
+    first = p.start("ns", ["iodine", "first"], "iodine-client0")
+    assert "Connection setup complete" in first.log_text()
+    again = p.start("ns", ["iodine", "again"], "iodine-client0")
+    assert again.log_path == first.log_path
+    assert again.log_text() == "Retrying upstream codec test...\n"
+    assert "Connection setup complete" in first.log_text()  # the whole file from its own start

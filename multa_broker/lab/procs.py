@@ -35,10 +35,18 @@ class Daemon:
     ns: str
     proc: subprocess.Popen
     log_path: Path
+    #: Where this start's output begins in ``log_path``: the log is appended to, and a resumed
+    #: run starts the same names again, so what an earlier attempt wrote must not count.
+    log_start: int = 0
 
     def log_text(self) -> str:
-        """What the daemon has written so far ('' before its log exists)."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What the daemon has written since it started ('' before its log exists)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_start)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
 
 @dataclass
@@ -102,9 +110,10 @@ class Procs:
         full = self._argv(ns, argv)
         log.debug("start %s in %s: %s", name, ns, " ".join(full))
         with open(log_path, "ab") as out:
+            start = out.tell()
             proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                     env=env or self.env, cwd=cwd, start_new_session=True)
-        d = Daemon(name, ns, proc, log_path)
+        d = Daemon(name, ns, proc, log_path, start)
         self.daemons.append(d)
         return d
 

@@ -88,7 +88,7 @@ def _parallel(ctx: Context, argvs: Sequence[Sequence[object]], tag: str,
         except subprocess.TimeoutExpired:  # stopped below like the rest
             code = None
         ctx.procs.stop(d)
-        outputs.append((d.name, code, d.log_path.read_text(errors="replace") if d.log_path.exists() else ""))
+        outputs.append((d.name, code, d.log_text()))
     return outputs
 
 

@@ -176,7 +176,7 @@ class Context:
 
     def log_tail(self, d: Daemon, lines: int = 5) -> str:
         try:
-            text = d.log_path.read_text(errors="replace").strip().splitlines()
+            text = d.log_text().strip().splitlines()
         except OSError:
             return "(no log)"
         return " | ".join(text[-lines:]) or "(empty log)"

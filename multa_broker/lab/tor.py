@@ -190,7 +190,7 @@ def _client(ctx: Context, n: int, addr: str, auths: list[str]) -> tuple[Daemon, 
 
 def _bootstrapped(d: Daemon) -> bool:
     try:
-        return "Bootstrapped 100%" in d.log_path.read_text(errors="replace")
+        return "Bootstrapped 100%" in d.log_text()
     except OSError:
         return False
 

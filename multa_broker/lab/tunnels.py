@@ -97,8 +97,8 @@ def _openvpn(ctx: Context, proto: str) -> None:
                                     "--remote", ctx.target(addr), str(port),
                                     "--proto", "udp" if proto == "udp" else "tcp-client",
                                     "--ifconfig", OVPN_NET[1], OVPN_NET[0]], f"openvpn-client{n}")
-        ctx.wait_until("openvpn tunnel", lambda: "Initialization Sequence Completed" in client.log_path.read_text(
-            errors="replace"), timeout=30)
+        ctx.wait_until("openvpn tunnel", lambda: "Initialization Sequence Completed" in client.log_text(),
+                       timeout=30)
         _browse(ctx, site, OVPN_NET[0], (1, 3))
         ctx.procs.stop(client)
         ctx.procs.stop(server)
@@ -190,8 +190,8 @@ def iodine(ctx: Context) -> None:
         resolver = _stub_resolver(ctx, n, domain, addr) if ctx.rng.random() < 0.5 else None
         client = ctx.daemon("cli", [*argv, "127.0.0.1" if resolver else ctx.target(addr), domain],
                             f"iodine-client{n}")
-        ctx.wait_until("iodine tunnel", lambda: "Connection setup complete" in client.log_path.read_text(
-            errors="replace"), timeout=60)
+        ctx.wait_until("iodine tunnel", lambda: "Connection setup complete" in client.log_text(),
+                       timeout=60)
         _browse(ctx, site, IODINE_NET, (1, 2))
         ctx.procs.stop(client)
         if resolver:
