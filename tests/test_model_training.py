@@ -256,9 +256,11 @@ def test_crossfit_scores_each_capture_with_trees_that_never_saw_it() -> None:
     assert oof[np.arange(len(y)), y].mean() < 0.5  # out of fold, no capture is recognised
 
 
-def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
+def _service_teacher():
+    """A synthetic dataset's splits, the trees' features of its training rows, which of them carry
+    a service label, and a service teacher (no teacher for the other tasks)."""
     from multa_broker.model.classical import fit_task
-    from multa_broker.model.training import crossfit_teacher_probs, teacher_probs, _teacher_features
+    from multa_broker.model.training import _teacher_features
 
     ds = make_dataset(300, partial=True, seed=7)
     train, val = _splits(ds)
@@ -266,6 +268,13 @@ def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
     y = train.labels.numpy()[:, 0]
     ok = y >= 0
     teacher = fit_task("service", ds.tasks[ds.task_names[0]], feats[ok], y[ok], feats[ok], y[ok], seed=1)
+    return ds, train, val, feats, ok, teacher
+
+
+def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
+    from multa_broker.model.training import crossfit_teacher_probs, teacher_probs
+
+    ds, train, val, _, ok, teacher = _service_teacher()
     teachers = [teacher] + [None] * (len(ds.tasks) - 1)
     crossed = crossfit_teacher_probs(teachers, train, 3, 1, "sqrt")
     plain = teacher_probs(teachers, train.inputs)
@@ -281,15 +290,8 @@ def test_distillation_with_crossfit_trains_and_one_fold_is_refused() -> None:
 
 def test_distillation_on_augmented_batches_asks_the_teacher_about_what_the_student_sees() -> None:
     from multa_broker.model.augment import AugmentConfig
-    from multa_broker.model.classical import fit_task
-    from multa_broker.model.training import _teacher_features
 
-    ds = make_dataset(300, partial=True, seed=7)
-    train, val = _splits(ds)
-    feats, _ = _teacher_features([None], train.inputs)
-    y = train.labels.numpy()[:, 0]
-    ok = y >= 0
-    teacher = fit_task("service", ds.tasks[ds.task_names[0]], feats[ok], y[ok], feats[ok], y[ok], seed=1)
+    ds, train, val, feats, _, teacher = _service_teacher()
     asked: list[np.ndarray] = []
     real = teacher.predict_proba
     teacher.predict_proba = lambda x: asked.append(x.copy()) or real(x)  # type: ignore[method-assign]
