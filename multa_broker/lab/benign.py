@@ -44,6 +44,12 @@ def curl_session(ctx: Context, base: str, paths: list[str], extra: list[str] | N
     return argv
 
 
+def curl_allowance(paths: list[str]) -> float:
+    """Seconds a :func:`curl_session` run over ``paths`` may take: its --max-time bounds each
+    object, so a slow path may use the whole allowance for every one."""
+    return CURL_MAX_TIME * len(paths) + 30
+
+
 @scenario("http", "benign", "nginx + curl/wget: pages and objects of varied sizes over keep-alive HTTP/1.x",
           needs=("nginx", "curl"))
 def http(ctx: Context) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from multa_broker.lab.benign import CURL_MAX_TIME, curl_session
+from multa_broker.lab.benign import curl_allowance, curl_session
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, ScenarioError, scenario
 from multa_broker.lab.servers import unbound_config
@@ -37,10 +37,9 @@ def _browse(ctx: Context, site: WebSite, inner_srv: str, sessions: tuple[int, in
     """Fetch objects from the server's inner address, through the tunnel."""
     for _ in range(ctx.count(*sessions, minimum=1)):
         paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 4)))
-        # curl's --max-time bounds each object, not the run: a slow tunnel (iodine over a long
-        # path: 228-byte fragments at 132 ms) may take its whole allowance for every object.
+        # A slow tunnel (iodine over a long path: 228-byte fragments at 132 ms) needs all of it.
         ctx.client("cli", curl_session(ctx, f"http://{ctx.target(inner_srv)}", paths),
-                   timeout=CURL_MAX_TIME * len(paths) + 30, ok=True)
+                   timeout=curl_allowance(paths), ok=True)
         ctx.pause(0.2, 2.0)
 
 

@@ -358,8 +358,9 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
     schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps, eta_min=cfg.lr / 100)
                 if cfg.lr_schedule == "cosine" else None)
     soft_all = None
-    live_teacher = bool(teachers) and cfg.distill > 0 and cfg.distill_augmented
-    if teachers and cfg.distill > 0 and not live_teacher:
+    distilling = bool(teachers) and cfg.distill > 0
+    live_teacher = distilling and cfg.distill_augmented
+    if distilling and not live_teacher:
         soft_all = (crossfit_teacher_probs(teachers, train, cfg.distill_crossfit, cfg.seed, cfg.class_weights)
                     if cfg.distill_crossfit > 1 else teacher_probs(teachers, train.inputs))
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
