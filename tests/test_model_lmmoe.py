@@ -95,6 +95,36 @@ def test_ports_are_not_an_input() -> None:
         assert np.array_equal(getattr(ea, name), getattr(eb, name))
 
 
+def test_encode_pads_truncates_and_clips_each_flow_as_its_definition_says() -> None:
+    """encode() fills the padded rows of a whole batch at once; each row must be exactly the
+    flow's first n packets (sizes, dirs as 0/1, gaps clipped at MAX_IAT_US, even past 2**63),
+    zero beyond, whatever the other flows' lengths."""
+    import random
+
+    from multa_broker.flow import MAX_IAT_US, PROTO_INDEX
+
+    rng = random.Random(5)
+    flows = []
+    for k in (1, 3, 20, 21, 64, 2):
+        gaps = [0] + [rng.choice((rng.randrange(10**6), MAX_IAT_US, MAX_IAT_US + 1, 2**64 - 1)) for _ in range(k - 1)]
+        flows.append(Flow(FlowKey(rng.choice(("tcp", "udp", "icmp")), "10.0.0.1", 1, "10.0.0.2", 2, 1.0),
+                          [rng.randint(20, 65535) for _ in range(k)], [rng.random() < 0.5 for _ in range(k)], gaps))
+    for n in (1, 20, 64):
+        e = encode(flows, n)
+        assert e.sizes.dtype == e.dirs.dtype == e.iats.dtype == np.float32
+        for row, f in enumerate(flows):
+            k = min(n, len(f.sizes))
+            assert e.lengths[row] == k and e.proto[row] == PROTO_INDEX[f.key.proto]
+            want = {"sizes": f.sizes[:k], "dirs": [float(d) for d in f.dirs[:k]],
+                    "iats": [min(g, MAX_IAT_US) for g in f.iats[:k]]}
+            for name, values in want.items():
+                got = getattr(e, name)[row]
+                assert np.array_equal(got[:k], np.array(values, dtype=np.float32)), (name, n, row)
+                assert not got[k:].any(), (name, n, row)
+    empty = encode([], 20)
+    assert empty.sizes.shape == (0, 20) and empty.lengths.shape == (0,)
+
+
 def test_preprocess_scales_reverses_and_clamps_bad_values() -> None:
     from multa_broker.model.preprocess import IAT_RAMPS, SIZE_RAMPS, STEP_FEATURES
 
