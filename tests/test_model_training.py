@@ -310,11 +310,23 @@ def test_distillation_on_augmented_batches_asks_the_teacher_about_what_the_stude
 
 
 @pytest.mark.parametrize("flag, value, message", [("--capture-balance", "-0.5", "must be >= 0"),
-                                                  ("--distill-crossfit", "1", "at least 2 folds")])
-def test_train_refuses_bad_balance_or_folds_before_training(tmp_path, capsys, flag, value, message) -> None:
+                                                  ("--distill-crossfit", "1", "at least 2 folds"),
+                                                  # A misspelt task was once weighted silently by nothing.
+                                                  ("--task-weights", "servce=2", "'servce=2'"),
+                                                  ("--task-weights", "threat", "'threat'"),
+                                                  ("--task-weights", "threat=-1", "'-1'"),
+                                                  ("--task-weights", "threat=nan", "'nan'")])
+def test_train_refuses_bad_options_before_training(tmp_path, capsys, flag, value, message) -> None:
     from multa_broker.cli import main
 
     # The dataset does not exist: the option is refused before anything is read or trained.
     rc = main(["train", "--dataset", str(tmp_path / "none.npz"), "--out", str(tmp_path), flag, value])
     err = capsys.readouterr().err
-    assert rc != 0 and message in err and "Traceback" not in err
+    assert rc != 0 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_task_weights_name_tasks_of_the_taxonomy() -> None:
+    from multa_broker.commands.train import parse_task_weights
+
+    assert parse_task_weights("") == {}
+    assert parse_task_weights("service=1, threat=2.5") == {"service": 1.0, "threat": 2.5}

@@ -156,17 +156,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite an existing name/version")
 
 
-def parse_task_weights(text: str) -> dict[str, float]:
+def parse_named_numbers(text: str, flag: str, names: dict[str, str]) -> dict[str, float]:
+    """``NAME=number,...`` as {names[NAME]: number}; MultaError (one line, naming the part) for a
+    part without ``=``, a NAME not in ``names`` or a value that is not a finite number >= 0."""
+    import math
+
     from multa_broker.errors import MultaError
 
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        task, _, value = part.partition("=")
+        name, sep, value = part.partition("=")
+        if not sep or name.strip() not in names:
+            raise MultaError(f"{flag}: {part!r} is not NAME=number with NAME one of {', '.join(names)}")
         try:
-            out[task.strip()] = float(value)
+            number = float(value)
         except ValueError:
-            raise MultaError(f"--task-weights: {part!r} is not task=number") from None
+            number = math.nan
+        if not (math.isfinite(number) and number >= 0):
+            raise MultaError(f"{flag}: {part!r}: {value.strip()!r} is not a number >= 0")
+        out[names[name.strip()]] = number
     return out
+
+
+def parse_task_weights(text: str) -> dict[str, float]:
+    from multa_broker.taxonomy import TASKS
+
+    return parse_named_numbers(text, "--task-weights", {t: t for t in TASKS})
 
 
 #: ``--augment-share`` names, and the AugmentConfig field each sets.
@@ -175,19 +190,7 @@ AUGMENT_SHARES = {"time-scale": "time_scale_p", "jitter": "jitter_p", "header": 
 
 
 def parse_augment_shares(text: str) -> dict[str, float]:
-    from multa_broker.errors import MultaError
-
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
-        if not sep or name.strip() not in AUGMENT_SHARES:
-            raise MultaError(f"--augment-share: {part!r} is not NAME=P with NAME one of "
-                             f"{', '.join(AUGMENT_SHARES)}")
-        try:
-            out[AUGMENT_SHARES[name.strip()]] = float(value)
-        except ValueError:
-            raise MultaError(f"--augment-share: {part!r}: {value!r} is not a number") from None
-    return out
+    return parse_named_numbers(text, "--augment-share", AUGMENT_SHARES)
 
 
 def train_config(args: argparse.Namespace):
