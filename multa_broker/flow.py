@@ -21,8 +21,8 @@ three cannot drift apart.
 from __future__ import annotations
 
 import math
-from itertools import chain
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -206,9 +206,13 @@ def encode(flows: Sequence[Flow] | Iterable[Flow], n: int = DEFAULT_N) -> Encode
     total = int(lengths.sum())
     rows = np.repeat(np.arange(b), lengths)
     cols = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    ks = lengths.tolist()
     out = []
     for name, dtype in (("sizes", np.float32), ("dirs", np.float32), ("iats", np.float64)):
-        flat = np.fromiter(chain.from_iterable(getattr(f, name)[:n] for f in flows), dtype=dtype, count=total)
+        # Each flow's own k packets of every feature: a flow whose sequences differ in length
+        # raises here instead of shifting the next flows' packets.
+        flat = np.fromiter(chain.from_iterable(getattr(f, name)[:k] for f, k in zip(flows, ks)), dtype=dtype,
+                           count=total)
         padded = np.zeros((b, n), dtype=np.float32)
         # Gaps clipped in float64, which holds every integer up to 2**53 exactly, before float32.
         padded[rows, cols] = np.minimum(flat, MAX_IAT_US) if name == "iats" else flat
