@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from multa_broker.flow import DEFAULT_N
-from multa_broker.model.lmmoe import LMMoEConfig
+from multa_broker.model.lmmoe import LMMoEConfig, reads_bag
 from multa_broker.model.single import SingleConfig
 
 #: Manifest ``kind`` of each model this module builds.
@@ -54,12 +54,9 @@ class Arch:
         return LMMoEConfig(tasks=classes, experts=self.experts, hidden=self.hidden,
                            size_bag_tasks=self.size_bag_tasks, **self._shared(context))
 
-    def reads_bag(self, task: str) -> bool:
-        return self.size_bag_tasks is None or task in self.size_bag_tasks
-
     def single(self, task: str, classes: list[str], context: bool) -> SingleConfig:
         shared = self._shared(context)
-        if not self.reads_bag(task):
+        if not reads_bag(self.size_bag_tasks, task):
             shared["size_bag"] = 0
         return SingleConfig(tasks={task: classes}, hidden=self.single_hidden, **shared)
 

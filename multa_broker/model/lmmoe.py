@@ -62,6 +62,12 @@ class LMMoEConfig:
         return asdict(self)
 
 
+def reads_bag(size_bag_tasks: Optional[List[str]], task: str) -> bool:
+    """Whether ``task``'s gate and tower read the bag of sizes, given ``size_bag_tasks`` (None: every
+    task): the one rule for the LMMoE's heads and the single-task baselines alike."""
+    return size_bag_tasks is None or task in size_bag_tasks
+
+
 def init_lstm(lstm: nn.LSTM) -> nn.LSTM:
     """Forget-gate bias 1 (Jozefowicz et al., 2015): early packets survive the first epochs."""
     h = lstm.hidden_size
@@ -206,7 +212,7 @@ class LMMoE(ExpertModel):
         self.heads = nn.ModuleList(
             [TaskHead(cfg.experts, cfg.hidden, cfg.tower, len(c), cfg.dropout, cfg.stats, self.summary_dim,
                       self.summary_code.dim,
-                      bag if cfg.size_bag_tasks is not None and t not in cfg.size_bag_tasks else (0, 0),
+                      (0, 0) if reads_bag(cfg.size_bag_tasks, t) else bag,
                       self.summary_code.bins)
              for t, c in cfg.tasks.items()])
 
