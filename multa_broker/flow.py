@@ -209,8 +209,8 @@ def encode(flows: Sequence[Flow] | Iterable[Flow], n: int = DEFAULT_N) -> Encode
     ks = lengths.tolist()
     out = []
     for name, dtype in (("sizes", np.float32), ("dirs", np.float32), ("iats", np.float64)):
-        # Each flow's own k packets of every feature: a flow whose sequences differ in length
-        # raises here instead of shifting the next flows' packets.
+        # Each flow's own k packets of every feature, so no flow shifts its neighbours: a dirs or
+        # iats shorter than its sizes leaves the run short and raises; a longer one is cut at k.
         flat = np.fromiter(chain.from_iterable(getattr(f, name)[:k] for f, k in zip(flows, ks)), dtype=dtype,
                            count=total)
         padded = np.zeros((b, n), dtype=np.float32)

@@ -123,7 +123,7 @@ def test_encode_pads_truncates_and_clips_each_flow_as_its_definition_says() -> N
                 assert not got[k:].any(), (name, n, row)
     empty = encode([], 20)
     assert empty.sizes.shape == (0, 20) and empty.lengths.shape == (0,)
-    # A flow whose sequences differ in length (never valid) fails; it never shifts its neighbours.
+    # A flow whose dirs is shorter than its sizes (never valid) fails; it never shifts its neighbours.
     broken = Flow(FlowKey("tcp", "10.0.0.1", 1, "10.0.0.2", 2, 1.0), [60, 60, 60], [True], [0, 1, 2])
     with pytest.raises(ValueError):
         encode([broken] + flows, 20)
