@@ -91,6 +91,12 @@ class StandIn(Context):
 
 
 def _run(name: str, seed: int, tmp_path: Path, mtu: int = 1500) -> tuple[StandIn, list[list[str]]]:
+    ctx, seen = _stand_in(name, seed, tmp_path, mtu)
+    REGISTRY[name].func(ctx)
+    return ctx, seen
+
+
+def _stand_in(name: str, seed: int, tmp_path: Path, mtu: int = 1500) -> tuple[StandIn, list[list[str]]]:
     seen: list[list[str]] = []
     hosts = {r: Host(r, f"mlab-test-{r}", ip, extra) for r, (ip, extra) in HOSTS.items()}
     net = SimpleNamespace(hosts=hosts, conditions=Conditions(mtu), prefix="mlab-test-",
@@ -98,7 +104,6 @@ def _run(name: str, seed: int, tmp_path: Path, mtu: int = 1500) -> tuple[StandIn
     ctx = StandIn(f"{name}-s{seed}", net, _Procs(seen), random.Random(f"{seed}:{name}"),  # type: ignore[arg-type]
                   tmp_path / f"{name}-{seed}-{mtu}", scale=0.1)
     ctx.dir.mkdir(parents=True)
-    REGISTRY[name].func(ctx)
     return ctx, seen
 
 
@@ -253,3 +258,22 @@ def test_fixture_labels_follow_the_scenarios():
         assert r["threat"] == "benign"
         if r["service"] == "quic":
             assert r["proto"] == "udp" and r["encrypted"] == "encrypted"
+
+
+@pytest.mark.parametrize("name", ["httptunnel", "icmptunnel"])
+def test_inner_curl_runs_get_the_time_curl_itself_may_take(name, tmp_path):
+    from multa_broker.lab.benign import CURL_MAX_TIME
+
+    # curl's --max-time bounds each object; a run of several over a slow path must not be killed
+    # before curl gives up on its own (a fixed 120 s did that to runs of two or more objects).
+    runs = []
+    for seed in range(1, 8):
+        ctx, _ = _stand_in(name, seed, tmp_path)
+        timed: list[tuple[list[str], float]] = []
+        ctx.client = lambda role, argv, timeout, ok=False, env=None, input=None, t=timed: (  # type: ignore[method-assign]
+            t.append(([str(a) for a in argv], timeout)) or Result([str(a) for a in argv], 0, "", 0.0))
+        REGISTRY[name].func(ctx)
+        runs += [(argv, timeout) for argv, timeout in timed if argv[0] == "curl"]
+    assert runs and any(sum(a.startswith("http") for a in argv) >= 2 for argv, _ in runs)
+    for argv, timeout in runs:
+        assert timeout >= CURL_MAX_TIME * sum(a.startswith("http") for a in argv), (argv, timeout)

@@ -9,7 +9,7 @@ is new outer flows.
 
 from __future__ import annotations
 
-from multa_broker.lab.benign import curl_session
+from multa_broker.lab.benign import curl_allowance, curl_session
 from multa_broker.lab.labels import Labels, ports
 from multa_broker.lab.scenario import Context, ScenarioError, scenario
 from multa_broker.lab.services import WebSite, nginx, ssh_opts, sshd, web_content
@@ -36,7 +36,7 @@ def _fetch(ctx: Context, site: WebSite, base: str, extra: list[str] | None = Non
     """Inner traffic: a few curl runs, each several objects over one keep-alive connection."""
     for _ in range(ctx.count(*runs)):
         paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 5)))
-        ctx.client("cli", curl_session(ctx, base, paths, extra), timeout=120, ok=True)
+        ctx.client("cli", curl_session(ctx, base, paths, extra), timeout=curl_allowance(paths), ok=True)
         ctx.pause(0.1, 1.0)
 
 
@@ -125,7 +125,7 @@ def _fetch_lossy(ctx: Context, site: WebSite, base: str, session: int) -> None:
     ok = 0
     for _ in range(ctx.count(1, 3)):
         paths = ctx.rng.sample(site.paths, k=min(len(site.paths), ctx.rng.randint(1, 5)))
-        r = ctx.client("cli", curl_session(ctx, base, paths), timeout=120)
+        r = ctx.client("cli", curl_session(ctx, base, paths), timeout=curl_allowance(paths))
         if r.returncode != 0:
             ctx.notes.append(f"ptunnel-ng session {session}: curl {'timed out' if r.timed_out else r.returncode}")
         if not r.timed_out and r.returncode in (0, _CURL_PARTIAL):
