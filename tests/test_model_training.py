@@ -315,7 +315,9 @@ def test_distillation_on_augmented_batches_asks_the_teacher_about_what_the_stude
                                                   ("--task-weights", "servce=2", "'servce=2'"),
                                                   ("--task-weights", "threat", "'threat'"),
                                                   ("--task-weights", "threat=-1", "'-1'"),
-                                                  ("--task-weights", "threat=nan", "'nan'")])
+                                                  ("--task-weights", "threat=nan", "'nan'"),
+                                                  ("--consistency", "-1", "finite number >= 0"),
+                                                  ("--consistency", "nan", "finite number >= 0")])
 def test_train_refuses_bad_options_before_training(tmp_path, capsys, flag, value, message) -> None:
     from multa_broker.cli import main
 
@@ -330,3 +332,50 @@ def test_task_weights_name_tasks_of_the_taxonomy() -> None:
 
     assert parse_task_weights("") == {}
     assert parse_task_weights("service=1, threat=2.5") == {"service": 1.0, "threat": 2.5}
+
+
+def test_js_divergence_is_zero_for_the_same_answer_and_bounded() -> None:
+    from multa_broker.model.training import js_divergence
+
+    a = torch.tensor([[2.0, 0.0, -1.0], [0.0, 0.0, 0.0]])
+    assert float(js_divergence(a, a)) == pytest.approx(0.0, abs=1e-6)
+    b = torch.tensor([[-9.0, 9.0, 0.0], [9.0, -9.0, -9.0]])
+    d = float(js_divergence(a, b))
+    assert d == pytest.approx(float(js_divergence(b, a)), abs=1e-6)
+    assert 0.1 < d <= float(np.log(2)) + 1e-6
+    # Opposite certainties: the bound, ln 2.
+    sure = torch.tensor([[50.0, -50.0]])
+    assert float(js_divergence(sure, -sure)) == pytest.approx(float(np.log(2)), abs=1e-4)
+
+
+def test_consistency_trains_on_two_views_and_scores_their_divergence_per_task(monkeypatch) -> None:
+    from multa_broker.model import training
+    from multa_broker.model.augment import AugmentConfig
+
+    ds = make_dataset(300, partial=True, seed=4)
+    train, val = _splits(ds)
+    seen, calls = [], []
+    real_views, real_js = training._views, training.js_divergence
+
+    def views(tr, idx, rng, cfg, context, n):
+        rows = real_views(tr, idx, rng, cfg, context, n)
+        seen.append((len(idx), rows))
+        return rows
+
+    def js(a, b):
+        calls.append(a.shape[0])
+        return real_js(a, b)
+
+    monkeypatch.setattr(training, "_views", views)
+    monkeypatch.setattr(training, "js_divergence", js)
+    cfg = TrainConfig(epochs=6, patience=6, min_epochs=1, batch_size=32, lr=1e-2, progress=False,
+                      augment=AugmentConfig(), consistency=2.0)
+    r = fit(_model(ds), train, val, ds.tasks, cfg)
+    assert r.history[-1]["loss"] < r.history[0]["loss"]
+    assert r.val["service"]["macro_f1"] > 0.8
+    # Each step: the batch twice, augmented independently; one term per task on the whole batch.
+    b, rows = seen[0]
+    assert rows[0].shape[0] == 2 * b and not torch.equal(rows[2][:b], rows[2][b:])
+    assert len(calls) == len(seen) * len(ds.tasks) and set(calls) <= {i for i, _ in seen}
+    with pytest.raises(MultaError, match="needs augmentation"):
+        TrainConfig(consistency=1.0)

@@ -89,6 +89,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --augment on: the share of flows each transform touches, overriding its "
                              "default (time-scale 0.5, jitter 0.5, header 0.3, reseg 0.2, loss 0.15, cut 0.15; "
                              "docs/model.md); e.g. header=0,reseg=0 keeps every packet's size")
+    parser.add_argument("--consistency", type=float, default=0.0, metavar="W",
+                        help="with --augment on: train on two augmented views of every batch and add W times "
+                             "the Jensen-Shannon divergence between their predictions (each task), so a flow "
+                             "gets the same answer whatever network it crossed; twice the training time "
+                             "(default 0: off)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                         help="keep an exponential moving average of the weights with this per-step decay "
                              "(e.g. 0.99) and validate, stop and store with it (default 0: off)")
@@ -209,7 +214,8 @@ def train_config(args: argparse.Namespace):
                        seed=args.seed, progress=not args.no_progress, max_steps=args.max_steps,
                        context_dropout=args.context_dropout, ema=args.ema,
                        lr_schedule=args.lr_schedule, capture_balance=args.capture_balance,
-                       distill_crossfit=args.distill_crossfit, distill_augmented=args.distill_augmented)
+                       distill_crossfit=args.distill_crossfit, distill_augmented=args.distill_augmented,
+                       consistency=args.consistency)
 
 
 def context_choice(args: argparse.Namespace) -> bool | None:

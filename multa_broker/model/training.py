@@ -92,6 +92,12 @@ class TrainConfig:
     #: augmentation and hidden context (the student matches the trees' function on the inputs it
     #: trains on), instead of each flow once, as captured.
     distill_augmented: bool = False
+    #: Weight of a consistency term: each training batch is seen in two independently augmented
+    #: views, both trained on, and every task's predictions on the two are pulled together by
+    #: their Jensen-Shannon divergence (AugMix, Hendrycks et al., ICLR 2020). Seeing variants
+    #: teaches the classes; the term asks for the same answer whatever network the flow crossed.
+    #: 0: off (one view). Needs augmentation: two unaugmented views are the same flow.
+    consistency: float = 0.0
 
     def __post_init__(self) -> None:
         # At construction, so a bad value stops before any model (or teacher tree) is trained.
@@ -103,6 +109,11 @@ class TrainConfig:
         if self.distill_augmented and self.distill_crossfit:
             raise MultaError("distillation on augmented batches and cross-fitted distillation exclude "
                              "each other: out-of-fold scores exist only for flows as captured")
+        if not self.consistency >= 0 or not math.isfinite(self.consistency):
+            raise MultaError(f"consistency weight must be a finite number >= 0, not {self.consistency}")
+        if self.consistency > 0 and not self.augment.active:
+            raise MultaError("--consistency needs augmentation (--augment on): two unaugmented views of a "
+                             "flow are the same flow")
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -296,6 +307,24 @@ def crossfit_teacher_probs(teachers: Sequence[Any], train: "SplitTensors", folds
     return out
 
 
+def js_divergence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean Jensen-Shannon divergence between the softmaxes of two [B, C] logit tensors (nats)."""
+    pa, pb = torch.softmax(a, dim=1), torch.softmax(b, dim=1)
+    log_m = (0.5 * (pa + pb)).clamp_min(1e-7).log()
+    kl = nn.functional.kl_div
+    return 0.5 * (kl(log_m, pa, reduction="batchmean") + kl(log_m, pb, reduction="batchmean"))
+
+
+def _views(train: "SplitTensors", idx: torch.Tensor, rng: np.random.Generator, cfg: TrainConfig,
+           context: bool, views: int) -> tuple[torch.Tensor, ...]:
+    """The batch's rows as the model sees them: ``views`` independently augmented copies, stacked."""
+    out = []
+    for _ in range(views):
+        rows = train.augmented_rows(idx, rng, cfg.augment) if cfg.augment.active else train.rows(idx)
+        out.append(hide_context(rows, cfg.context_dropout, rng) if context else rows)
+    return out[0] if views == 1 else tuple(torch.cat(parts) for parts in zip(*out))
+
+
 def _soft_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against soft targets, weighted per row like the hard loss's class weights."""
     per_row = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
@@ -364,6 +393,7 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
         soft_all = (crossfit_teacher_probs(teachers, train, cfg.distill_crossfit, cfg.seed, cfg.class_weights)
                     if cfg.distill_crossfit > 1 else teacher_probs(teachers, train.inputs))
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    views = 2 if cfg.consistency > 0 else 1
 
     best_score, best_epoch, best_state, best_val = -1.0, 0, copy.deepcopy(model.state_dict()), {}
     history: list[dict[str, float]] = []
@@ -383,24 +413,30 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
                 g = int(rng.choice(len(streams), p=sizes / sizes.sum()))
             idx = torch.from_numpy(next(streams[g]))
             y = train.labels[idx]
-            rows = train.augmented_rows(idx, rng, cfg.augment) if cfg.augment.active else train.rows(idx)
-            if getattr(model, "context", False):
-                rows = hide_context(rows, cfg.context_dropout, rng)
+            rows = _views(train, idx, rng, cfg, getattr(model, "context", False), views)
             logits = model.logits(*rows)
             if live_teacher:
-                soft = batch_teacher_probs(teachers, rows, y)
+                soft = [None if p is None else p.view(views, len(idx), -1)
+                        for p in batch_teacher_probs(teachers, rows, y.repeat(views, 1))]
             else:
                 soft = [None if p is None else p[idx] for p in soft_all] if soft_all else None
             loss = torch.zeros(())
             for t in range(len(tasks)):
+                parts = logits[t].view(views, len(idx), -1)
                 present = y[:, t] >= 0
                 if bool(present.any()):
-                    hard = nn.functional.cross_entropy(
-                        logits[t][present], y[present, t], weight=cw[t], label_smoothing=cfg.label_smoothing)
-                    if soft is not None and soft[t] is not None:
-                        hard = (1 - cfg.distill) * hard + cfg.distill * _soft_ce(
-                            logits[t][present], soft[t][present], cw[t][y[present, t]])
-                    loss = loss + tw[t] * hard
+                    for v in range(views):
+                        hard = nn.functional.cross_entropy(parts[v][present], y[present, t], weight=cw[t],
+                                                           label_smoothing=cfg.label_smoothing)
+                        target = None if soft is None or soft[t] is None else (
+                            soft[t][v] if live_teacher else soft[t])
+                        if target is not None:
+                            hard = (1 - cfg.distill) * hard + cfg.distill * _soft_ce(
+                                parts[v][present], target[present], cw[t][y[present, t]])
+                        loss = loss + tw[t] * hard / views
+                if views > 1:
+                    # Every row, labelled for this task or not: the answer should not depend on the view.
+                    loss = loss + cfg.consistency * tw[t] * js_divergence(parts[0], parts[1])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
