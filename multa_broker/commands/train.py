@@ -92,7 +92,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--consistency", type=float, default=0.0, metavar="W",
                         help="with --augment on: train on two augmented views of every batch and add W times "
                              "the Jensen-Shannon divergence between their predictions (each task), so a flow "
-                             "gets the same answer whatever network it crossed; twice the training time "
+                             "gets the same answer whatever network it crossed; about 1.3 times the training time "
                              "(default 0: off)")
     parser.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                         help="keep an exponential moving average of the weights with this per-step decay "
