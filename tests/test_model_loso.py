@@ -152,6 +152,10 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     from multa_broker.model.augment import AugmentConfig
     delayed = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, augment=AugmentConfig(rtt_p=0.3))})
     assert loso.recipe_key(spec) != loso.recipe_key(delayed)
+    consistent = loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(progress=False, augment=AugmentConfig(),
+                                                                         consistency=2.0)})
+    assert loso.recipe_key(loso.LosoSpec(**{**spec.__dict__, "train": TrainConfig(
+        progress=False, augment=AugmentConfig())})) != loso.recipe_key(consistent)
     # The key as it was before the option existed, and the architecture had a dataclass of its own:
     # runs made then are still found.
     import hashlib
@@ -164,6 +168,7 @@ def test_the_recipe_key_ignores_do_nothing_options_but_not_real_ones(tmp_path) -
     del d["train"]["capture_balance"]
     del d["train"]["distill_crossfit"]
     del d["train"]["distill_augmented"]
+    del d["train"]["consistency"]
     del d["train"]["augment"]["rtt_p"]
     del d["train"]["augment"]["rtt_ms"]
     del d["summary_bins"]

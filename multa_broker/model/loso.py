@@ -205,7 +205,7 @@ def recipe_key(spec: LosoSpec) -> str:
     for recipe in recipes:
         if recipe.get("lr_schedule") == "constant":
             del recipe["lr_schedule"]
-        for later in ("capture_balance", "distill_crossfit", "distill_augmented"):
+        for later in ("capture_balance", "distill_crossfit", "distill_augmented", "consistency"):
             if not recipe.get(later):
                 recipe.pop(later, None)
         aug = recipe.get("augment")
