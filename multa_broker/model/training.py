@@ -417,7 +417,7 @@ def fit(model: nn.Module, train: SplitTensors, val: SplitTensors, classes: dict[
             logits = model.logits(*rows)
             if live_teacher:
                 soft = [None if p is None else p.view(views, len(idx), -1)
-                        for p in batch_teacher_probs(teachers, rows, y.repeat(views, 1))]
+                        for p in batch_teacher_probs(teachers, rows, y)]
             else:
                 soft = [None if p is None else p[idx] for p in soft_all] if soft_all else None
             loss = torch.zeros(())
